@@ -1,0 +1,63 @@
+// CPU launchers for the parity tests: `launch_<kernel>(cfg, args...)` with
+// cfg = {grid.x, grid.y, grid.z, block.x, block.y, block.z}. Compiled after
+// cpu_shim.h, common.cuh and every kernels/*.cu in one translation unit.
+
+extern "C" void launch_preprocess_nv12(const unsigned int* cfg, const uint8_t* yp, int y_pitch,
+                                       const uint8_t* uvp, int uv_pitch, int width, int height,
+                                       int size, float scale, float* out, int slot) {
+    lc_shim_launch(cfg, [&] {
+        preprocess_nv12(yp, y_pitch, uvp, uv_pitch, width, height, size, scale, out, slot);
+    });
+}
+
+extern "C" void launch_preprocess_nv12_f16(const unsigned int* cfg, const uint8_t* yp,
+                                           int y_pitch, const uint8_t* uvp, int uv_pitch,
+                                           int width, int height, int size, float scale,
+                                           uint16_t* out, int slot) {
+    lc_shim_launch(cfg, [&] {
+        preprocess_nv12_f16(yp, y_pitch, uvp, uv_pitch, width, height, size, scale, out, slot);
+    });
+}
+
+extern "C" void launch_blur_v_nv12(const unsigned int* cfg, const uint8_t* plane, int pitch,
+                                   int step, int width, int height, const LcMask* masks, int m,
+                                   uint16_t* a, uint16_t* b) {
+    lc_shim_launch(cfg, [&] { blur_v_nv12(plane, pitch, step, width, height, masks, m, a, b); });
+}
+
+extern "C" void launch_blur_h_nv12(const unsigned int* cfg, uint8_t* plane, int pitch, int step,
+                                   int width, int height, const LcMask* masks, int m, int pass,
+                                   uint16_t* a, uint16_t* b) {
+    lc_shim_launch(cfg, [&] {
+        blur_h_nv12(plane, pitch, step, width, height, masks, m, pass, a, b);
+    });
+}
+
+extern "C" void launch_pixelate_means_nv12(const unsigned int* cfg, const uint8_t* plane,
+                                           int pitch, int step, const LcMask* masks, int m,
+                                           uint8_t* means) {
+    lc_shim_launch(cfg, [&] { pixelate_means_nv12(plane, pitch, step, masks, m, means); });
+}
+
+extern "C" void launch_pixelate_apply_nv12(const unsigned int* cfg, uint8_t* plane, int pitch,
+                                           int step, const LcMask* masks, int m,
+                                           const uint8_t* means) {
+    lc_shim_launch(cfg, [&] { pixelate_apply_nv12(plane, pitch, step, masks, m, means); });
+}
+
+extern "C" void launch_fill_nv12(const unsigned int* cfg, uint8_t* plane, int pitch, int step,
+                                 const LcMask* masks, int m) {
+    lc_shim_launch(cfg, [&] { fill_nv12(plane, pitch, step, masks, m); });
+}
+
+extern "C" void launch_decode_yolo_f32(const unsigned int* cfg, const float* out, int anchors,
+                                       int classes, const float* thresholds,
+                                       const LcImageInfo* images, int batch, LcCandidate* cands,
+                                       int capacity, int* count) {
+    lc_shim_launch(cfg, [&] {
+        decode_yolo_f32(out, anchors, classes, thresholds, images, batch, cands, capacity, count);
+    });
+}
+
+// The kernels' f32 -> f16 conversion, exposed for an exhaustive test.
+extern "C" uint16_t shim_float_to_half(float f) { return lc_float_to_half(f); }

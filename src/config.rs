@@ -1,0 +1,379 @@
+//! Configuration: built-in defaults, overridden by a TOML file, overridden by
+//! environment variables (the seed's names stay valid), overridden by flags.
+
+use crate::detect::DetectorConfig;
+use crate::error::ConfigError;
+use crate::pipeline::batcher::BatcherConfig;
+use crate::pipeline::scheduler::{Mode, SchedulerConfig};
+use crate::policy::{Policy, PolicyFile};
+use crate::track::TrackerConfig;
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// `[batcher]`: continuous batching shared by every stream.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatcherSection {
+    /// BATCH_SIZE
+    pub max_batch: usize,
+    /// BATCH_MAX_WAIT_MS: how long a free context may wait to fill a batch
+    /// while another context is busy; 0 = never wait.
+    pub max_wait_ms: u64,
+    pub capacity: usize,
+    /// Execution contexts (concurrent batches).
+    pub contexts: usize,
+}
+
+impl Default for BatcherSection {
+    fn default() -> Self {
+        BatcherSection {
+            max_batch: 8,
+            max_wait_ms: 0,
+            capacity: 64,
+            contexts: 1,
+        }
+    }
+}
+
+/// `[scheduler]`: when frames leave.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedulerSection {
+    /// `strict` or `predictive`.
+    pub mode: String,
+    /// Predictive mode: run the detector on every Nth frame.
+    pub detect_every: u32,
+    /// A frame not verified within this many ms is censored whole.
+    pub deadline_ms: u64,
+    pub max_pending: usize,
+}
+
+impl Default for SchedulerSection {
+    fn default() -> Self {
+        SchedulerSection {
+            mode: "strict".into(),
+            detect_every: 3,
+            deadline_ms: 250,
+            max_pending: 32,
+        }
+    }
+}
+
+/// `[livekit]`: where the SFU is.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LiveKitSection {
+    pub url: String,
+    pub api_key: String,
+    pub api_secret: String,
+}
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub detector: DetectorConfig,
+    pub batcher: BatcherSection,
+    pub scheduler: SchedulerSection,
+    /// KALMAN_ENABLED: masks follow motion between detections.
+    pub kalman: bool,
+    pub tracker: TrackerConfig,
+    pub policy: PolicyFile,
+    pub livekit: LiveKitSection,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            detector: DetectorConfig::default(),
+            batcher: BatcherSection::default(),
+            scheduler: SchedulerSection::default(),
+            kalman: true,
+            tracker: TrackerConfig::default(),
+            policy: PolicyFile::default(),
+            livekit: LiveKitSection::default(),
+        }
+    }
+}
+
+fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    value.trim().parse::<T>().map_err(|e| ConfigError::Value {
+        key: key.into(),
+        value: value.into(),
+        reason: e.to_string(),
+    })
+}
+
+fn parse_bool(key: &str, value: &str) -> Result<bool, ConfigError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::Value {
+            key: key.into(),
+            value: value.into(),
+            reason: "expected true or false".into(),
+        }),
+    }
+}
+
+impl Config {
+    /// Defaults, then the file if given.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::File {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Applies environment overrides from `get` (`std::env::var` in main).
+    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        if let Some(v) = get("BATCH_SIZE") {
+            self.batcher.max_batch = parse("BATCH_SIZE", &v)?;
+        }
+        if let Some(v) = get("BATCH_MAX_WAIT_MS") {
+            self.batcher.max_wait_ms = parse("BATCH_MAX_WAIT_MS", &v)?;
+        }
+        if let Some(v) = get("CONFIDENCE_DECAY_RATE") {
+            self.tracker.decay = parse("CONFIDENCE_DECAY_RATE", &v)?;
+        }
+        if let Some(v) = get("KALMAN_ENABLED") {
+            self.kalman = parse_bool("KALMAN_ENABLED", &v)?;
+        }
+        if let Some(v) = get("LIVEKIT_URL") {
+            self.livekit.url = v;
+        }
+        if let Some(v) = get("LIVEKIT_API_KEY") {
+            self.livekit.api_key = v;
+        }
+        if let Some(v) = get("LIVEKIT_API_SECRET") {
+            self.livekit.api_secret = v;
+        }
+        Ok(())
+    }
+
+    /// Checks every value a user can get wrong, naming the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, value: String, reason: &str| ConfigError::Value {
+            key: key.into(),
+            value,
+            reason: reason.into(),
+        };
+        if !(1..=64).contains(&self.batcher.max_batch) {
+            return Err(bad(
+                "batcher.max_batch (BATCH_SIZE)",
+                self.batcher.max_batch.to_string(),
+                "must be 1..=64",
+            ));
+        }
+        if self.batcher.max_wait_ms > 1000 {
+            return Err(bad(
+                "batcher.max_wait_ms (BATCH_MAX_WAIT_MS)",
+                self.batcher.max_wait_ms.to_string(),
+                "must be at most 1000",
+            ));
+        }
+        if self.batcher.capacity < self.batcher.max_batch {
+            return Err(bad(
+                "batcher.capacity",
+                self.batcher.capacity.to_string(),
+                "must be at least max_batch",
+            ));
+        }
+        if !(1..=16).contains(&self.batcher.contexts) {
+            return Err(bad(
+                "batcher.contexts",
+                self.batcher.contexts.to_string(),
+                "must be 1..=16",
+            ));
+        }
+        let d = self.tracker.decay;
+        if !(d.is_finite() && d > 0.0 && d <= 1.0) {
+            return Err(bad(
+                "tracker.decay (CONFIDENCE_DECAY_RATE)",
+                d.to_string(),
+                "must be in (0, 1]",
+            ));
+        }
+        if !(1..=10_000).contains(&self.scheduler.deadline_ms) {
+            return Err(bad(
+                "scheduler.deadline_ms",
+                self.scheduler.deadline_ms.to_string(),
+                "must be 1..=10000",
+            ));
+        }
+        if self.scheduler.max_pending == 0 {
+            return Err(bad(
+                "scheduler.max_pending",
+                "0".into(),
+                "must be at least 1",
+            ));
+        }
+        if !(1..=16).contains(&self.detector.threads) {
+            return Err(bad(
+                "detector.threads",
+                self.detector.threads.to_string(),
+                "must be 1..=16",
+            ));
+        }
+        let mode = self.mode()?;
+        if matches!(mode, Mode::Predictive { .. }) && !self.kalman {
+            return Err(bad(
+                "scheduler.mode",
+                self.scheduler.mode.clone(),
+                "predictive mode needs the tracker (KALMAN_ENABLED=true)",
+            ));
+        }
+        self.policy()?;
+        Ok(())
+    }
+
+    pub fn mode(&self) -> Result<Mode, ConfigError> {
+        match self.scheduler.mode.to_ascii_lowercase().as_str() {
+            "strict" => Ok(Mode::Strict),
+            "predictive" => {
+                if self.scheduler.detect_every == 0 {
+                    return Err(ConfigError::Value {
+                        key: "scheduler.detect_every".into(),
+                        value: "0".into(),
+                        reason: "must be at least 1".into(),
+                    });
+                }
+                Ok(Mode::Predictive {
+                    detect_every: self.scheduler.detect_every,
+                })
+            }
+            other => Err(ConfigError::Value {
+                key: "scheduler.mode".into(),
+                value: other.into(),
+                reason: "expected strict or predictive".into(),
+            }),
+        }
+    }
+
+    pub fn scheduler_config(&self) -> Result<SchedulerConfig, ConfigError> {
+        Ok(SchedulerConfig {
+            mode: self.mode()?,
+            deadline: Duration::from_millis(self.scheduler.deadline_ms),
+            max_pending: self.scheduler.max_pending,
+        })
+    }
+
+    pub fn batcher_config(&self) -> BatcherConfig {
+        BatcherConfig {
+            max_batch: self.batcher.max_batch,
+            max_wait: Duration::from_millis(self.batcher.max_wait_ms),
+            capacity: self.batcher.capacity,
+            contexts: self.batcher.contexts,
+        }
+    }
+
+    pub fn policy(&self) -> Result<Policy, ConfigError> {
+        Policy::from_file(&self.policy)
+    }
+
+    /// Resolves relative model paths against `base` (the repository or the
+    /// working directory).
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() && !p.exists() {
+                let q = base.join(&*p);
+                if q.exists() {
+                    *p = q;
+                }
+            }
+        };
+        fix(&mut self.detector.model);
+        if let Some(l) = self.detector.ort_library.as_mut() {
+            fix(l);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn file_then_env_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "kalman = true\n[batcher]\nmax_batch = 4\n[scheduler]\nmode = \"predictive\"\n",
+        )
+        .unwrap();
+        let mut c = Config::load(Some(&path)).unwrap();
+        assert_eq!(c.batcher.max_batch, 4);
+        c.apply_env(env(&[
+            ("BATCH_SIZE", "6"),
+            ("BATCH_MAX_WAIT_MS", "30"),
+            ("CONFIDENCE_DECAY_RATE", "0.9"),
+        ]))
+        .unwrap();
+        assert_eq!(c.batcher.max_batch, 6);
+        assert_eq!(c.batcher_config().max_wait, Duration::from_millis(30));
+        assert!((c.tracker.decay - 0.9).abs() < 1e-6);
+        assert!(matches!(
+            c.mode().unwrap(),
+            Mode::Predictive { detect_every: 3 }
+        ));
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let mut c = Config::default();
+        let e = c.apply_env(env(&[("BATCH_SIZE", "eight")])).unwrap_err();
+        assert!(e.to_string().contains("BATCH_SIZE"), "{e}");
+        let e = c
+            .apply_env(env(&[("KALMAN_ENABLED", "maybe")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("KALMAN_ENABLED"), "{e}");
+        c.apply_env(env(&[("CONFIDENCE_DECAY_RATE", "1.5")]))
+            .unwrap();
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("CONFIDENCE_DECAY_RATE"), "{e}");
+        let mut c = Config::default();
+        c.scheduler.mode = "yolo".into();
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("scheduler.mode"));
+        let mut c = Config::default();
+        c.kalman = false;
+        c.scheduler.mode = "predictive".into();
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn unknown_key_and_missing_file_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "[batcher]\nmax_bach = 4\n").unwrap();
+        let e = Config::load(Some(&path)).unwrap_err();
+        assert!(e.to_string().contains("max_bach"), "{e}");
+        let e = Config::load(Some(&dir.path().join("none.toml"))).unwrap_err();
+        assert!(e.to_string().contains("none.toml"), "{e}");
+    }
+}

@@ -1,0 +1,446 @@
+//! Letterbox preprocessing for the NudeNet detector.
+//!
+//! The reference (NudeNet 3.4.2) pads the picture bottom/right with black to a
+//! square of side `S = max(W, H)`, resizes that square to `size x size` with
+//! OpenCV `INTER_LINEAR`, divides by 255 and lays it out NCHW in RGB order.
+//!
+//! The exact math here (a CUDA kernel `preprocess_nv12` must match it):
+//! - `scale = S / size` (f32). For each output column `d` (rows alike):
+//!   `s = (d + 0.5) * scale - 0.5`, `i0 = floor(s)`, `w = s - i0`;
+//!   if `i0 < 0` then `i0 = 0, w = 0`; if `i0 >= S - 1` then `i0 = S - 1, w = 0`;
+//!   `i1 = min(i0 + 1, S - 1)`.
+//! - A source pixel `(x, y)` with `x >= W` or `y >= H` is black (padding);
+//!   inside, it is RGB u8 (for YUV frames: `frame::yuv_to_rgb` of that
+//!   pixel's Y and its 2x2-subsampled U, V, bit for bit; nothing else is
+//!   converted).
+//! - `v = ((p00 * (1 - wx) + p01 * wx) * (1 - wy) + (p10 * (1 - wx) + p11 * wx) * wy) / 255`
+//!   per channel, in f32, without rounding to u8 (OpenCV rounds; the
+//!   difference is below 1/255 and does not move detections).
+
+use crate::frame::{Frame, PixelFormat};
+
+/// How a frame was mapped onto the square model input; `decode` uses it to
+/// map boxes back to frame pixels.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Letterbox {
+    /// Model input side in pixels.
+    pub size: usize,
+    /// Frame pixels per input pixel: `max(width, height) / size`.
+    pub scale: f32,
+    /// Frame width in pixels.
+    pub width: usize,
+    /// Frame height in pixels.
+    pub height: usize,
+}
+
+impl Letterbox {
+    /// The mapping for a `width x height` frame onto a `size x size` input.
+    pub fn new(width: usize, height: usize, size: usize) -> Self {
+        let side = width.max(height);
+        let scale = if size == 0 {
+            0.0
+        } else {
+            side as f32 / size as f32
+        };
+        Letterbox {
+            size,
+            scale,
+            width,
+            height,
+        }
+    }
+}
+
+/// `frame::yuv_to_rgb` as lookup tables: each entry is the same single f32
+/// operation, so sums match bit for bit, and rounding avoids the `roundf`
+/// libm call that baseline x86-64 makes for `f32::round` (the hot spot).
+struct YuvTables {
+    c: [f32; 256],
+    vr: [f32; 256],
+    ug: [f32; 256],
+    vg: [f32; 256],
+    ub: [f32; 256],
+}
+
+impl YuvTables {
+    fn new() -> Self {
+        let mut t = YuvTables {
+            c: [0.0; 256],
+            vr: [0.0; 256],
+            ug: [0.0; 256],
+            vg: [0.0; 256],
+            ub: [0.0; 256],
+        };
+        for i in 0..256 {
+            let f = i as f32;
+            let d = f - 128.0;
+            t.c[i] = 1.164 * (f - 16.0);
+            t.vr[i] = 1.596 * d;
+            t.ug[i] = 0.392 * d;
+            t.vg[i] = 0.813 * d;
+            t.ub[i] = 2.017 * d;
+        }
+        t
+    }
+
+    #[inline(always)]
+    fn rgb(&self, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let c = self.c[y as usize];
+        let (u, v) = (u as usize, v as usize);
+        [
+            round_u8(c + self.vr[v]),
+            round_u8(c - self.ug[u] - self.vg[v]),
+            round_u8(c + self.ub[u]),
+        ]
+    }
+}
+
+/// `v.round().clamp(0.0, 255.0) as u8` exactly: round half away from zero is
+/// `trunc(v + pred(0.5))` (LLVM's own expansion), and `as u8` saturates.
+#[inline(always)]
+fn round_u8(v: f32) -> u8 {
+    const PRED_HALF: f32 = 0.499_999_97;
+    (v + PRED_HALF) as u8
+}
+
+/// Two source taps along one axis and the weight of the second.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Tap {
+    i0: usize,
+    i1: usize,
+    w1: f32,
+}
+
+/// OpenCV `INTER_LINEAR` taps for `size` outputs over a source axis of `side`.
+fn taps(size: usize, side: usize, scale: f32) -> Vec<Tap> {
+    let last = side.saturating_sub(1);
+    (0..size)
+        .map(|d| {
+            let s = (d as f32 + 0.5) * scale - 0.5;
+            let f = s.floor();
+            let (i0, w1) = if f < 0.0 {
+                (0, 0.0)
+            } else if f as usize >= last {
+                (last, 0.0)
+            } else {
+                (f as usize, s - f)
+            };
+            Tap {
+                i0,
+                i1: (i0 + 1).min(last),
+                w1,
+            }
+        })
+        .collect()
+}
+
+/// The shared core: `fetch(x, y)` is only called with `x < width`,
+/// `y < height`; everything else is black padding.
+fn letterbox_core<F>(
+    width: usize,
+    height: usize,
+    size: usize,
+    out: &mut [f32],
+    fetch: F,
+) -> Letterbox
+where
+    F: Fn(usize, usize) -> [u8; 3],
+{
+    let lb = Letterbox::new(width, height, size);
+    let plane = size * size;
+    let Some(out) = out.get_mut(..3 * plane) else {
+        tracing::error!(
+            len = out.len(),
+            need = 3 * plane,
+            "preprocess: output slot too small; nothing written"
+        );
+        return lb;
+    };
+    if width == 0 || height == 0 {
+        out.fill(0.0);
+        return lb;
+    }
+    let side = width.max(height);
+    let xt = taps(size, side, lb.scale);
+    let yt = taps(size, side, lb.scale);
+    let px = |x: usize, y: usize| -> [f32; 3] {
+        if x < width && y < height {
+            let [r, g, b] = fetch(x, y);
+            [r as f32, g as f32, b as f32]
+        } else {
+            [0.0; 3]
+        }
+    };
+    let (r_plane, gb) = out.split_at_mut(plane);
+    let (g_plane, b_plane) = gb.split_at_mut(plane);
+    let rows = r_plane
+        .chunks_exact_mut(size)
+        .zip(g_plane.chunks_exact_mut(size))
+        .zip(b_plane.chunks_exact_mut(size))
+        .zip(yt.iter());
+    for (((r_row, g_row), b_row), ty) in rows {
+        let wy = ty.w1;
+        let cols = r_row
+            .iter_mut()
+            .zip(g_row.iter_mut())
+            .zip(b_row.iter_mut())
+            .zip(xt.iter());
+        for (((r, g), b), tx) in cols {
+            let wx = tx.w1;
+            let p00 = px(tx.i0, ty.i0);
+            let p01 = px(tx.i1, ty.i0);
+            let p10 = px(tx.i0, ty.i1);
+            let p11 = px(tx.i1, ty.i1);
+            let v = |c: usize| {
+                let top = p00[c] * (1.0 - wx) + p01[c] * wx;
+                let bottom = p10[c] * (1.0 - wx) + p11[c] * wx;
+                (top * (1.0 - wy) + bottom * wy) * (1.0 / 255.0)
+            };
+            *r = v(0);
+            *g = v(1);
+            *b = v(2);
+        }
+    }
+    lb
+}
+
+/// Letterboxes a YUV frame into one batch slot `out` (`3 * size * size`
+/// floats, NCHW RGB in [0, 1]), converting only the sampled pixels.
+/// A frame whose data is shorter than its size implies yields a black input
+/// (and an error log) rather than a panic.
+pub fn preprocess_frame(frame: &Frame, size: usize, out: &mut [f32]) -> Letterbox {
+    let (width, height) = (frame.width, frame.height);
+    if frame.data.len() < Frame::expected_len(width, height) {
+        tracing::error!(
+            len = frame.data.len(),
+            width,
+            height,
+            "preprocess: truncated frame; detector input left black"
+        );
+        return letterbox_core(width, height, size, out, |_, _| [0; 3]);
+    }
+    let (yp, a, b) = frame.planes();
+    let cw = frame.chroma_width();
+    let t = YuvTables::new();
+    match frame.format {
+        PixelFormat::I420 => letterbox_core(width, height, size, out, |x, y| {
+            let ci = (y / 2) * cw + x / 2;
+            t.rgb(yp[y * width + x], a[ci], b[ci])
+        }),
+        PixelFormat::Nv12 => letterbox_core(width, height, size, out, |x, y| {
+            let ci = 2 * ((y / 2) * cw + x / 2);
+            t.rgb(yp[y * width + x], a[ci], a[ci + 1])
+        }),
+    }
+}
+
+/// Letterboxes packed RGB24 (`width * height * 3` bytes) into one batch slot;
+/// the exact reference for `preprocess_frame`. Short input yields black.
+pub fn preprocess_rgb(
+    rgb: &[u8],
+    width: usize,
+    height: usize,
+    size: usize,
+    out: &mut [f32],
+) -> Letterbox {
+    if rgb.len() < width * height * 3 {
+        tracing::error!(
+            len = rgb.len(),
+            width,
+            height,
+            "preprocess: truncated RGB image; detector input left black"
+        );
+        return letterbox_core(width, height, size, out, |_, _| [0; 3]);
+    }
+    letterbox_core(width, height, size, out, |x, y| {
+        let i = (y * width + x) * 3;
+        [rgb[i], rgb[i + 1], rgb[i + 2]]
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn solid_rgb(w: usize, h: usize, c: [u8; 3]) -> Vec<u8> {
+        c.iter().copied().cycle().take(w * h * 3).collect()
+    }
+
+    fn at(t: &[f32], size: usize, c: usize, x: usize, y: usize) -> f32 {
+        t[c * size * size + y * size + x]
+    }
+
+    #[test]
+    fn yuv_tables_match_frame_conversion_exactly() {
+        let t = YuvTables::new();
+        for y in 0..=255u8 {
+            for u in 0..=255u8 {
+                for v in 0..=255u8 {
+                    assert_eq!(
+                        t.rgb(y, u, v),
+                        crate::frame::yuv_to_rgb(y, u, v),
+                        "{y} {u} {v}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn round_u8_matches_round_clamp() {
+        let mut v = -3.0f32;
+        while v < 260.0 {
+            for x in [
+                v,
+                f32::from_bits(v.to_bits() + 1),
+                f32::from_bits(v.to_bits().wrapping_sub(1)),
+            ] {
+                assert_eq!(round_u8(x), x.round().clamp(0.0, 255.0) as u8, "{x}");
+            }
+            v += 0.5;
+        }
+    }
+
+    #[test]
+    fn letterbox_scale() {
+        let lb = Letterbox::new(1280, 720, 320);
+        assert_eq!(
+            (lb.scale, lb.width, lb.height, lb.size),
+            (4.0, 1280, 720, 320)
+        );
+        assert_eq!(Letterbox::new(200, 400, 320).scale, 1.25);
+    }
+
+    #[test]
+    fn wide_image_is_padded_black_at_the_bottom() {
+        let (w, h, s) = (64, 32, 32);
+        let rgb = solid_rgb(w, h, [255, 128, 0]);
+        let mut t = vec![-1.0; 3 * s * s];
+        preprocess_rgb(&rgb, w, h, s, &mut t);
+        assert!(t.iter().all(|v| (0.0..=1.0).contains(v)));
+        for y in 0..s {
+            for x in 0..s {
+                let px = [at(&t, s, 0, x, y), at(&t, s, 1, x, y), at(&t, s, 2, x, y)];
+                if y < 16 {
+                    let want = [1.0, 128.0 / 255.0, 0.0];
+                    let close = px.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-6);
+                    assert!(close, "({x},{y}): {px:?}");
+                } else {
+                    assert_eq!(px, [0.0; 3], "({x},{y})");
+                }
+            }
+        }
+        // Tall image: padding on the right.
+        let rgb = solid_rgb(h, w, [10, 20, 30]);
+        preprocess_rgb(&rgb, h, w, s, &mut t);
+        assert!((at(&t, s, 2, 15, 31) - 30.0 / 255.0).abs() < 1e-6);
+        assert_eq!(at(&t, s, 2, 16, 0), 0.0);
+    }
+
+    #[test]
+    fn same_size_is_a_copy_and_half_size_averages_pairs() {
+        let (w, h) = (8, 6);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 5 % 256) as u8).collect();
+        let mut t = vec![0.0; 3 * 8 * 8];
+        preprocess_rgb(&rgb, w, h, 8, &mut t);
+        for y in 0..h {
+            for x in 0..w {
+                for c in 0..3 {
+                    let v = rgb[(y * w + x) * 3 + c] as f32 / 255.0;
+                    assert!((at(&t, 8, c, x, y) - v).abs() < 1e-6);
+                }
+            }
+        }
+        let mut t = vec![0.0; 3 * 4 * 4];
+        preprocess_rgb(&rgb, w, h, 4, &mut t);
+        let p = |x: usize, y: usize| rgb[(y * w + x) * 3] as f32;
+        let want = (p(2, 0) + p(3, 0) + p(2, 1) + p(3, 1)) / 4.0 / 255.0;
+        assert!((at(&t, 4, 0, 1, 0) - want).abs() < 1e-6);
+    }
+
+    #[test]
+    fn uniform_frame_gives_uniform_rgb() {
+        for format in [PixelFormat::I420, PixelFormat::Nv12] {
+            let (w, h, s) = (100, 60, 64);
+            let f = Frame::from_rgb(format, w, h, &solid_rgb(w, h, [200, 100, 50]));
+            let want = f.rgb_at(0, 0);
+            let mut t = vec![0.0; 3 * s * s];
+            preprocess_frame(&f, s, &mut t);
+            // Rows whose both taps lie inside the 60-row picture.
+            for y in 0..37 {
+                for x in 0..s {
+                    for (c, want) in want.iter().enumerate() {
+                        let v = at(&t, s, c, x, y);
+                        assert!(
+                            (v - *want as f32 / 255.0).abs() < 1e-6,
+                            "{format:?} ({x},{y})"
+                        );
+                    }
+                }
+            }
+            assert_eq!(at(&t, s, 0, 5, 63), 0.0);
+        }
+    }
+
+    #[test]
+    fn box_in_frame_maps_back_through_scale() {
+        // A white square at frame (400..600, 200..400) of a 1280x720 frame.
+        let (w, h, s) = (1280, 720, 320);
+        let mut rgb = vec![0u8; w * h * 3];
+        for y in 200..400 {
+            for x in 400..600 {
+                rgb[(y * w + x) * 3..(y * w + x) * 3 + 3].fill(255);
+            }
+        }
+        let f = Frame::from_rgb(PixelFormat::Nv12, w, h, &rgb);
+        let mut t = vec![0.0; 3 * s * s];
+        let lb = preprocess_frame(&f, s, &mut t);
+        let lit: Vec<(usize, usize)> = (0..s)
+            .flat_map(|y| (0..s).map(move |x| (x, y)))
+            .filter(|&(x, y)| at(&t, s, 1, x, y) > 0.5)
+            .collect();
+        let x0 = lit.iter().map(|p| p.0).min().unwrap_or(0) as f32 * lb.scale;
+        let x1 = (lit.iter().map(|p| p.0).max().unwrap_or(0) + 1) as f32 * lb.scale;
+        let y0 = lit.iter().map(|p| p.1).min().unwrap_or(0) as f32 * lb.scale;
+        let y1 = (lit.iter().map(|p| p.1).max().unwrap_or(0) + 1) as f32 * lb.scale;
+        assert_eq!((x0, y0, x1, y1), (400.0, 200.0, 600.0, 400.0));
+    }
+
+    #[test]
+    fn bad_inputs_do_not_panic() {
+        let mut t = vec![0.5; 3 * 16 * 16];
+        let mut f = Frame::new(PixelFormat::I420, 32, 32);
+        f.data.truncate(100);
+        preprocess_frame(&f, 16, &mut t);
+        assert!(t.iter().all(|&v| v == 0.0));
+        preprocess_rgb(&[1, 2, 3], 4, 4, 16, &mut t);
+        let mut short = vec![0.5; 10];
+        preprocess_rgb(&solid_rgb(4, 4, [9, 9, 9]), 4, 4, 16, &mut short);
+        assert!(short.iter().all(|&v| v == 0.5));
+        let lb = preprocess_rgb(&[], 0, 0, 16, &mut t);
+        assert_eq!(lb.scale, 0.0);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        /// The YUV path equals the RGB reference on the frame's own RGB.
+        #[test]
+        fn frame_matches_rgb_reference(
+            w in 1usize..90, h in 1usize..90, s in prop::sample::select(vec![16usize, 32, 64]),
+            seed in any::<u64>(), nv12 in any::<bool>(),
+        ) {
+            let rgb: Vec<u8> = (0..w * h * 3)
+                .map(|i| ((i as u64).wrapping_mul(2654435761) ^ seed) as u8)
+                .collect();
+            let format = if nv12 { PixelFormat::Nv12 } else { PixelFormat::I420 };
+            let f = Frame::from_rgb(format, w, h, &rgb);
+            let mut a = vec![0.0; 3 * s * s];
+            let mut b = vec![0.0; 3 * s * s];
+            let la = preprocess_frame(&f, s, &mut a);
+            let lb = preprocess_rgb(&f.to_rgb(), w, h, s, &mut b);
+            prop_assert_eq!(la, lb);
+            prop_assert_eq!(a, b);
+        }
+    }
+}

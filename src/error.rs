@@ -1,0 +1,109 @@
+//! One error enum for the crate; each subsystem has its own enum converted
+//! with `From`, so a message always names the stage, the path and the reason.
+
+use std::path::PathBuf;
+
+/// Crate-wide result.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Media(#[from] MediaError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+    #[error("{0} is not compiled into this binary (rebuild with `--features {1}`)")]
+    NotCompiled(&'static str, &'static str),
+    #[error("GPU unavailable: {0}")]
+    Gpu(String),
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+/// Containers, bitstreams, decoders and encoders.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MediaError {
+    #[error("{path}: unsupported input: {reason}")]
+    Unsupported { path: PathBuf, reason: String },
+    #[error("{path}: malformed {container}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        container: &'static str,
+        reason: String,
+    },
+    #[error("{path}: empty input (no video frames)")]
+    Empty { path: PathBuf },
+    #[error("H.264 decoder: {0}")]
+    Decode(String),
+    #[error("H.264 encoder: {0}")]
+    Encode(String),
+    #[error("frame size {width}x{height} is not supported: {reason}")]
+    BadDimensions {
+        width: usize,
+        height: usize,
+        reason: String,
+    },
+}
+
+/// Model loading and inference.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DetectError {
+    #[error("model file {path} not found: run `bash scripts/setup.sh` to fetch it")]
+    ModelMissing { path: PathBuf },
+    #[error(
+        "onnxruntime library {path} not found: run `bash scripts/setup.sh`, or set ORT_DYLIB_PATH"
+    )]
+    RuntimeMissing { path: PathBuf },
+    #[error("onnxruntime: {0}")]
+    Runtime(String),
+    #[error("model output has shape {shape:?}, expected [batch, 22, anchors]")]
+    BadOutput { shape: Vec<i64> },
+}
+
+/// Configuration and policy values.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("{path}: {reason}")]
+    File { path: PathBuf, reason: String },
+    #[error("bad value for {key}: {value:?} ({reason})")]
+    Value {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("unknown class {0:?} (run `livecensor classes` for the list)")]
+    UnknownClass(String),
+}
+
+/// The scheduler, batcher and runners.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    #[error("detector queue full ({capacity} frames)")]
+    Backpressure { capacity: usize },
+    #[error("detector worker stopped: {0}")]
+    WorkerGone(String),
+    #[error("{0}")]
+    Other(String),
+}

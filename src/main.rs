@@ -1,0 +1,480 @@
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use livecensor::audit::{audit, AuditThresholds};
+use livecensor::config::Config;
+use livecensor::detect::CLASSES;
+use livecensor::frame::CensorMethod;
+use livecensor::pipeline::{censor_file, sidecar::sidecar_path, Summary};
+use livecensor::policy::Policy;
+use livecensor::synth::{Scenario, Synth, SynthConfig};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+/// Real-time video censoring: NudeNet detection, Kalman tracking, blur,
+/// pixelation or fill. No uncensored frame leaves.
+#[derive(Parser)]
+#[command(name = "livecensor", version, about, long_about = None)]
+struct Cli {
+    /// TOML configuration file (env vars and flags override it).
+    #[arg(long, short, global = true, env = "LIVECENSOR_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Censor a video file (.h264/.264, .mp4, .y4m in and out).
+    Censor(CensorArgs),
+    /// Check an output against its input: every region the detector finds on
+    /// an input frame must be masked and its detail gone. Exits 1 on a leak.
+    Audit(AuditArgs),
+    /// Make a synthetic clip with ground truth (moving astronaut face).
+    Synth(SynthArgs),
+    /// Fetch nothing, build a 720p clip of a moving face, censor faces, audit.
+    Demo(DemoArgs),
+    /// List the detector's classes (names for policies).
+    Classes,
+    /// What this machine can use, and which backend each stage takes.
+    Doctor,
+}
+
+#[derive(Args, Clone)]
+struct PolicyArgs {
+    /// Policy TOML (classes, thresholds, expansion, shape, method).
+    #[arg(long)]
+    policy: Option<PathBuf>,
+    /// Censored classes, comma-separated (`all` for every class).
+    #[arg(long)]
+    classes: Option<String>,
+    /// blur | pixelate | fill
+    #[arg(long)]
+    method: Option<String>,
+    /// rect | ellipse
+    #[arg(long)]
+    shape: Option<String>,
+    /// Minimum score for every censored class.
+    #[arg(long)]
+    threshold: Option<f32>,
+    /// strict (default: nothing leaves unverified) | predictive
+    #[arg(long)]
+    mode: Option<String>,
+    /// Predictive mode: detect every Nth frame.
+    #[arg(long)]
+    detect_every: Option<u32>,
+    /// Frame rate for raw .h264 input (no timing in the bitstream).
+    #[arg(long)]
+    fps: Option<f64>,
+    /// Detector model (ONNX).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Detector threads.
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+#[derive(Args)]
+struct CensorArgs {
+    #[arg(long, short)]
+    input: PathBuf,
+    #[arg(long, short)]
+    output: PathBuf,
+    #[command(flatten)]
+    p: PolicyArgs,
+}
+
+#[derive(Args)]
+struct AuditArgs {
+    #[arg(long, short)]
+    input: PathBuf,
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Sidecar (default: OUTPUT.censor.jsonl).
+    #[arg(long)]
+    sidecar: Option<PathBuf>,
+    /// Write the full report as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[command(flatten)]
+    p: PolicyArgs,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// constant-pan, fast-pan, zoom, acceleration, stop-start, crossing,
+    /// occlusion, hard-cut, static
+    #[arg(long, default_value = "constant-pan")]
+    scenario: String,
+    #[arg(long, short)]
+    output: PathBuf,
+    #[arg(long, default_value_t = 90)]
+    frames: usize,
+    #[arg(long, default_value_t = 1280)]
+    width: usize,
+    #[arg(long, default_value_t = 720)]
+    height: usize,
+    #[arg(long, default_value_t = 30.0)]
+    fps: f64,
+    /// Folder with the photos (scripts/setup.sh fills models/photos).
+    #[arg(long)]
+    photos: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct DemoArgs {
+    /// Where the clip, the censored output and its sidecar go.
+    #[arg(long, default_value = "out/demo")]
+    dir: PathBuf,
+    #[arg(long, default_value_t = 150)]
+    frames: usize,
+}
+
+fn repo_dir() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    if manifest.join("models").exists() {
+        manifest
+    } else {
+        PathBuf::from(".")
+    }
+}
+
+fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
+    let mut cfg = Config::load(path)?;
+    cfg.apply_env(|k| std::env::var(k).ok())?;
+    cfg.resolve_paths(&repo_dir());
+    if let Some(p) = p {
+        if let Some(pol) = &p.policy {
+            let text = std::fs::read_to_string(pol)
+                .with_context(|| format!("reading policy {}", pol.display()))?;
+            cfg.policy =
+                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", pol.display()))?;
+        }
+        if let Some(c) = &p.classes {
+            cfg.policy.classes = c.split(',').map(|s| s.trim().to_string()).collect();
+            if c.trim().eq_ignore_ascii_case("all") {
+                cfg.policy.classes = CLASSES.iter().map(|s| s.to_string()).collect();
+            }
+        }
+        if let Some(m) = &p.method {
+            cfg.policy.censor = match m.as_str() {
+                "blur" => CensorMethod::default(),
+                "pixelate" => CensorMethod::Pixelate { block: 0 },
+                "fill" => CensorMethod::Fill {
+                    y: 16,
+                    u: 128,
+                    v: 128,
+                },
+                other => bail!("bad value for --method: {other:?} (blur, pixelate or fill)"),
+            };
+        }
+        if let Some(s) = &p.shape {
+            cfg.policy.shape = toml::Value::String(s.clone())
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad value for --shape: {s:?} (rect or ellipse)"))?;
+        }
+        if let Some(t) = p.threshold {
+            cfg.policy.threshold = t;
+        }
+        if let Some(m) = &p.mode {
+            cfg.scheduler.mode = m.clone();
+        }
+        if let Some(n) = p.detect_every {
+            cfg.scheduler.detect_every = n;
+        }
+        if let Some(m) = &p.model {
+            cfg.detector.model = m.clone();
+        }
+        if let Some(t) = p.threads {
+            cfg.detector.threads = t;
+        }
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn progress_bar(label: &str) -> ProgressBar {
+    let pb = ProgressBar::new(0);
+    if std::io::stderr().is_terminal() {
+        pb.set_draw_target(ProgressDrawTarget::stderr());
+        let style =
+            ProgressStyle::with_template("{msg} {bar:30} {pos}/{len} frames  {per_sec}  ETA {eta}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar());
+        pb.set_style(style);
+    } else {
+        pb.set_draw_target(ProgressDrawTarget::hidden());
+    }
+    pb.set_message(label.to_string());
+    pb
+}
+
+fn run_censor(input: &Path, output: &Path, fps: Option<f64>, cfg: &Config) -> Result<Summary> {
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let pb = progress_bar("censor");
+    let mut cb = |done: u64, total: Option<u64>| {
+        if let Some(t) = total {
+            pb.set_length(t);
+        }
+        pb.set_position(done);
+    };
+    let s = censor_file(input, output, fps, cfg, &mut cb)?;
+    pb.finish_and_clear();
+    let ms = |v: f64| 1e3 * v / s.frames.max(1) as f64;
+    let t = &s.stage_totals;
+    println!(
+        "censored {} frames in {:.2} s ({:.1} fps): {} verified, {} predicted, {} fail-closed",
+        s.frames,
+        s.wall,
+        s.fps(),
+        s.verified,
+        s.predicted,
+        s.fail_closed
+    );
+    println!(
+        "per frame (ms): decode {:.2}  preprocess {:.2}  queue {:.2}  infer {:.2}  track {:.3}  censor {:.2}  encode {:.2}",
+        ms(t.decode),
+        ms(t.preprocess),
+        ms(t.queue_wait),
+        ms(t.infer),
+        ms(t.track),
+        ms(t.censor),
+        ms(t.encode)
+    );
+    println!(
+        "added latency (ms): p50 {:.1}  p99 {:.1}  max {:.1}",
+        s.latency_percentile(50.0),
+        s.latency_percentile(99.0),
+        s.latency_percentile(100.0)
+    );
+    println!(
+        "output: {}  sidecar: {}",
+        output.display(),
+        s.sidecar.display()
+    );
+    Ok(s)
+}
+
+fn run_audit(
+    input: &Path,
+    output: &Path,
+    sidecar: Option<&Path>,
+    fps: Option<f64>,
+    cfg: &Config,
+    json: Option<&Path>,
+) -> Result<bool> {
+    let side = sidecar
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| sidecar_path(output));
+    let pb = progress_bar("audit");
+    let mut cb = |done: u64, total: Option<u64>| {
+        if let Some(t) = total {
+            pb.set_length(t);
+        }
+        pb.set_position(done);
+    };
+    let policy: Policy = cfg.policy()?;
+    let rep = audit(
+        input,
+        output,
+        &side,
+        &policy,
+        &cfg.detector,
+        fps,
+        AuditThresholds::default(),
+        &mut cb,
+    )?;
+    pb.finish_and_clear();
+    for l in &rep.leaks {
+        println!(
+            "LEAK frame {}: {} {:.2} at [{:.0},{:.0},{:.0},{:.0}] masked {:.0}% detail left {:.0}%",
+            l.frame,
+            l.class,
+            l.score,
+            l.bbox[0],
+            l.bbox[1],
+            l.bbox[2],
+            l.bbox[3],
+            100.0 * l.mask_coverage,
+            100.0 * l.detail_ratio
+        );
+    }
+    if let Some(m) = &rep.mismatch {
+        println!("MISMATCH: {m}");
+    }
+    println!(
+        "audit: {} frames, {} censored regions found by the detector, {} leaked frames ({} verified, {} predicted, {} fail-closed; mean masked area {:.1}%)",
+        rep.input_frames,
+        rep.regions,
+        rep.leaked_frames.len(),
+        rep.verified,
+        rep.predicted,
+        rep.fail_closed,
+        100.0 * rep.mean_masked_area
+    );
+    if let Some(j) = json {
+        std::fs::write(j, serde_json::to_string_pretty(&rep)?)
+            .with_context(|| format!("writing {}", j.display()))?;
+    }
+    Ok(rep.passed())
+}
+
+fn photos_dir(p: Option<PathBuf>) -> PathBuf {
+    p.unwrap_or_else(|| repo_dir().join("models/photos"))
+}
+
+fn write_synth(scenario: Scenario, cfg: SynthConfig, output: &Path) -> Result<()> {
+    use livecensor::sink::{OutputInfo, VideoWriter};
+    if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let synth = Synth::new(scenario, cfg.clone())?;
+    let timescale = 90_000u32;
+    let mut w = VideoWriter::create(
+        output,
+        &OutputInfo {
+            width: cfg.width,
+            height: cfg.height,
+            fps: cfg.fps,
+            timescale,
+            bitrate_bps: Some(6_000_000),
+        },
+    )?;
+    for i in 0..cfg.frames {
+        let f = synth.frame(i);
+        let pts = (i as f64 * timescale as f64 / cfg.fps).round() as i64;
+        w.write(&f.frame, pts)?;
+    }
+    w.finish()?;
+    let truth = {
+        let mut s = output.as_os_str().to_owned();
+        s.push(".truth.jsonl");
+        PathBuf::from(s)
+    };
+    std::fs::write(&truth, synth.truth_json_lines())
+        .with_context(|| format!("writing {}", truth.display()))?;
+    println!(
+        "wrote {} ({} frames {}x{} @ {} fps, scenario {}) and {}",
+        output.display(),
+        cfg.frames,
+        cfg.width,
+        cfg.height,
+        cfg.fps,
+        scenario.name(),
+        truth.display()
+    );
+    Ok(())
+}
+
+fn doctor(cfg: &Config) {
+    println!("livecensor {}", env!("CARGO_PKG_VERSION"));
+    let ok = |b: bool| if b { "yes" } else { "NO" };
+    let model = &cfg.detector.model;
+    println!(
+        "model            {}  ({})",
+        ok(model.exists()),
+        model.display()
+    );
+    let lib = livecensor::detect::resolve_ort_library(&cfg.detector);
+    println!("onnxruntime      {}  ({})", ok(lib.exists()), lib.display());
+    println!(
+        "features         cuda: {}  tensorrt: {}",
+        ok(cfg!(feature = "cuda")),
+        ok(cfg!(feature = "tensorrt"))
+    );
+    println!("decode           CPU openh264 (NVDEC needs --features cuda and a GPU)");
+    println!("preprocess       CPU (Rust)");
+    println!(
+        "detect           CPU onnxruntime, {} thread(s), {} context(s)",
+        cfg.detector.threads, cfg.batcher.contexts
+    );
+    println!("censor           CPU (Rust)");
+    println!("encode           CPU openh264");
+    if !model.exists() || !lib.exists() {
+        println!("\nrun `bash scripts/setup.sh` to fetch the model and the onnxruntime library");
+    }
+}
+
+fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg_path = cli.config.as_deref();
+    match cli.cmd {
+        Cmd::Censor(a) => {
+            let cfg = load_config(cfg_path, Some(&a.p))?;
+            run_censor(&a.input, &a.output, a.p.fps, &cfg)?;
+        }
+        Cmd::Audit(a) => {
+            let cfg = load_config(cfg_path, Some(&a.p))?;
+            let passed = run_audit(
+                &a.input,
+                &a.output,
+                a.sidecar.as_deref(),
+                a.p.fps,
+                &cfg,
+                a.json.as_deref(),
+            )?;
+            if !passed {
+                std::process::exit(1);
+            }
+        }
+        Cmd::Synth(a) => {
+            let scenario: Scenario = a.scenario.parse().map_err(|e| anyhow::anyhow!("{e}"))?;
+            let cfg = SynthConfig {
+                width: a.width,
+                height: a.height,
+                fps: a.fps,
+                frames: a.frames,
+                ..SynthConfig::new(photos_dir(a.photos))
+            };
+            write_synth(scenario, cfg, &a.output)?;
+        }
+        Cmd::Demo(a) => {
+            let mut cfg = load_config(cfg_path, None)?;
+            cfg.policy.classes = vec!["FACE_FEMALE".into(), "FACE_MALE".into()];
+            cfg.policy.shape = livecensor::frame::MaskShape::Ellipse;
+            cfg.policy.expand = 0.25;
+            cfg.validate()?;
+            let input = a.dir.join("input.mp4");
+            let output = a.dir.join("censored.mp4");
+            let synth = SynthConfig {
+                frames: a.frames,
+                ..SynthConfig::new(photos_dir(None))
+            };
+            write_synth(Scenario::ConstantPan, synth, &input)?;
+            run_censor(&input, &output, None, &cfg)?;
+            let passed = run_audit(&input, &output, None, None, &cfg, None)?;
+            println!(
+                "\ndemo: input {}  censored {}  (faces censored, ellipse blur)",
+                input.display(),
+                output.display()
+            );
+            if !passed {
+                bail!("the audit found leaks");
+            }
+        }
+        Cmd::Classes => {
+            let default = Policy::default();
+            for (i, c) in CLASSES.iter().enumerate() {
+                let mark = if default.censored[i] {
+                    "  (censored by default)"
+                } else {
+                    ""
+                };
+                println!("{i:2} {c}{mark}");
+            }
+        }
+        Cmd::Doctor => {
+            let cfg = load_config(cfg_path, None)?;
+            doctor(&cfg);
+        }
+    }
+    Ok(())
+}

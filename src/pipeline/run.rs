@@ -1,0 +1,174 @@
+//! The file runner behind `livecensor censor`: decode, the stream pipeline,
+//! encode and the sidecar, with decoding kept a few frames ahead so the
+//! detector thread and this thread overlap.
+
+use super::service::{DetectBackend, DetectService};
+use super::sidecar::{sidecar_path, SidecarWriter, Status};
+use super::stream::{Released, StageTimes, StreamOptions, StreamPipeline};
+use crate::config::Config;
+use crate::detect::Detector;
+use crate::error::{Error, PipelineError};
+use crate::sink::{OutputInfo, VideoWriter};
+use crate::source::VideoReader;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Builds the shared detector service from the configuration: one ort
+/// session per execution context.
+pub fn start_service(cfg: &Config) -> Result<Arc<DetectService>, Error> {
+    let mut backends: Vec<Box<dyn DetectBackend>> = Vec::new();
+    for _ in 0..cfg.batcher.contexts.max(1) {
+        backends.push(Box::new(Detector::new(&cfg.detector)?));
+    }
+    Ok(Arc::new(DetectService::start(
+        backends,
+        cfg.batcher_config(),
+    )?))
+}
+
+/// The stream options the configuration describes.
+pub fn stream_options(cfg: &Config) -> Result<StreamOptions, Error> {
+    Ok(StreamOptions {
+        policy: cfg.policy()?,
+        scheduler: cfg.scheduler_config()?,
+        tracker: cfg.kalman.then(|| cfg.tracker.clone()),
+    })
+}
+
+/// What `censor` did.
+#[derive(Clone, Debug, Default)]
+pub struct Summary {
+    pub frames: u64,
+    pub verified: u64,
+    pub predicted: u64,
+    pub fail_closed: u64,
+    pub wall: f64,
+    /// Sum of each stage over all frames, seconds.
+    pub stage_totals: StageTimes,
+    /// Added latency per frame (in -> censored, before encoding), ms, sorted.
+    pub latencies_ms: Vec<f64>,
+    pub sidecar: PathBuf,
+}
+
+impl Summary {
+    pub fn fps(&self) -> f64 {
+        if self.wall > 0.0 {
+            self.frames as f64 / self.wall
+        } else {
+            0.0
+        }
+    }
+
+    pub fn latency_percentile(&self, p: f64) -> f64 {
+        percentile(&self.latencies_ms, p)
+    }
+}
+
+/// `p` in 0..=100 of an ascending slice (0 when empty).
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+/// Progress callback: (frames done, frames expected if known).
+pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>);
+
+pub fn add_times(a: &mut StageTimes, b: &StageTimes) {
+    a.decode += b.decode;
+    a.preprocess += b.preprocess;
+    a.queue_wait += b.queue_wait;
+    a.infer += b.infer;
+    a.track += b.track;
+    a.censor += b.censor;
+    a.encode += b.encode;
+}
+
+/// Censors `input` into `output` (+ `output.censor.jsonl`).
+pub fn censor_file(
+    input: &Path,
+    output: &Path,
+    fps_hint: Option<f64>,
+    cfg: &Config,
+    progress: Progress,
+) -> Result<Summary, Error> {
+    cfg.validate()?;
+    let mut reader = VideoReader::open(input, fps_hint)?;
+    let info = reader.info().clone();
+    let svc = start_service(cfg)?;
+    let mut stream = StreamPipeline::new(0, svc, stream_options(cfg)?);
+    let mut writer = VideoWriter::create(
+        output,
+        &OutputInfo {
+            width: info.width,
+            height: info.height,
+            fps: info.fps,
+            timescale: info.timescale,
+            bitrate_bps: None,
+        },
+    )?;
+    let side = sidecar_path(output);
+    let mut sidecar = SidecarWriter::create(&side)?;
+    let mut summary = Summary {
+        sidecar: side,
+        ..Summary::default()
+    };
+    // Enough frames in flight to keep the detector busy while this thread
+    // decodes and encodes; strict mode holds each until it is verified.
+    let window = (cfg.batcher.max_batch * cfg.batcher.contexts).clamp(3, 16);
+    let start = Instant::now();
+    let mut eof = false;
+    let mut write = |r: Released, summary: &mut Summary| -> Result<(), Error> {
+        let t0 = Instant::now();
+        writer.write(&r.frame, r.pts)?;
+        let mut times = r.times;
+        times.encode = t0.elapsed().as_secs_f64();
+        sidecar.write(&r.record)?;
+        add_times(&mut summary.stage_totals, &times);
+        summary.latencies_ms.push(r.record.latency_ms);
+        summary.frames += 1;
+        match r.record.status {
+            Status::Verified => summary.verified += 1,
+            Status::Predicted => summary.predicted += 1,
+            Status::FailClosed => summary.fail_closed += 1,
+        }
+        progress(summary.frames, info.frame_count);
+        Ok(())
+    };
+    loop {
+        while !eof && stream.in_flight() < window {
+            let t0 = Instant::now();
+            match reader.next_frame() {
+                Some(Ok(df)) => {
+                    let decode = t0.elapsed().as_secs_f64();
+                    stream.push(Instant::now(), df.pts, df.frame, df.corrupt, decode);
+                }
+                Some(Err(e)) => return Err(e),
+                None => eof = true,
+            }
+            while let Some(r) = stream.poll_output(Instant::now()) {
+                write(r, &mut summary)?;
+            }
+        }
+        while let Some(r) = stream.poll_output(Instant::now()) {
+            write(r, &mut summary)?;
+        }
+        if eof && stream.in_flight() == 0 {
+            break;
+        }
+        stream.wait(Duration::from_millis(20));
+    }
+    summary.wall = start.elapsed().as_secs_f64();
+    writer.finish()?;
+    sidecar.finish()?;
+    if summary.frames == 0 {
+        return Err(
+            PipelineError::Other(format!("{}: no frames were censored", input.display())).into(),
+        );
+    }
+    summary.latencies_ms.sort_by(|a, b| a.total_cmp(b));
+    Ok(summary)
+}

@@ -1,0 +1,336 @@
+//! One stream's three lanes glued together: frames enter, the detect lane
+//! (shared [`DetectService`]) and the track lane feed the scheduler, and the
+//! publish lane releases censored frames strictly in order. The LiveKit
+//! session, the file runner and the bench all drive this same type.
+
+use super::batcher::Key;
+use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Verdict};
+use super::service::{Completion, DetectService};
+use super::sidecar::{FrameRecord, Status};
+use crate::censor;
+use crate::detect::preprocess_frame;
+use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape};
+use crate::policy::Policy;
+use crate::track::{TrackState, Tracker, TrackerConfig};
+use std::collections::VecDeque;
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Per-frame time spent in each stage, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StageTimes {
+    pub decode: f64,
+    pub preprocess: f64,
+    pub queue_wait: f64,
+    pub infer: f64,
+    pub track: f64,
+    pub censor: f64,
+    pub encode: f64,
+}
+
+/// A censored frame leaving the publish lane.
+#[derive(Debug)]
+pub struct Released {
+    pub index: u64,
+    pub pts: i64,
+    pub frame: Frame,
+    pub record: FrameRecord,
+    /// When the frame entered the stream.
+    pub arrived: Instant,
+    pub times: StageTimes,
+}
+
+struct Pending {
+    index: u64,
+    pts: i64,
+    frame: Frame,
+    arrived: Instant,
+    corrupt: bool,
+    times: StageTimes,
+}
+
+/// Options of one stream.
+#[derive(Clone, Debug)]
+pub struct StreamOptions {
+    pub policy: Policy,
+    pub scheduler: SchedulerConfig,
+    /// `None` disables the tracker (KALMAN_ENABLED=false): strict mode then
+    /// applies each frame's own detections only.
+    pub tracker: Option<TrackerConfig>,
+}
+
+/// Counters of one stream.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StreamCounters {
+    pub frames_in: u64,
+    pub released: u64,
+    pub verified: u64,
+    pub predicted: u64,
+    pub fail_closed: u64,
+    pub backpressured: u64,
+    pub detector_errors: u64,
+}
+
+pub struct StreamPipeline {
+    id: u32,
+    svc: Arc<DetectService>,
+    tx: Sender<Completion>,
+    rx: Receiver<Completion>,
+    scheduler: Scheduler,
+    tracker: Option<Tracker>,
+    policy: Policy,
+    pending: VecDeque<Pending>,
+    next_index: u64,
+    counters: StreamCounters,
+}
+
+impl StreamPipeline {
+    pub fn new(id: u32, svc: Arc<DetectService>, opts: StreamOptions) -> Self {
+        let (tx, rx) = channel();
+        StreamPipeline {
+            id,
+            svc,
+            tx,
+            rx,
+            scheduler: Scheduler::new(opts.scheduler),
+            tracker: opts.tracker.map(Tracker::new),
+            policy: opts.policy,
+            pending: VecDeque::new(),
+            next_index: 0,
+            counters: StreamCounters::default(),
+        }
+    }
+
+    /// Frames inside the stream (not yet released).
+    pub fn in_flight(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn counters(&self) -> StreamCounters {
+        self.counters
+    }
+
+    /// A frame enters. `corrupt` frames (decoder errors) are censored whole.
+    /// Frame indices are assigned here so they are strictly increasing.
+    pub fn push(&mut self, now: Instant, pts: i64, frame: Frame, corrupt: bool, decode: f64) {
+        let index = self.next_index;
+        self.next_index += 1;
+        self.counters.frames_in += 1;
+        let mut times = StageTimes {
+            decode,
+            ..StageTimes::default()
+        };
+        let submit = self.scheduler.handle_frame(now, index);
+        if matches!(submit, Submit::Detect) {
+            if corrupt {
+                self.scheduler
+                    .handle_detections(now, index, Err("corrupt frame".into()));
+            } else {
+                let t0 = Instant::now();
+                let size = self.svc.input_size();
+                let mut tensor = vec![0f32; 3 * size * size];
+                let lb = preprocess_frame(&frame, size, &mut tensor);
+                times.preprocess = t0.elapsed().as_secs_f64();
+                let key = Key {
+                    stream: self.id,
+                    frame: index,
+                };
+                if self.svc.submit(key, tensor, lb, self.tx.clone()).is_err() {
+                    self.counters.backpressured += 1;
+                    self.scheduler.handle_submit_failed(now, index);
+                }
+            }
+        }
+        self.pending.push_back(Pending {
+            index,
+            pts,
+            frame,
+            arrived: now,
+            corrupt,
+            times,
+        });
+    }
+
+    fn take(&mut self, now: Instant, c: Completion) {
+        if let Some(p) = self.pending.iter_mut().find(|p| p.index == c.key.frame) {
+            p.times.queue_wait = c.queue_wait.as_secs_f64();
+            p.times.infer = c.infer.as_secs_f64();
+        }
+        if c.result.is_err() {
+            self.counters.detector_errors += 1;
+        }
+        self.scheduler.handle_detections(now, c.key.frame, c.result);
+    }
+
+    /// Takes every detection that has come back, without blocking.
+    pub fn pump(&mut self, now: Instant) {
+        while let Ok(c) = self.rx.try_recv() {
+            self.take(now, c);
+        }
+    }
+
+    /// Blocks until a detection comes back, the next deadline, or `max`.
+    pub fn wait(&mut self, max: Duration) {
+        let now = Instant::now();
+        let until = self
+            .scheduler
+            .poll_timeout()
+            .map(|t| t.saturating_duration_since(now))
+            .unwrap_or(max)
+            .min(max);
+        match self.rx.recv_timeout(until) {
+            Ok(c) => {
+                let now = Instant::now();
+                self.take(now, c);
+                self.pump(now);
+            }
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        }
+    }
+
+    /// The next censored frame, in order, if one may leave now.
+    pub fn poll_output(&mut self, now: Instant) -> Option<Released> {
+        self.pump(now);
+        while let Some(ev) = self.scheduler.poll_event(now) {
+            match ev {
+                Event::Detections { frame, detections } => {
+                    if let Some(tr) = self.tracker.as_mut() {
+                        let t0 = Instant::now();
+                        let kept: Vec<_> = detections
+                            .iter()
+                            .filter(|d| self.policy.accepts(d))
+                            .copied()
+                            .collect();
+                        tr.update(frame, &kept);
+                        let dt = t0.elapsed().as_secs_f64();
+                        if let Some(p) = self.pending.iter_mut().find(|p| p.index == frame) {
+                            p.times.track += dt;
+                        }
+                    }
+                }
+                Event::Release { frame, verdict } => {
+                    return Some(self.release(now, frame, verdict));
+                }
+            }
+        }
+        None
+    }
+
+    fn release(&mut self, now: Instant, frame: u64, verdict: Verdict) -> Released {
+        // The scheduler releases every pushed frame once, in order, so the
+        // front is this frame; anything else is censored whole.
+        let mut p = match self.pending.pop_front() {
+            Some(p) if p.index == frame => p,
+            Some(p) => {
+                let mut p = p;
+                p.corrupt = true;
+                p
+            }
+            None => Pending {
+                index: frame,
+                pts: 0,
+                frame: Frame::new(crate::frame::PixelFormat::I420, 2, 2),
+                arrived: now,
+                corrupt: true,
+                times: StageTimes::default(),
+            },
+        };
+        self.counters.released += 1;
+        let t0 = Instant::now();
+        let (status, reason, masks, detections) = if p.corrupt {
+            (
+                Status::FailClosed,
+                Some("corrupt frame".to_string()),
+                Vec::new(),
+                Vec::new(),
+            )
+        } else {
+            match verdict {
+                Verdict::Verified { detections } => {
+                    let own: Vec<_> = detections
+                        .into_iter()
+                        .filter(|d| self.policy.accepts(d))
+                        .collect();
+                    let mut masks: Vec<Mask> = own
+                        .iter()
+                        .map(|d| self.policy.mask(&d.bbox, d.class, MaskOrigin::Detected))
+                        .collect();
+                    // Tracks matched on this frame are covered by its own
+                    // detections; coasting ones keep censoring.
+                    masks.extend(self.predicted_masks(p.index, true));
+                    (Status::Verified, None, masks, own)
+                }
+                Verdict::Predicted => (
+                    Status::Predicted,
+                    None,
+                    self.predicted_masks(p.index, false),
+                    Vec::new(),
+                ),
+                Verdict::FailClosed { reason } => (
+                    Status::FailClosed,
+                    Some(reason_text(&reason)),
+                    Vec::new(),
+                    Vec::new(),
+                ),
+            }
+        };
+        let masks = if status == Status::FailClosed {
+            self.counters.fail_closed += 1;
+            censor::censor_full(&mut p.frame, &self.policy.method);
+            vec![Mask {
+                bbox: BBox::new(0.0, 0.0, p.frame.width as f32, p.frame.height as f32),
+                shape: MaskShape::Rect,
+                origin: MaskOrigin::FullFrame,
+                class: 255,
+            }]
+        } else {
+            if status == Status::Verified {
+                self.counters.verified += 1;
+            } else {
+                self.counters.predicted += 1;
+            }
+            censor::apply(&mut p.frame, &masks, &self.policy.method);
+            masks
+        };
+        p.times.censor = t0.elapsed().as_secs_f64();
+        let record = FrameRecord {
+            frame: p.index,
+            pts: p.pts,
+            status,
+            reason,
+            masks,
+            detections,
+            latency_ms: now.saturating_duration_since(p.arrived).as_secs_f64() * 1e3,
+        };
+        Released {
+            index: p.index,
+            pts: p.pts,
+            frame: p.frame,
+            record,
+            arrived: p.arrived,
+            times: p.times,
+        }
+    }
+
+    fn predicted_masks(&self, frame: u64, coasting_only: bool) -> Vec<Mask> {
+        let Some(tr) = self.tracker.as_ref() else {
+            return Vec::new();
+        };
+        tr.predict(frame)
+            .into_iter()
+            .filter(|t| self.policy.censors_class(t.class))
+            .filter(|t| !coasting_only || t.state == TrackState::Coasting)
+            .map(|t| self.policy.mask(&t.bbox, t.class, MaskOrigin::Predicted))
+            .collect()
+    }
+}
+
+fn reason_text(r: &FailReason) -> String {
+    match r {
+        FailReason::Deadline => "verification deadline missed".into(),
+        FailReason::DetectorError(e) => format!("detector error: {e}"),
+        FailReason::Backpressure => "detector queue full".into(),
+        FailReason::Stale => "detector stale".into(),
+    }
+}

@@ -1,0 +1,351 @@
+//! Container readers that hand out H.264 access units (Annex-B) with their
+//! presentation time, or raw Y4M pictures.
+
+use crate::codec::{is_vcl, length_prefixed_to_annexb, split_nals, AccessUnitSplitter, START_CODE};
+use crate::error::{Error, MediaError};
+use crate::frame::{Frame, PixelFormat};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+/// Annex-B input is read in chunks of this size.
+const READ_CHUNK: usize = 1 << 20;
+/// A NAL larger than this means the input is not H.264.
+const MAX_NAL_BUFFER: usize = 256 << 20;
+
+/// One access unit to decode. `data` is `Err` for a sample the container
+/// could not turn into Annex-B (it still stands for one frame).
+pub(crate) struct Packet {
+    pub data: Result<Vec<u8>, String>,
+    /// Presentation time; `None` for access units without a slice.
+    pub pts: Option<i64>,
+}
+
+/// A raw Annex-B H.264 file: no timing, frames are `90000 / fps` apart.
+pub(crate) struct AnnexBDemux {
+    path: PathBuf,
+    file: File,
+    splitter: AccessUnitSplitter,
+    queue: VecDeque<Vec<u8>>,
+    eof: bool,
+    fed: u64,
+    fps: f64,
+    chunk: Vec<u8>,
+}
+
+impl AnnexBDemux {
+    pub const TIMESCALE: u32 = 90_000;
+
+    pub fn new(path: &Path, fps: f64) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        Ok(AnnexBDemux {
+            path: path.to_owned(),
+            file,
+            splitter: AccessUnitSplitter::new(),
+            queue: VecDeque::new(),
+            eof: false,
+            fed: 0,
+            fps,
+            chunk: vec![0; READ_CHUNK],
+        })
+    }
+
+    pub fn next_packet(&mut self) -> Option<Result<Packet, Error>> {
+        while self.queue.is_empty() && !self.eof {
+            if let Err(e) = self.fill() {
+                self.eof = true;
+                return Some(Err(e));
+            }
+        }
+        let au = self.queue.pop_front()?;
+        let pts = if split_nals(&au).any(is_vcl) {
+            let pts = (self.fed as f64 * Self::TIMESCALE as f64 / self.fps).round() as i64;
+            self.fed += 1;
+            Some(pts)
+        } else {
+            None
+        };
+        Some(Ok(Packet { data: Ok(au), pts }))
+    }
+
+    fn fill(&mut self) -> Result<(), Error> {
+        let n = loop {
+            match self.file.read(&mut self.chunk) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                r => break r.map_err(|e| Error::io(&self.path, e))?,
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+            self.queue.extend(self.splitter.finish());
+            return Ok(());
+        }
+        self.splitter.push(&self.chunk[..n]);
+        while let Some(au) = self.splitter.pop() {
+            self.queue.push_back(au);
+        }
+        if self.splitter.buffered_len() > MAX_NAL_BUFFER {
+            return Err(MediaError::Malformed {
+                path: self.path.clone(),
+                container: "H.264 Annex-B",
+                reason: format!("no NAL boundary within {} MiB", MAX_NAL_BUFFER >> 20),
+            }
+            .into());
+        }
+        Ok(())
+    }
+}
+
+/// The first H.264 (`avc1`) track of an MP4/MOV file.
+pub(crate) struct Mp4Demux {
+    path: PathBuf,
+    reader: mp4::Mp4Reader<BufReader<File>>,
+    file_size: u64,
+    track_id: u32,
+    next_sample: u32,
+    sample_count: u32,
+    length_size: usize,
+    /// SPS and PPS from `avcC`, Annex-B, put in front of sync samples.
+    parameter_sets: Vec<u8>,
+    pub timescale: u32,
+    pub fps: Option<f64>,
+    pub width: usize,
+    pub height: usize,
+}
+
+fn malformed_mp4(path: &Path, reason: impl Into<String>) -> Error {
+    MediaError::Malformed {
+        path: path.to_owned(),
+        container: "MP4",
+        reason: reason.into(),
+    }
+    .into()
+}
+
+impl Mp4Demux {
+    pub fn new(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let reader = BufReader::new(file);
+        // The mp4 crate has panicking paths on malformed input: contain them.
+        let reader = catch_unwind(AssertUnwindSafe(|| {
+            mp4::Mp4Reader::read_header(reader, file_size)
+        }))
+        .map_err(|_| malformed_mp4(path, "the MP4 parser gave up on this file"))?
+        .map_err(|e| malformed_mp4(path, e.to_string()))?;
+
+        let mut ids: Vec<u32> = reader.tracks().keys().copied().collect();
+        ids.sort_unstable();
+        let avc = ids.iter().find_map(|id| {
+            let t = reader.tracks().get(id)?;
+            t.trak.mdia.minf.stbl.stsd.avc1.as_ref().map(|a| (t, a))
+        });
+        let Some((track, avc1)) = avc else {
+            let found: Vec<String> = ids
+                .iter()
+                .filter_map(|id| reader.tracks().get(id))
+                .map(|t| {
+                    t.box_type()
+                        .map_or_else(|_| "unknown".to_string(), |b| b.to_string())
+                })
+                .collect();
+            let found = if found.is_empty() {
+                "no tracks".to_string()
+            } else {
+                found.join(", ")
+            };
+            return Err(MediaError::Unsupported {
+                path: path.to_owned(),
+                reason: format!("no H.264 video track (found: {found})"),
+            }
+            .into());
+        };
+        let mut parameter_sets = Vec::new();
+        for nal in avc1
+            .avcc
+            .sequence_parameter_sets
+            .iter()
+            .chain(&avc1.avcc.picture_parameter_sets)
+        {
+            parameter_sets.extend_from_slice(&START_CODE);
+            parameter_sets.extend_from_slice(&nal.bytes);
+        }
+        let timescale = track.timescale();
+        if timescale == 0 {
+            return Err(malformed_mp4(path, "video track timescale is 0"));
+        }
+        let sample_count = track.sample_count();
+        let duration = track.trak.mdia.mdhd.duration;
+        let fps = (duration > 0 && sample_count > 0)
+            .then(|| sample_count as f64 * timescale as f64 / duration as f64);
+        Ok(Mp4Demux {
+            path: path.to_owned(),
+            track_id: track.track_id(),
+            next_sample: 1,
+            sample_count,
+            length_size: (avc1.avcc.length_size_minus_one & 3) as usize + 1,
+            parameter_sets,
+            timescale,
+            fps,
+            width: avc1.width as usize,
+            height: avc1.height as usize,
+            file_size,
+            reader,
+        })
+    }
+
+    pub fn sample_count(&self) -> u32 {
+        self.sample_count
+    }
+
+    fn sample_size(&self, sample_id: u32) -> Option<u64> {
+        let stsz = &self
+            .reader
+            .tracks()
+            .get(&self.track_id)?
+            .trak
+            .mdia
+            .minf
+            .stbl
+            .stsz;
+        if stsz.sample_size != 0 {
+            return Some(stsz.sample_size as u64);
+        }
+        stsz.sample_sizes
+            .get(sample_id.checked_sub(1)? as usize)
+            .map(|&s| s as u64)
+    }
+
+    pub fn next_packet(&mut self) -> Option<Result<Packet, Error>> {
+        if self.next_sample > self.sample_count {
+            return None;
+        }
+        let id = self.next_sample;
+        self.next_sample += 1;
+        // A size beyond the file would make the parser allocate it first.
+        if self.sample_size(id).is_none_or(|s| s > self.file_size) {
+            return Some(Err(malformed_mp4(
+                &self.path,
+                format!("sample {id} has no valid size"),
+            )));
+        }
+        let track_id = self.track_id;
+        let read = catch_unwind(AssertUnwindSafe(|| self.reader.read_sample(track_id, id)));
+        let sample = match read {
+            Ok(Ok(Some(s))) => s,
+            Ok(Ok(None)) => return None,
+            Ok(Err(e)) => {
+                self.next_sample = self.sample_count + 1;
+                return Some(Err(malformed_mp4(&self.path, format!("sample {id}: {e}"))));
+            }
+            Err(_) => {
+                self.next_sample = self.sample_count + 1;
+                return Some(Err(malformed_mp4(
+                    &self.path,
+                    format!("sample {id}: parser failure"),
+                )));
+            }
+        };
+        let pts = sample.start_time as i64 + sample.rendering_offset as i64;
+        let mut au = Vec::with_capacity(sample.bytes.len() + self.parameter_sets.len() + 16);
+        if id == 1 || sample.is_sync {
+            au.extend_from_slice(&self.parameter_sets);
+        }
+        let data = length_prefixed_to_annexb(&sample.bytes, self.length_size, &mut au)
+            .map(|()| au)
+            .map_err(|e| format!("sample {id}: {e}"));
+        Some(Ok(Packet {
+            data,
+            pts: Some(pts),
+        }))
+    }
+}
+
+/// An 8-bit 4:2:0 YUV4MPEG2 file.
+pub(crate) struct Y4mDemux {
+    path: PathBuf,
+    decoder: y4m::Decoder<BufReader<File>>,
+    pub width: usize,
+    pub height: usize,
+    pub fps: Option<f64>,
+    pub frame_count: Option<u64>,
+}
+
+impl Y4mDemux {
+    pub fn new(path: &Path) -> Result<Self, Error> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let limits = y4m::Limits { bytes: 512 << 20 };
+        let decoder = y4m::Decoder::new_with_limits(BufReader::new(file), limits).map_err(|e| {
+            MediaError::Malformed {
+                path: path.to_owned(),
+                container: "Y4M",
+                reason: format!("header: {e}"),
+            }
+        })?;
+        use y4m::Colorspace as C;
+        let cs = decoder.get_colorspace();
+        if !matches!(cs, C::C420 | C::C420jpeg | C::C420paldv | C::C420mpeg2) {
+            return Err(MediaError::Unsupported {
+                path: path.to_owned(),
+                reason: format!("Y4M colourspace {cs:?}: only 8-bit 4:2:0 is supported"),
+            }
+            .into());
+        }
+        let (width, height) = (decoder.get_width(), decoder.get_height());
+        if width == 0 || height == 0 {
+            return Err(MediaError::Malformed {
+                path: path.to_owned(),
+                container: "Y4M",
+                reason: format!("picture size {width}x{height}"),
+            }
+            .into());
+        }
+        let rate = decoder.get_framerate();
+        let fps = (rate.num > 0 && rate.den > 0).then(|| rate.num as f64 / rate.den as f64);
+        // "YUV4MPEG2 " + params + "\n".
+        let header_len = 11 + decoder.get_raw_params().len() as u64;
+        let per_frame = 6 + Frame::expected_len(width, height) as u64;
+        let body = file_size.saturating_sub(header_len);
+        let frame_count = (body % per_frame == 0).then_some(body / per_frame);
+        Ok(Y4mDemux {
+            path: path.to_owned(),
+            decoder,
+            width,
+            height,
+            fps,
+            frame_count,
+        })
+    }
+
+    pub fn next_picture(&mut self) -> Option<Result<Frame, Error>> {
+        match self.decoder.read_frame() {
+            Ok(f) => {
+                let mut frame = Frame::new(PixelFormat::I420, self.width, self.height);
+                let (y, u, v) = frame.planes_mut();
+                let (sy, su, sv) = (f.get_y_plane(), f.get_u_plane(), f.get_v_plane());
+                if (sy.len(), su.len(), sv.len()) != (y.len(), u.len(), v.len()) {
+                    return Some(Err(MediaError::Malformed {
+                        path: self.path.clone(),
+                        container: "Y4M",
+                        reason: "frame planes do not match the header size".into(),
+                    }
+                    .into()));
+                }
+                y.copy_from_slice(sy);
+                u.copy_from_slice(su);
+                v.copy_from_slice(sv);
+                Some(Ok(frame))
+            }
+            Err(y4m::Error::EOF) => None,
+            Err(e) => Some(Err(MediaError::Malformed {
+                path: self.path.clone(),
+                container: "Y4M",
+                reason: format!("frame: {e}"),
+            }
+            .into())),
+        }
+    }
+}
