@@ -1,0 +1,139 @@
+"""Shared by broadcaster.py and viewer.py: the picture (astronaut face moving
+over a photo), where the face is for each frame counter, and the counter
+encoded as black/white blocks, so the viewer can tell which frame it sees and
+where the face must be without any side channel but the send-time file."""
+
+import os
+import numpy as np
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PHOTOS = os.path.join(ROOT, "models", "photos")
+
+# Same crop and face box as src/synth/scenarios.rs (CROP, FACE): the detector
+# finds a face there.
+CROP = (73, 0, 300, 260)
+FACE = (173, 82, 273, 179)
+
+BITS = 16  # counter bits
+CHECK = 4  # checksum bits (sum of counter nibbles mod 16)
+BLOCK = 16  # block size at 720p; scaled with height
+
+
+def block_size(h):
+    return max(4, round(BLOCK * h / 720))
+
+
+class Scene:
+    def __init__(self, width, height, fps):
+        self.w, self.h, self.fps = width, height, fps
+        bg = Image.open(os.path.join(PHOTOS, "coffee.png")).convert("RGB").resize((width, height))
+        self.bg = np.dstack([np.asarray(bg), np.full((height, width), 255, np.uint8)])
+        self.sh = max(2, round(height * 0.58))
+        self.sw = max(1, round((CROP[2] - CROP[0]) * self.sh / (CROP[3] - CROP[1])))
+        sprite = Image.open(os.path.join(PHOTOS, "astronaut.png")).convert("RGB").crop(CROP)
+        sprite = sprite.resize((self.sw, self.sh), Image.BILINEAR)
+        self.sprite = np.dstack([np.asarray(sprite), np.full((self.sh, self.sw), 255, np.uint8)])
+        sx = self.sw / (CROP[2] - CROP[0])
+        sy = self.sh / (CROP[3] - CROP[1])
+        self.face_in_sprite = (
+            (FACE[0] - CROP[0]) * sx,
+            (FACE[1] - CROP[1]) * sy,
+            (FACE[2] - CROP[0]) * sx,
+            (FACE[3] - CROP[1]) * sy,
+        )
+
+    def sprite_pos(self, k):
+        """Top-left of the sprite for counter k: a horizontal sine sweep
+        (period 4 s) with a small vertical bob, in whole pixels."""
+        t = k / self.fps
+        x_lo, x_hi = int(self.w * 0.02), self.w - self.sw - int(self.w * 0.02)
+        x = x_lo + (x_hi - x_lo) * (0.5 + 0.5 * np.sin(2 * np.pi * t / 4.0))
+        y = (self.h - self.sh) / 2 - self.h * 0.08 + self.h * 0.04 * np.sin(2 * np.pi * t / 1.7)
+        return int(round(x)), int(round(max(0, y)))
+
+    def face_box(self, k):
+        x, y = self.sprite_pos(k)
+        f = self.face_in_sprite
+        return (x + f[0], y + f[1], x + f[2], y + f[3])
+
+    def render(self, k):
+        img = self.bg.copy()
+        x, y = self.sprite_pos(k)
+        img[y : y + self.sh, x : x + self.sw] = self.sprite
+        write_counter(img, k)
+        return img
+
+
+def counter_bits(k):
+    k &= (1 << BITS) - 1
+    # +5 so an all-black (or empty) corner never reads as a valid 0.
+    check = (sum((k >> s) & 0xF for s in range(0, BITS, 4)) + 5) & 0xF
+    return [(k >> i) & 1 for i in range(BITS)] + [(check >> i) & 1 for i in range(CHECK)]
+
+
+def counter_origin(h):
+    b = block_size(h)
+    return b, h - 2 * b  # bottom-left corner, far from the face
+
+
+def write_counter(img, k):
+    h = img.shape[0]
+    b = block_size(h)
+    x0, y0 = counter_origin(h)
+    for i, bit in enumerate(counter_bits(k)):
+        v = 255 if bit else 0
+        img[y0 : y0 + b, x0 + i * b : x0 + (i + 1) * b, :3] = v
+
+
+def read_counter(img, scene_h):
+    """Reads the counter from a received RGBA frame of any size (the picture
+    may have been scaled); None if the checksum does not match."""
+    h, w = img.shape[:2]
+    if h < 32 or w < 32:
+        return None
+    s = h / scene_h
+    b = block_size(scene_h)
+    x0, y0 = counter_origin(scene_h)
+    bits = []
+    for i in range(BITS + CHECK):
+        cx = (x0 + i * b + b / 2) * s
+        cy = (y0 + b / 2) * s
+        r = max(1, int(b * s / 4))
+        patch = img[int(cy) - r : int(cy) + r, int(cx) - r : int(cx) + r, :3]
+        bits.append(1 if patch.mean() > 128 else 0)
+    k = sum(bit << i for i, bit in enumerate(bits[:BITS]))
+    if counter_bits(k)[BITS:] != bits[BITS:]:
+        return None
+    return k
+
+
+def detail(gray):
+    """Mean absolute Laplacian: high on photo texture, near zero on a blurred,
+    pixelated or filled region."""
+    g = gray.astype(np.float32)
+    if g.shape[0] < 3 or g.shape[1] < 3:
+        return 0.0
+    lap = 4 * g[1:-1, 1:-1] - g[:-2, 1:-1] - g[2:, 1:-1] - g[1:-1, :-2] - g[1:-1, 2:]
+    return float(np.abs(lap).mean())
+
+
+def gray(img):
+    return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+
+
+def inner(box, frac=0.6):
+    """The central part of a box: the check must not depend on how far the
+    mask is expanded, only on the face itself being hidden."""
+    x0, y0, x1, y1 = box
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hw, hh = (x1 - x0) * frac / 2, (y1 - y0) * frac / 2
+    return (cx - hw, cy - hh, cx + hw, cy + hh)
+
+
+def crop(img, box, scale=1.0):
+    x0, y0, x1, y1 = (int(round(v * scale)) for v in box)
+    h, w = img.shape[:2]
+    x0, x1 = max(0, x0), min(w, x1)
+    y0, y1 = max(0, y0), min(h, y1)
+    return img[y0:y1, x0:x1]
