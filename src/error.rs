@@ -23,6 +23,8 @@ pub enum Error {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    #[error(transparent)]
+    LiveKit(#[from] LiveKitError),
     #[error("{0} is not compiled into this binary (rebuild with `--features {1}`)")]
     NotCompiled(&'static str, &'static str),
     #[error("GPU unavailable: {0}")]
@@ -106,4 +108,26 @@ pub enum PipelineError {
     WorkerGone(String),
     #[error("{0}")]
     Other(String),
+}
+
+/// LiveKit signalling, WebRTC transport and room sessions.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LiveKitError {
+    #[error("LiveKit access token: {0}")]
+    Token(String),
+    #[error("LiveKit signalling connection to {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("LiveKit signalling: {0}")]
+    Signal(String),
+    #[error("LiveKit server sent no pong for {0:?}")]
+    PingTimeout(std::time::Duration),
+    #[error("WebRTC ({pc}): {reason}")]
+    Rtc { pc: &'static str, reason: String },
+    #[error("UDP socket: {0}")]
+    Socket(String),
+    #[error("LiveKit session {room}: {reason}")]
+    Session { room: String, reason: String },
+    #[error("webhook: {0}")]
+    Webhook(String),
 }

@@ -11,6 +11,7 @@ pub mod detect;
 pub mod error;
 pub mod frame;
 pub mod gpu;
+pub mod livekit;
 pub mod pipeline;
 pub mod policy;
 pub mod sink;

@@ -38,6 +38,35 @@ enum Cmd {
     Classes,
     /// What this machine can use, and which backend each stage takes.
     Doctor,
+    /// Censor a live LiveKit room: subscribe (hidden) to ROOM-raw, publish
+    /// the censored video into ROOM. Needs LIVEKIT_URL / LIVEKIT_API_KEY /
+    /// LIVEKIT_API_SECRET (env or [livekit] in the config).
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Censor this room from the start (the broadcaster publishes into
+    /// ROOM-raw). Without it, sessions start from webhooks only.
+    #[arg(long)]
+    room: Option<String>,
+    /// HTTP address for POST /webhook, GET /healthz and GET /metrics.
+    #[arg(long, default_value = "127.0.0.1:7890")]
+    listen: std::net::SocketAddr,
+    /// Local address for media (UDP) sockets and our ICE host candidates.
+    #[arg(long, default_value = "127.0.0.1")]
+    bind_ip: std::net::IpAddr,
+    /// Frame rate the encoder's rate control assumes.
+    #[arg(long, default_value_t = 30.0)]
+    out_fps: f32,
+    /// Seconds between stats lines on stderr.
+    #[arg(long, default_value_t = 5.0)]
+    stats_every: f64,
+    /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
+    #[arg(long)]
+    seconds: Option<f64>,
+    #[command(flatten)]
+    p: PolicyArgs,
 }
 
 #[derive(Args, Clone)]
@@ -396,6 +425,69 @@ fn doctor(cfg: &Config) {
     }
 }
 
+/// `serve --room`: one session until Ctrl-C, SIGTERM or `--seconds`,
+/// with a stats line every 5 s.
+fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
+    use livecensor::livekit::webhook::{self, Server};
+    use livecensor::livekit::LiveKitSettings;
+    use livecensor::pipeline::run::{start_service, stream_options};
+    let lk = LiveKitSettings {
+        url: if cfg.livekit.url.is_empty() {
+            "ws://127.0.0.1:7880".into()
+        } else {
+            cfg.livekit.url.clone()
+        },
+        api_key: cfg.livekit.api_key.clone(),
+        api_secret: cfg.livekit.api_secret.clone(),
+        bind_ip: a.bind_ip,
+        fps: a.out_fps,
+    };
+    let svc = start_service(cfg)?;
+    let opts = stream_options(cfg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    rt.block_on(async {
+        let server = Server::new(lk.clone(), svc, opts);
+        let listener = tokio::net::TcpListener::bind(a.listen)
+            .await
+            .with_context(|| format!("binding {}", a.listen))?;
+        let app = webhook::router(server.clone());
+        let http = tokio::spawn(async move { axum::serve(listener, app).await });
+        if let Some(room) = &a.room {
+            server.start_pinned(room).await?;
+            eprintln!("serving room {room} (input {room}-raw) via {}", lk.url);
+        } else {
+            eprintln!("waiting for webhooks on http://{}/webhook", a.listen);
+        }
+        let t0 = std::time::Instant::now();
+        let mut tick =
+            tokio::time::interval(std::time::Duration::from_secs_f64(a.stats_every.max(0.1)));
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = tick.tick() => {
+                    let m = server.metrics().await;
+                    let line: Vec<&str> = m.lines().filter(|l| !l.starts_with('#')).collect();
+                    eprintln!("[{:.0}s] {}", t0.elapsed().as_secs_f64(), line.join("  "));
+                    if a.seconds.is_some_and(|s| t0.elapsed().as_secs_f64() >= s) {
+                        break;
+                    }
+                }
+            }
+        }
+        server.stop_all().await;
+        http.abort();
+        anyhow::Ok(())
+    })?;
+    Ok(())
+}
+
 fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -474,6 +566,10 @@ fn main() -> Result<()> {
         Cmd::Doctor => {
             let cfg = load_config(cfg_path, None)?;
             doctor(&cfg);
+        }
+        Cmd::Serve(a) => {
+            let cfg = load_config(cfg_path, Some(&a.p))?;
+            run_serve(&a, &cfg)?;
         }
     }
     Ok(())

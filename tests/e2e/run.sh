@@ -50,7 +50,7 @@ VIEW_ARGS=(--room "$ROOM" --width "$W" --height "$H" --fps "$FPS" --sent "$ROOT/
 if [[ $MODE == --raw ]]; then
   VIEW_ARGS+=(--raw)
 else
-  RUST_LOG=${RUST_LOG:-livecensor=info,warn} "$BIN" serve --room "$ROOM" >"$OUT/livecensor.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-livecensor=info,warn} "$BIN" serve --room "$ROOM" --stats-every "${STATS_EVERY:-5}" --classes "${CLASSES:-FACE_FEMALE,FACE_MALE}" >"$OUT/livecensor.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do grep -q "serving room" "$OUT/livecensor.log" && break; sleep 0.2; done
   grep -q "serving room" "$OUT/livecensor.log" || { echo "livecensor serve did not start:"; tail -20 "$OUT/livecensor.log"; exit 1; }

@@ -1,0 +1,21 @@
+//! LiveKit without libwebrtc: signalling (protobuf over WebSocket, protocol
+//! 17) and WebRTC media through str0m, as a sans-IO [`participant`] with a
+//! thin tokio [`io`] layer, and the censoring [`session`] that joins a
+//! broadcaster's raw room as a hidden subscriber and the viewers' room as a
+//! publisher.
+//!
+//! Why not the official SDK: it downloads a prebuilt libwebrtc at build time
+//! and only delivers decoded frames; we need the H.264 access units (our own
+//! decoder feeds the detector) and a build that works offline.
+
+pub mod io;
+pub mod participant;
+pub mod session;
+pub mod signal;
+pub mod token;
+pub mod webhook;
+
+pub use participant::{
+    Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc, PublishSpec,
+};
+pub use session::{raw_room, LiveKitSettings, Session, SessionStats};

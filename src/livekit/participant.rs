@@ -1,0 +1,887 @@
+//! One LiveKit participant without libwebrtc, sans-IO: signalling messages
+//! (protobuf), two str0m peer connections (the SFU offers on the subscriber
+//! one, we offer on the publisher one), and the room state we need:
+//! which remote video track to subscribe to, and our own published track.
+//!
+//! The IO layer (`super::io`) feeds WebSocket messages, UDP datagrams and
+//! timeouts in, and sends what [`Participant::poll_output`] hands out. Tests
+//! can drive it with scripted server messages and no sockets.
+
+use super::signal::{self, Keepalive};
+use crate::error::LiveKitError;
+use livekit_protocol as proto;
+use proto::signal_request::Message as Req;
+use proto::signal_response::Message as Resp;
+use std::collections::{HashSet, VecDeque};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+
+/// Which of the two peer connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Pc {
+    /// We offer; carries what we publish.
+    Publisher,
+    /// The SFU offers; carries what we subscribe to.
+    Subscriber,
+}
+
+impl Pc {
+    fn name(self) -> &'static str {
+        match self {
+            Pc::Publisher => "publisher",
+            Pc::Subscriber => "subscriber",
+        }
+    }
+}
+
+/// The video track we publish.
+#[derive(Clone, Debug)]
+pub struct PublishSpec {
+    /// Client track id: the SFU matches our media to the AddTrack request by
+    /// the SDP msid track id, so the same string goes into both.
+    pub cid: String,
+    pub name: String,
+    pub width: u32,
+    pub height: u32,
+}
+
+/// What a participant does in its room.
+#[derive(Clone, Debug, Default)]
+pub struct ParticipantConfig {
+    /// Subscribe to the first remote video track (from `from_identity` if
+    /// set).
+    pub subscribe: bool,
+    pub from_identity: Option<String>,
+    pub publish: Option<PublishSpec>,
+}
+
+/// What happened, for the session above.
+#[derive(Clone, Debug)]
+pub enum ParticipantEvent {
+    Joined {
+        room: String,
+        identity: String,
+    },
+    /// A remote video track we asked for.
+    Subscribing {
+        track_sid: String,
+        identity: String,
+    },
+    /// The subscribed track, or its participant, went away.
+    RemoteTrackGone {
+        track_sid: String,
+    },
+    /// One H.264 access unit (Annex B) of the subscribed track. `contiguous`
+    /// is false after packet loss: decoding should wait for a key frame.
+    AccessUnit {
+        data: Arc<[u8]>,
+        rtp_time: u64,
+        contiguous: bool,
+        arrived: Instant,
+    },
+    /// Our track is published (SID known) and the transport is up.
+    Published {
+        track_sid: String,
+    },
+    /// Our publisher transport is connected: media written now is sent.
+    PublisherConnected,
+    /// The SFU wants a key frame of our track (a viewer joined or lost packets).
+    KeyframeRequested,
+    /// The server asked us to leave, or a peer connection closed.
+    Left {
+        reason: String,
+    },
+}
+
+/// What the IO layer must do next.
+#[derive(Debug)]
+pub enum ParticipantOutput {
+    /// Send this binary message on the signalling WebSocket.
+    Signal(Vec<u8>),
+    /// Send this datagram from the socket of `pc`.
+    Transmit {
+        pc: Pc,
+        destination: SocketAddr,
+        contents: Vec<u8>,
+    },
+    Event(ParticipantEvent),
+    /// Nothing to do before this instant (or before new input).
+    Timeout(Instant),
+}
+
+struct Peer {
+    rtc: Rtc,
+    local: SocketAddr,
+    connected: bool,
+}
+
+/// Throttle for key frame requests to the broadcaster: a burst of lost
+/// packets must not turn into a burst of PLIs.
+const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(500);
+
+pub struct Participant {
+    cfg: ParticipantConfig,
+    subscriber: Peer,
+    publisher: Peer,
+    keepalive: Keepalive,
+    epoch: Instant,
+    out: VecDeque<ParticipantOutput>,
+    joined: bool,
+    left: bool,
+    /// Remote video track we subscribed to, and the mid it arrives on.
+    subscribed: Option<String>,
+    sub_mid: Option<Mid>,
+    last_keyframe_request: Option<Instant>,
+    want_keyframe: bool,
+    /// Our track: SID once published, mid once negotiated.
+    published_sid: Option<String>,
+    pub_mid: Option<Mid>,
+    pub_pending: Option<SdpPendingOffer>,
+    pub_offer_id: u32,
+    remote_tracks: HashSet<String>,
+}
+
+fn new_rtc(now: Instant, local: SocketAddr, pc: Pc) -> Result<Rtc, LiveKitError> {
+    let config = RtcConfig::new()
+        .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+        .clear_codecs()
+        .enable_h264(true);
+    let mut rtc = config.build(now);
+    let cand = Candidate::host(local, "udp").map_err(|e| LiveKitError::Rtc {
+        pc: pc.name(),
+        reason: format!("host candidate {local}: {e}"),
+    })?;
+    rtc.add_local_candidate(cand);
+    Ok(rtc)
+}
+
+impl Participant {
+    /// `sub_addr` / `pub_addr`: the local UDP sockets of the two peer
+    /// connections (each its own socket, so demultiplexing is by socket).
+    pub fn new(
+        now: Instant,
+        cfg: ParticipantConfig,
+        sub_addr: SocketAddr,
+        pub_addr: SocketAddr,
+    ) -> Result<Self, LiveKitError> {
+        Ok(Participant {
+            cfg,
+            subscriber: Peer {
+                rtc: new_rtc(now, sub_addr, Pc::Subscriber)?,
+                local: sub_addr,
+                connected: false,
+            },
+            publisher: Peer {
+                rtc: new_rtc(now, pub_addr, Pc::Publisher)?,
+                local: pub_addr,
+                connected: false,
+            },
+            keepalive: Keepalive::new(now),
+            epoch: now,
+            out: VecDeque::new(),
+            joined: false,
+            left: false,
+            subscribed: None,
+            sub_mid: None,
+            last_keyframe_request: None,
+            want_keyframe: false,
+            published_sid: None,
+            pub_mid: None,
+            pub_pending: None,
+            pub_offer_id: 0,
+            remote_tracks: HashSet::new(),
+        })
+    }
+
+    pub fn is_joined(&self) -> bool {
+        self.joined
+    }
+
+    pub fn has_left(&self) -> bool {
+        self.left
+    }
+
+    pub fn local_addr(&self, pc: Pc) -> SocketAddr {
+        self.peer(pc).local
+    }
+
+    fn peer(&self, pc: Pc) -> &Peer {
+        match pc {
+            Pc::Publisher => &self.publisher,
+            Pc::Subscriber => &self.subscriber,
+        }
+    }
+
+    fn peer_mut(&mut self, pc: Pc) -> &mut Peer {
+        match pc {
+            Pc::Publisher => &mut self.publisher,
+            Pc::Subscriber => &mut self.subscriber,
+        }
+    }
+
+    fn send(&mut self, msg: Req) {
+        self.out
+            .push_back(ParticipantOutput::Signal(signal::encode(msg)));
+    }
+
+    fn event(&mut self, e: ParticipantEvent) {
+        self.out.push_back(ParticipantOutput::Event(e));
+    }
+
+    /// A binary message from the signalling WebSocket.
+    pub fn handle_signal(&mut self, now: Instant, bytes: &[u8]) -> Result<(), LiveKitError> {
+        let msg = signal::decode(bytes)?;
+        self.handle_response(now, msg)
+    }
+
+    /// One decoded server message.
+    pub fn handle_response(&mut self, now: Instant, msg: Resp) -> Result<(), LiveKitError> {
+        match msg {
+            Resp::Join(j) => {
+                self.joined = true;
+                self.keepalive.start(now, j.ping_interval, j.ping_timeout);
+                let room = j.room.as_ref().map(|r| r.name.clone()).unwrap_or_default();
+                let identity = j
+                    .participant
+                    .as_ref()
+                    .map(|p| p.identity.clone())
+                    .unwrap_or_default();
+                tracing::info!(%room, %identity, server = %j.server_version, "joined");
+                self.event(ParticipantEvent::Joined { room, identity });
+                self.consider_participants(&j.other_participants);
+                if let Some(spec) = self.cfg.publish.clone() {
+                    self.send(Req::AddTrack(proto::AddTrackRequest {
+                        cid: spec.cid.clone(),
+                        name: spec.name.clone(),
+                        r#type: proto::TrackType::Video as i32,
+                        source: proto::TrackSource::Camera as i32,
+                        width: spec.width,
+                        height: spec.height,
+                        ..Default::default()
+                    }));
+                }
+            }
+            Resp::Offer(sd) => self.handle_subscriber_offer(sd)?,
+            Resp::Answer(sd) => self.handle_publisher_answer(sd)?,
+            Resp::Trickle(t) => self.handle_trickle(&t)?,
+            Resp::Update(u) => self.consider_participants(&u.participants),
+            Resp::TrackPublished(tp) => self.handle_track_published(tp)?,
+            Resp::TrackUnpublished(tu) => self.remote_track_gone(&tu.track_sid),
+            Resp::Leave(l) => {
+                self.left = true;
+                self.event(ParticipantEvent::Left {
+                    reason: format!("server asked to leave (reason {})", l.reason),
+                });
+            }
+            Resp::Pong(_) | Resp::PongResp(_) => self.keepalive.handle_pong(now),
+            other => tracing::debug!(?other, "signal message ignored"),
+        }
+        Ok(())
+    }
+
+    fn consider_participants(&mut self, ps: &[proto::ParticipantInfo]) {
+        for p in ps {
+            let gone = p.state == proto::participant_info::State::Disconnected as i32;
+            for t in &p.tracks {
+                let is_video = t.r#type == proto::TrackType::Video as i32;
+                if gone {
+                    self.remote_track_gone(&t.sid);
+                    continue;
+                }
+                if !is_video {
+                    continue;
+                }
+                self.remote_tracks.insert(t.sid.clone());
+                let wanted = self.cfg.subscribe
+                    && self.subscribed.is_none()
+                    && self
+                        .cfg
+                        .from_identity
+                        .as_ref()
+                        .is_none_or(|id| *id == p.identity);
+                if wanted {
+                    self.subscribed = Some(t.sid.clone());
+                    tracing::info!(track = %t.sid, from = %p.identity, mime = %t.mime_type, "subscribing");
+                    self.send(Req::Subscription(proto::UpdateSubscription {
+                        track_sids: vec![t.sid.clone()],
+                        subscribe: true,
+                        participant_tracks: Vec::new(),
+                    }));
+                    self.event(ParticipantEvent::Subscribing {
+                        track_sid: t.sid.clone(),
+                        identity: p.identity.clone(),
+                    });
+                }
+            }
+        }
+    }
+
+    fn remote_track_gone(&mut self, sid: &str) {
+        self.remote_tracks.remove(sid);
+        if self.subscribed.as_deref() == Some(sid) {
+            self.subscribed = None;
+            self.event(ParticipantEvent::RemoteTrackGone {
+                track_sid: sid.to_string(),
+            });
+        }
+    }
+
+    fn handle_subscriber_offer(
+        &mut self,
+        sd: proto::SessionDescription,
+    ) -> Result<(), LiveKitError> {
+        let offer = SdpOffer::from_sdp_string(&sd.sdp).map_err(|e| LiveKitError::Rtc {
+            pc: "subscriber",
+            reason: format!("bad offer: {e}"),
+        })?;
+        let answer = self
+            .subscriber
+            .rtc
+            .sdp_api()
+            .accept_offer(offer)
+            .map_err(|e| LiveKitError::Rtc {
+                pc: "subscriber",
+                reason: format!("cannot answer offer: {e}"),
+            })?;
+        tracing::debug!(id = sd.id, "answering subscriber offer");
+        self.send(Req::Answer(proto::SessionDescription {
+            r#type: "answer".into(),
+            sdp: answer.to_sdp_string(),
+            id: sd.id,
+            mid_to_track_id: Default::default(),
+        }));
+        Ok(())
+    }
+
+    fn handle_publisher_answer(
+        &mut self,
+        sd: proto::SessionDescription,
+    ) -> Result<(), LiveKitError> {
+        let Some(pending) = self.pub_pending.take() else {
+            tracing::warn!(id = sd.id, "answer without a pending offer ignored");
+            return Ok(());
+        };
+        let answer = SdpAnswer::from_sdp_string(&sd.sdp).map_err(|e| LiveKitError::Rtc {
+            pc: "publisher",
+            reason: format!("bad answer: {e}"),
+        })?;
+        self.publisher
+            .rtc
+            .sdp_api()
+            .accept_answer(pending, answer)
+            .map_err(|e| LiveKitError::Rtc {
+                pc: "publisher",
+                reason: format!("cannot accept answer: {e}"),
+            })?;
+        Ok(())
+    }
+
+    fn handle_trickle(&mut self, t: &proto::TrickleRequest) -> Result<(), LiveKitError> {
+        let line = signal::parse_candidate_init(&t.candidate_init)?;
+        if line.is_empty() {
+            return Ok(()); // end of candidates
+        }
+        let pc = if t.target == proto::SignalTarget::Publisher as i32 {
+            Pc::Publisher
+        } else {
+            Pc::Subscriber
+        };
+        match Candidate::from_sdp_string(&line) {
+            // One UDP socket per peer connection: TCP candidates are useless.
+            Ok(c) if c.proto() == Protocol::Udp => {
+                tracing::debug!(pc = pc.name(), cand = %line, "remote candidate");
+                self.peer_mut(pc).rtc.add_remote_candidate(c);
+            }
+            Ok(_) => {}
+            Err(e) => tracing::debug!(cand = %line, "unparsable candidate ignored: {e}"),
+        }
+        Ok(())
+    }
+
+    fn handle_track_published(
+        &mut self,
+        tp: proto::TrackPublishedResponse,
+    ) -> Result<(), LiveKitError> {
+        let Some(spec) = self.cfg.publish.clone() else {
+            return Ok(());
+        };
+        if tp.cid != spec.cid {
+            return Ok(());
+        }
+        let sid = tp.track.map(|t| t.sid).unwrap_or_default();
+        tracing::info!(track = %sid, "track accepted, offering media");
+        self.published_sid = Some(sid);
+        let mut api = self.publisher.rtc.sdp_api();
+        let mid = api.add_media(
+            MediaKind::Video,
+            Direction::SendOnly,
+            Some(spec.cid.clone()),
+            Some(spec.cid.clone()),
+            None,
+        );
+        let Some((offer, pending)) = api.apply() else {
+            return Err(LiveKitError::Rtc {
+                pc: "publisher",
+                reason: "no offer to make".into(),
+            });
+        };
+        self.pub_mid = Some(mid);
+        self.pub_pending = Some(pending);
+        self.pub_offer_id += 1;
+        self.send(Req::Offer(proto::SessionDescription {
+            r#type: "offer".into(),
+            sdp: offer.to_sdp_string(),
+            id: self.pub_offer_id,
+            mid_to_track_id: [(mid.to_string(), spec.cid.clone())].into_iter().collect(),
+        }));
+        Ok(())
+    }
+
+    /// A datagram arrived on the socket of `pc`.
+    pub fn handle_udp(
+        &mut self,
+        now: Instant,
+        pc: Pc,
+        source: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), LiveKitError> {
+        let destination = self.peer(pc).local;
+        let Ok(contents) = data.try_into() else {
+            return Ok(()); // not STUN/DTLS/RTP: ignore
+        };
+        let input = Input::Receive(
+            now,
+            Receive {
+                proto: Protocol::Udp,
+                source,
+                destination,
+                contents,
+            },
+        );
+        self.peer_mut(pc)
+            .rtc
+            .handle_input(input)
+            .map_err(|e| LiveKitError::Rtc {
+                pc: pc.name(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Time passes: str0m timers and the ping.
+    pub fn handle_timeout(&mut self, now: Instant) -> Result<(), LiveKitError> {
+        for pc in [Pc::Subscriber, Pc::Publisher] {
+            self.peer_mut(pc)
+                .rtc
+                .handle_input(Input::Timeout(now))
+                .map_err(|e| LiveKitError::Rtc {
+                    pc: pc.name(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as i64;
+        if let Some(ping) = self.keepalive.handle_timeout(now, ms)? {
+            self.send(ping);
+            self.send(Req::PingReq(proto::Ping {
+                timestamp: ms,
+                rtt: 0,
+            }));
+        }
+        if self.want_keyframe {
+            self.request_keyframe(now);
+        }
+        Ok(())
+    }
+
+    /// Asks the broadcaster for a key frame (PLI), at most every 500 ms; a
+    /// request that is throttled or has no track yet is kept and retried.
+    pub fn request_keyframe(&mut self, now: Instant) {
+        self.want_keyframe = true;
+        if let Some(t) = self.last_keyframe_request {
+            if now.saturating_duration_since(t) < KEYFRAME_REQUEST_GAP {
+                return;
+            }
+        }
+        let Some(mid) = self.sub_mid else {
+            return;
+        };
+        let Some(mut w) = self.subscriber.rtc.writer(mid) else {
+            return;
+        };
+        match w.request_keyframe(None, KeyframeRequestKind::Pli) {
+            Ok(()) => {
+                tracing::debug!("key frame requested (PLI)");
+                self.last_keyframe_request = Some(now);
+                self.want_keyframe = false;
+            }
+            Err(e) => tracing::debug!("key frame request failed: {e}"),
+        }
+    }
+
+    /// Sends one H.264 access unit (Annex B) on our track. Returns false
+    /// (and drops it) while the publisher transport is not up yet.
+    pub fn write_video(
+        &mut self,
+        now: Instant,
+        rtp_time_90k: u64,
+        access_unit: Vec<u8>,
+    ) -> Result<bool, LiveKitError> {
+        if !self.publisher.connected {
+            return Ok(false);
+        }
+        let Some(mid) = self.pub_mid else {
+            return Ok(false);
+        };
+        let Some(w) = self.publisher.rtc.writer(mid) else {
+            return Ok(false);
+        };
+        let Some(pt) = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::H264)
+            .map(|p| p.pt())
+        else {
+            return Err(LiveKitError::Rtc {
+                pc: "publisher",
+                reason: "the SFU accepted no H.264 payload type".into(),
+            });
+        };
+        w.write(pt, now, MediaTime::from_90khz(rtp_time_90k), access_unit)
+            .map_err(|e| LiveKitError::Rtc {
+                pc: "publisher",
+                reason: format!("write: {e}"),
+            })?;
+        Ok(true)
+    }
+
+    /// Leaves the room (the IO layer sends it, then closes).
+    pub fn leave(&mut self) {
+        if self.left {
+            return;
+        }
+        self.left = true;
+        self.send(Req::Leave(proto::LeaveRequest {
+            can_reconnect: false,
+            reason: proto::DisconnectReason::ClientInitiated as i32,
+            action: proto::leave_request::Action::Disconnect as i32,
+            regions: None,
+        }));
+    }
+
+    /// The next thing to do. Call until it returns `Timeout`.
+    pub fn poll_output(&mut self) -> Result<ParticipantOutput, LiveKitError> {
+        loop {
+            if let Some(o) = self.out.pop_front() {
+                return Ok(o);
+            }
+            let mut next = self.keepalive.poll_timeout();
+            let mut progressed = false;
+            for pc in [Pc::Subscriber, Pc::Publisher] {
+                let out = self
+                    .peer_mut(pc)
+                    .rtc
+                    .poll_output()
+                    .map_err(|e| LiveKitError::Rtc {
+                        pc: pc.name(),
+                        reason: e.to_string(),
+                    })?;
+                match out {
+                    Output::Transmit(t) => {
+                        return Ok(ParticipantOutput::Transmit {
+                            pc,
+                            destination: t.destination,
+                            contents: t.contents.into(),
+                        })
+                    }
+                    Output::Event(e) => {
+                        progressed = true;
+                        self.handle_rtc_event(pc, e);
+                    }
+                    Output::Timeout(t) => {
+                        next = Some(next.map_or(t, |n| n.min(t)));
+                    }
+                }
+            }
+            if !progressed && self.out.is_empty() {
+                let fallback = Instant::now() + Duration::from_millis(100);
+                return Ok(ParticipantOutput::Timeout(next.unwrap_or(fallback)));
+            }
+        }
+    }
+
+    fn handle_rtc_event(&mut self, pc: Pc, e: Event) {
+        match e {
+            Event::IceConnectionStateChange(s) => {
+                tracing::debug!(pc = pc.name(), state = ?s, "ICE");
+                if s == IceConnectionState::Disconnected {
+                    self.event(ParticipantEvent::Left {
+                        reason: format!("{} ICE disconnected", pc.name()),
+                    });
+                }
+            }
+            Event::Connected => {
+                tracing::info!(pc = pc.name(), "transport connected");
+                self.peer_mut(pc).connected = true;
+                if pc == Pc::Publisher {
+                    self.event(ParticipantEvent::PublisherConnected);
+                    if let Some(sid) = self.published_sid.clone() {
+                        self.event(ParticipantEvent::Published { track_sid: sid });
+                    }
+                }
+            }
+            Event::MediaAdded(m) if pc == Pc::Subscriber && m.kind == MediaKind::Video => {
+                tracing::debug!(mid = %m.mid, "remote video media");
+                self.sub_mid = Some(m.mid);
+                self.want_keyframe = true;
+            }
+            Event::MediaData(d) => {
+                if pc != Pc::Subscriber || d.params.spec().codec != Codec::H264 {
+                    return;
+                }
+                if self.sub_mid != Some(d.mid) {
+                    self.sub_mid = Some(d.mid);
+                }
+                if !d.contiguous {
+                    self.want_keyframe = true;
+                }
+                self.event(ParticipantEvent::AccessUnit {
+                    data: d.data,
+                    rtp_time: d.time.rebase(str0m::media::Frequency::NINETY_KHZ).numer(),
+                    contiguous: d.contiguous,
+                    arrived: d.network_time,
+                });
+            }
+            Event::KeyframeRequest(r) if pc == Pc::Publisher && Some(r.mid) == self.pub_mid => {
+                self.event(ParticipantEvent::KeyframeRequested);
+            }
+            Event::StreamPaused(p) => tracing::info!(pc = pc.name(), ?p, "stream paused"),
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn addr(port: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    fn drain(p: &mut Participant) -> (Vec<Req>, Vec<ParticipantEvent>) {
+        let mut reqs = Vec::new();
+        let mut evs = Vec::new();
+        loop {
+            match p.poll_output().unwrap() {
+                ParticipantOutput::Signal(b) => reqs.push(
+                    proto::SignalRequest::decode(b.as_slice())
+                        .unwrap()
+                        .message
+                        .unwrap(),
+                ),
+                ParticipantOutput::Event(e) => evs.push(e),
+                ParticipantOutput::Transmit { .. } => {}
+                ParticipantOutput::Timeout(_) => return (reqs, evs),
+            }
+        }
+    }
+
+    fn join(others: Vec<proto::ParticipantInfo>) -> Resp {
+        Resp::Join(proto::JoinResponse {
+            room: Some(proto::Room {
+                name: "demo-raw".into(),
+                ..Default::default()
+            }),
+            participant: Some(proto::ParticipantInfo {
+                identity: "me".into(),
+                ..Default::default()
+            }),
+            other_participants: others,
+            ping_interval: 5,
+            ping_timeout: 15,
+            ..Default::default()
+        })
+    }
+
+    fn broadcaster() -> proto::ParticipantInfo {
+        proto::ParticipantInfo {
+            identity: "broadcaster".into(),
+            state: proto::participant_info::State::Active as i32,
+            is_publisher: true,
+            tracks: vec![
+                proto::TrackInfo {
+                    sid: "TR_audio".into(),
+                    r#type: proto::TrackType::Audio as i32,
+                    ..Default::default()
+                },
+                proto::TrackInfo {
+                    sid: "TR_video".into(),
+                    r#type: proto::TrackType::Video as i32,
+                    mime_type: "video/H264".into(),
+                    ..Default::default()
+                },
+            ],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn subscriber_asks_for_the_video_track_and_answers_the_offer() {
+        let now = Instant::now();
+        let cfg = ParticipantConfig {
+            subscribe: true,
+            ..Default::default()
+        };
+        let mut p = Participant::new(now, cfg, addr(40000), addr(40001)).unwrap();
+        p.handle_response(now, join(vec![broadcaster()])).unwrap();
+        let (reqs, evs) = drain(&mut p);
+        assert!(matches!(evs[0], ParticipantEvent::Joined { .. }));
+        let subs: Vec<_> = reqs
+            .iter()
+            .filter_map(|r| match r {
+                Req::Subscription(s) => Some(s.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(subs.len(), 1);
+        assert_eq!(subs[0].track_sids, vec!["TR_video".to_string()]);
+        assert!(subs[0].subscribe);
+
+        // A str0m peer stands in for the SFU: it offers H.264 video.
+        let mut sfu = RtcConfig::new()
+            .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
+            .build(now);
+        sfu.add_local_candidate(Candidate::host(addr(7882), "udp").unwrap());
+        let mut api = sfu.sdp_api();
+        api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        p.handle_response(
+            now,
+            Resp::Offer(proto::SessionDescription {
+                r#type: "offer".into(),
+                sdp: offer.to_sdp_string(),
+                id: 7,
+                mid_to_track_id: Default::default(),
+            }),
+        )
+        .unwrap();
+        let (reqs, _) = drain(&mut p);
+        let Some(Req::Answer(a)) = reqs.into_iter().next() else {
+            panic!("no answer");
+        };
+        assert_eq!(a.id, 7);
+        assert!(a.sdp.contains("H264"));
+        assert!(a.sdp.contains("127.0.0.1 40000 typ host"));
+        sfu.sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&a.sdp).unwrap())
+            .unwrap();
+
+        // The track going away is reported once.
+        p.handle_response(
+            now,
+            Resp::TrackUnpublished(proto::TrackUnpublishedResponse {
+                track_sid: "TR_video".into(),
+            }),
+        )
+        .unwrap();
+        let (_, evs) = drain(&mut p);
+        assert!(matches!(
+            &evs[..],
+            [ParticipantEvent::RemoteTrackGone { .. }]
+        ));
+    }
+
+    #[test]
+    fn publisher_adds_track_then_offers_h264_with_the_cid_as_msid() {
+        let now = Instant::now();
+        let cfg = ParticipantConfig {
+            publish: Some(PublishSpec {
+                cid: "livecensor-video".into(),
+                name: "censored".into(),
+                width: 640,
+                height: 360,
+            }),
+            ..Default::default()
+        };
+        let mut p = Participant::new(now, cfg, addr(40002), addr(40003)).unwrap();
+        p.handle_response(now, join(vec![broadcaster()])).unwrap();
+        let (reqs, _) = drain(&mut p);
+        // Not a subscriber: no subscription even though a track exists.
+        assert!(!reqs.iter().any(|r| matches!(r, Req::Subscription(_))));
+        let Some(Req::AddTrack(add)) = reqs.iter().find(|r| matches!(r, Req::AddTrack(_))) else {
+            panic!("no AddTrack");
+        };
+        assert_eq!(add.cid, "livecensor-video");
+        assert_eq!(add.r#type, proto::TrackType::Video as i32);
+        p.handle_response(
+            now,
+            Resp::TrackPublished(proto::TrackPublishedResponse {
+                cid: "livecensor-video".into(),
+                track: Some(proto::TrackInfo {
+                    sid: "TR_out".into(),
+                    ..Default::default()
+                }),
+            }),
+        )
+        .unwrap();
+        let (reqs, _) = drain(&mut p);
+        let Some(Req::Offer(o)) = reqs.into_iter().next() else {
+            panic!("no offer");
+        };
+        assert_eq!(o.id, 1);
+        assert!(o.sdp.contains("H264"));
+        assert!(!o.sdp.contains("VP8"));
+        assert!(o.sdp.contains("livecensor-video"));
+        assert!(o.sdp.contains("127.0.0.1 40003 typ host"));
+        // Before the transport is up, media is dropped, not queued.
+        assert!(!p.write_video(now, 0, vec![0, 0, 0, 1, 0x65]).unwrap());
+        // Keep-alive after the join interval.
+        p.handle_timeout(now + Duration::from_secs(6)).unwrap();
+        let (reqs, _) = drain(&mut p);
+        assert!(reqs.iter().any(|r| matches!(r, Req::Ping(_))));
+        p.leave();
+        let (reqs, _) = drain(&mut p);
+        assert!(matches!(reqs[..], [Req::Leave(_)]));
+        assert!(p.has_left());
+    }
+
+    #[test]
+    fn trickle_candidates_are_parsed_and_tcp_ignored() {
+        let now = Instant::now();
+        let mut p =
+            Participant::new(now, ParticipantConfig::default(), addr(40004), addr(40005)).unwrap();
+        for (c, target) in [
+            ("candidate:1 1 udp 2130706431 127.0.0.1 7882 typ host", 1),
+            (
+                "candidate:2 1 tcp 1671430143 127.0.0.1 7881 typ host tcptype passive",
+                0,
+            ),
+            ("", 1),
+        ] {
+            p.handle_response(
+                now,
+                Resp::Trickle(proto::TrickleRequest {
+                    candidate_init: signal::candidate_init(c),
+                    target,
+                    ..Default::default()
+                }),
+            )
+            .unwrap();
+        }
+        assert!(p
+            .handle_response(
+                now,
+                Resp::Trickle(proto::TrickleRequest {
+                    candidate_init: "not json".into(),
+                    target: 1,
+                    ..Default::default()
+                })
+            )
+            .is_err());
+    }
+}

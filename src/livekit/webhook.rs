@@ -1,0 +1,377 @@
+//! The webhook side of `serve`: LiveKit POSTs room events; a video track
+//! published in `X-raw` starts a censoring session for `X`, and the track,
+//! its participant or the room going away stops it. The decision is a pure
+//! function of the event ([`decide`]); the HTTP layer (axum) only verifies
+//! the signature and maps errors to status codes.
+
+use super::session::{LiveKitSettings, Session, SessionStats};
+use super::token::RAW_SUFFIX;
+use crate::error::LiveKitError;
+use crate::pipeline::service::DetectService;
+use crate::pipeline::stream::StreamOptions;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::Router;
+use livekit_api::access_token::TokenVerifier;
+use livekit_api::webhooks::{WebhookError, WebhookReceiver};
+use livekit_protocol as proto;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use tokio::sync::Mutex;
+
+/// Identity of the censor's hidden subscriber: its own comings and goings
+/// in the raw room must not stop the session.
+pub const INPUT_IDENTITY: &str = "livecensor-in";
+
+/// What an event asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    Start { room: String },
+    Stop { room: String },
+    Ignore,
+}
+
+/// The viewers' room for a raw room name (`demo-raw` -> `demo`).
+fn base_room(raw: &str) -> Option<&str> {
+    raw.strip_suffix(RAW_SUFFIX).filter(|b| !b.is_empty())
+}
+
+/// Maps one webhook event to a session action.
+pub fn decide(ev: &proto::WebhookEvent) -> Action {
+    let Some(room) = ev.room.as_ref().and_then(|r| base_room(&r.name)) else {
+        return Action::Ignore;
+    };
+    let room = room.to_string();
+    let is_video = ev
+        .track
+        .as_ref()
+        .is_some_and(|t| t.r#type == proto::TrackType::Video as i32);
+    let by_us = ev
+        .participant
+        .as_ref()
+        .is_some_and(|p| p.identity == INPUT_IDENTITY);
+    match ev.event.as_str() {
+        "track_published" if is_video && !by_us => Action::Start { room },
+        "track_unpublished" if is_video && !by_us => Action::Stop { room },
+        "participant_left" if !by_us => Action::Stop { room },
+        "room_finished" => Action::Stop { room },
+        _ => Action::Ignore,
+    }
+}
+
+/// Verifies and decodes a webhook: a bad or forged signature is 401, a
+/// body that is not a webhook event is 400.
+pub fn verify(
+    receiver: &WebhookReceiver,
+    body: &str,
+    auth: Option<&str>,
+) -> Result<proto::WebhookEvent, (StatusCode, String)> {
+    let Some(auth) = auth.filter(|a| !a.is_empty()) else {
+        return Err((StatusCode::UNAUTHORIZED, "missing Authorization".into()));
+    };
+    let auth = auth.strip_prefix("Bearer ").unwrap_or(auth);
+    receiver.receive(body, auth).map_err(|e| match e {
+        WebhookError::InvalidData(_) => (StatusCode::BAD_REQUEST, e.to_string()),
+        _ => (StatusCode::UNAUTHORIZED, e.to_string()),
+    })
+}
+
+/// Shared state of the webhook server.
+pub struct Server {
+    pub lk: LiveKitSettings,
+    pub svc: Arc<DetectService>,
+    pub opts: StreamOptions,
+    receiver: WebhookReceiver,
+    sessions: Mutex<HashMap<String, Session>>,
+    /// Rooms started by `serve --room`: webhooks never stop them.
+    pinned: std::sync::Mutex<Vec<String>>,
+    next_stream: AtomicU32,
+    webhooks: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl Server {
+    pub fn new(lk: LiveKitSettings, svc: Arc<DetectService>, opts: StreamOptions) -> Arc<Self> {
+        let receiver =
+            WebhookReceiver::new(TokenVerifier::with_api_key(&lk.api_key, &lk.api_secret));
+        Arc::new(Server {
+            lk,
+            svc,
+            opts,
+            receiver,
+            sessions: Mutex::new(HashMap::new()),
+            pinned: std::sync::Mutex::new(Vec::new()),
+            next_stream: AtomicU32::new(1),
+            webhooks: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+        })
+    }
+
+    /// Starts a session for `room` unless one runs.
+    pub async fn start(self: &Arc<Self>, room: &str) -> Result<(), LiveKitError> {
+        let mut sessions = self.sessions.lock().await;
+        if sessions.contains_key(room) {
+            return Ok(());
+        }
+        let id = self.next_stream.fetch_add(1, Relaxed);
+        let s = Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id)
+            .await
+            .map_err(|e| LiveKitError::Session {
+                room: room.to_string(),
+                reason: e.to_string(),
+            })?;
+        tracing::info!(%room, "session started");
+        sessions.insert(room.to_string(), s);
+        Ok(())
+    }
+
+    /// Starts a session that only `stop_all` ends.
+    pub async fn start_pinned(self: &Arc<Self>, room: &str) -> Result<(), LiveKitError> {
+        if let Ok(mut p) = self.pinned.lock() {
+            p.push(room.to_string());
+        }
+        self.start(room).await
+    }
+
+    pub async fn stop(&self, room: &str) {
+        let pinned = self
+            .pinned
+            .lock()
+            .map(|p| p.iter().any(|r| r == room))
+            .unwrap_or(false);
+        if pinned {
+            return;
+        }
+        let s = self.sessions.lock().await.remove(room);
+        if let Some(s) = s {
+            s.stop().await;
+            tracing::info!(%room, "session stopped");
+        }
+    }
+
+    pub async fn stop_all(&self) {
+        let all: Vec<_> = self.sessions.lock().await.drain().collect();
+        for (_, s) in all {
+            s.stop().await;
+        }
+    }
+
+    /// Prometheus text: per-room session counters and webhook counts.
+    pub async fn metrics(&self) -> String {
+        let sessions = self.sessions.lock().await;
+        let mut out = String::new();
+        out.push_str(&format!(
+            "# TYPE livecensor_sessions gauge\nlivecensor_sessions {}\n",
+            sessions.len()
+        ));
+        out.push_str(&format!(
+            "# TYPE livecensor_webhooks_total counter\nlivecensor_webhooks_total {}\n",
+            self.webhooks.load(Relaxed)
+        ));
+        out.push_str(&format!(
+            "# TYPE livecensor_webhooks_rejected_total counter\nlivecensor_webhooks_rejected_total {}\n",
+            self.rejected.load(Relaxed)
+        ));
+        for (room, s) in sessions.iter() {
+            out.push_str(&session_metrics(room, &s.stats));
+        }
+        out
+    }
+}
+
+/// One session's counters in Prometheus text format.
+pub fn session_metrics(room: &str, s: &SessionStats) -> String {
+    let rows = [
+        ("access_units_in", s.access_units_in.load(Relaxed)),
+        ("frames_decoded", s.frames_decoded.load(Relaxed)),
+        ("decode_errors", s.decode_errors.load(Relaxed)),
+        ("frames_skipped", s.frames_skipped.load(Relaxed)),
+        ("access_units_dropped", s.access_units_dropped.load(Relaxed)),
+        ("frames_released", s.frames_released.load(Relaxed)),
+        ("fail_closed", s.fail_closed.load(Relaxed)),
+        ("access_units_out", s.access_units_out.load(Relaxed)),
+        ("keyframes_forced", s.keyframes_forced.load(Relaxed)),
+    ];
+    rows.iter()
+        .map(|(k, v)| format!("livecensor_{k}_total{{room=\"{room}\"}} {v}\n"))
+        .collect()
+}
+
+/// The HTTP routes: POST /webhook, GET /healthz, GET /metrics.
+pub fn router(server: Arc<Server>) -> Router {
+    Router::new()
+        .route("/webhook", post(webhook))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
+        .with_state(server)
+}
+
+async fn metrics(State(s): State<Arc<Server>>) -> String {
+    s.metrics().await
+}
+
+async fn webhook(
+    State(s): State<Arc<Server>>,
+    headers: HeaderMap,
+    body: String,
+) -> (StatusCode, String) {
+    s.webhooks.fetch_add(1, Relaxed);
+    let auth = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    let ev = match verify(&s.receiver, &body, auth) {
+        Ok(ev) => ev,
+        Err((code, msg)) => {
+            s.rejected.fetch_add(1, Relaxed);
+            tracing::warn!(%code, "webhook rejected: {msg}");
+            return (code, msg);
+        }
+    };
+    tracing::debug!(event = %ev.event, "webhook");
+    match decide(&ev) {
+        Action::Start { room } => {
+            // Joining takes a round trip to the server that is sending this
+            // webhook: answer first, join in the background.
+            let s2 = s.clone();
+            tokio::spawn(async move {
+                if let Err(e) = s2.start(&room).await {
+                    tracing::error!(%room, "cannot start session: {e}");
+                }
+            });
+        }
+        Action::Stop { room } => {
+            let s2 = s.clone();
+            tokio::spawn(async move { s2.stop(&room).await });
+        }
+        Action::Ignore => {}
+    }
+    (StatusCode::OK, String::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine;
+    use livekit_api::access_token::AccessToken;
+    use sha2::{Digest, Sha256};
+
+    fn event(kind: &str, room: &str, video: bool, identity: &str) -> proto::WebhookEvent {
+        proto::WebhookEvent {
+            event: kind.into(),
+            room: Some(proto::Room {
+                name: room.into(),
+                ..Default::default()
+            }),
+            participant: Some(proto::ParticipantInfo {
+                identity: identity.into(),
+                ..Default::default()
+            }),
+            track: Some(proto::TrackInfo {
+                r#type: if video {
+                    proto::TrackType::Video as i32
+                } else {
+                    proto::TrackType::Audio as i32
+                },
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        let start = Action::Start {
+            room: "demo".into(),
+        };
+        let stop = Action::Stop {
+            room: "demo".into(),
+        };
+        assert_eq!(
+            decide(&event("track_published", "demo-raw", true, "b")),
+            start
+        );
+        assert_eq!(
+            decide(&event("track_published", "demo-raw", false, "b")),
+            Action::Ignore
+        );
+        assert_eq!(
+            decide(&event("track_published", "demo", true, "b")),
+            Action::Ignore
+        );
+        assert_eq!(
+            decide(&event("track_published", "-raw", true, "b")),
+            Action::Ignore
+        );
+        assert_eq!(
+            decide(&event("track_unpublished", "demo-raw", true, "b")),
+            stop
+        );
+        assert_eq!(
+            decide(&event("participant_left", "demo-raw", true, "b")),
+            stop
+        );
+        assert_eq!(
+            decide(&event("participant_left", "demo-raw", true, INPUT_IDENTITY)),
+            Action::Ignore
+        );
+        assert_eq!(decide(&event("room_finished", "demo-raw", false, "")), stop);
+        assert_eq!(
+            decide(&event("participant_joined", "demo-raw", true, "b")),
+            Action::Ignore
+        );
+    }
+
+    fn sign(body: &str, secret: &str) -> String {
+        let hash = Sha256::digest(body.as_bytes());
+        let b64 = base64::engine::general_purpose::STANDARD.encode(hash);
+        AccessToken::with_api_key("devkey", secret)
+            .with_sha256(&b64)
+            .to_jwt()
+            .unwrap()
+    }
+
+    #[test]
+    fn signatures() {
+        let rx = WebhookReceiver::new(TokenVerifier::with_api_key("devkey", "secret"));
+        let body =
+            r#"{"event":"track_published","room":{"name":"demo-raw"},"track":{"type":"VIDEO"}}"#;
+        let ev = verify(&rx, body, Some(&sign(body, "secret"))).unwrap();
+        assert_eq!(
+            decide(&ev),
+            Action::Start {
+                room: "demo".into()
+            }
+        );
+        // Forged (other secret), tampered body, missing header: 401.
+        let forged = sign(body, "other");
+        assert_eq!(
+            verify(&rx, body, Some(&forged)).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        let tampered = body.replace("demo", "evil");
+        assert_eq!(
+            verify(&rx, &tampered, Some(&sign(body, "secret")))
+                .unwrap_err()
+                .0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            verify(&rx, body, None).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        assert_eq!(
+            verify(&rx, body, Some("garbage")).unwrap_err().0,
+            StatusCode::UNAUTHORIZED
+        );
+        // Correctly signed but not an event: 400.
+        let junk = "{not json";
+        assert_eq!(
+            verify(&rx, junk, Some(&sign(junk, "secret")))
+                .unwrap_err()
+                .0,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}
