@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use livecensor::audit::{audit, AuditThresholds};
+use livecensor::audit::{audit, AuditFiles, AuditThresholds};
 use livecensor::config::Config;
 use livecensor::detect::CLASSES;
 use livecensor::frame::CensorMethod;
@@ -275,13 +275,16 @@ fn run_audit(
         pb.set_position(done);
     };
     let policy: Policy = cfg.policy()?;
-    let rep = audit(
+    let files = AuditFiles {
         input,
         output,
-        &side,
+        sidecar: &side,
+        fps_hint: fps,
+    };
+    let rep = audit(
+        files,
         &policy,
         &cfg.detector,
-        fps,
         AuditThresholds::default(),
         &mut cb,
     )?;
