@@ -194,3 +194,89 @@ fn missing_model_names_the_setup_command() {
         "{t}"
     );
 }
+
+#[test]
+fn corrupt_frame_in_the_middle_is_censored_whole() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = synth(dir.path(), "in.h264", "static");
+    let mut bytes = std::fs::read(&input).unwrap();
+    // Start codes of slice NALs (types 1 and 5); garble one in the middle.
+    let starts: Vec<usize> = (0..bytes.len().saturating_sub(4))
+        .filter(|&i| bytes[i..i + 3] == [0, 0, 1] && matches!(bytes[i + 3] & 0x1f, 1 | 5))
+        .collect();
+    assert!(starts.len() >= 20, "{} slices", starts.len());
+    let mid = starts.len() / 2;
+    let at = starts[mid] + 5;
+    // Stay inside the NAL: the frame is damaged, the stream's framing is not.
+    let end = (at + 200).min(starts[mid + 1] - 1);
+    for b in &mut bytes[at..end] {
+        *b ^= 0xA5;
+    }
+    let broken = dir.path().join("broken.h264");
+    std::fs::write(&broken, &bytes).unwrap();
+    let output = dir.path().join("out.h264");
+    let o = bin()
+        .args(["censor", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&broken)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
+    assert_eq!(side.lines().count(), 24, "every frame leaves");
+    assert!(side.contains("fail_closed"), "no frame was censored whole");
+    let o = bin()
+        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&broken)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn odd_dimensions_round_trip() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.y4m");
+    let o = bin()
+        .args(["synth", "--scenario", "static", "--frames", "6"])
+        .args(["--width", "641", "--height", "359", "--output"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let output = dir.path().join("out.y4m");
+    let o = bin()
+        .args([
+            "censor",
+            "--classes",
+            "FACE_FEMALE",
+            "--method",
+            "pixelate",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let head = std::fs::read(&output).unwrap();
+    assert!(String::from_utf8_lossy(&head[..64]).contains("W641 H359"));
+    let o = bin()
+        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
