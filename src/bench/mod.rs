@@ -80,6 +80,9 @@ fn other(e: impl std::fmt::Display) -> Error {
     PipelineError::Other(e.to_string()).into()
 }
 
+/// One scenario's access units.
+type Clip = (Scenario, Vec<Vec<u8>>);
+
 /// Renders and encodes the clips of the scenarios the first `max_streams`
 /// streams use (one thread per scenario).
 pub fn prepare_clips(o: &BenchOptions, max_streams: usize) -> Result<Clips, Error> {
@@ -91,12 +94,12 @@ pub fn prepare_clips(o: &BenchOptions, max_streams: usize) -> Result<Clips, Erro
         }
     }
     let cfg = synth_config(o);
-    let results: Vec<Result<(Scenario, Vec<Vec<u8>>), Error>> = std::thread::scope(|sc| {
+    let results: Vec<Result<Clip, Error>> = std::thread::scope(|sc| {
         let handles: Vec<_> = wanted
             .iter()
             .map(|&s| {
                 let cfg = cfg.clone();
-                sc.spawn(move || -> Result<(Scenario, Vec<Vec<u8>>), Error> {
+                sc.spawn(move || -> Result<Clip, Error> {
                     let synth = Synth::new(s, cfg.clone())?;
                     let mut enc =
                         Encoder::new(EncoderConfig::new(cfg.width, cfg.height, cfg.fps as f32))?;
