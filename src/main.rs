@@ -34,6 +34,9 @@ enum Cmd {
     Synth(SynthArgs),
     /// Fetch nothing, build a 720p clip of a moving face, censor faces, audit.
     Demo(DemoArgs),
+    /// Benchmark: N concurrent synthetic streams through the real pipeline
+    /// (latency, fps held, stages, CPU, memory, coverage, audited leaks).
+    Bench(livecensor::bench::BenchArgs),
     /// List the detector's classes (names for policies).
     Classes,
     /// What this machine can use, and which backend each stage takes.
@@ -461,6 +464,18 @@ fn main() -> Result<()> {
             );
             if !passed {
                 bail!("the audit found leaks");
+            }
+        }
+        Cmd::Bench(a) => {
+            let cfg = load_config(cfg_path, None)?;
+            let rep = livecensor::bench::main(cfg, &a, photos_dir(None))?;
+            // Dropped frames or leaks fail the command.
+            if rep
+                .runs
+                .iter()
+                .any(|r| r.dropped > 0 || r.leaked_regions > 0)
+            {
+                std::process::exit(1);
             }
         }
         Cmd::Classes => {
