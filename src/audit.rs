@@ -124,17 +124,30 @@ fn masked_area(r: &FrameRecord, width: usize, height: usize) -> f64 {
     coverage(&frame, &r.masks) as f64
 }
 
+/// The files an audit compares.
+#[derive(Clone, Copy, Debug)]
+pub struct AuditFiles<'a> {
+    pub input: &'a Path,
+    pub output: &'a Path,
+    pub sidecar: &'a Path,
+    /// Frame rate of raw .h264 files.
+    pub fps_hint: Option<f64>,
+}
+
 /// Audits `output` (and its sidecar) against `input`.
 pub fn audit(
-    input: &Path,
-    output: &Path,
-    sidecar: &Path,
+    files: AuditFiles,
     policy: &Policy,
     detector: &DetectorConfig,
-    fps_hint: Option<f64>,
     th: AuditThresholds,
     progress: &mut dyn FnMut(u64, Option<u64>),
 ) -> Result<AuditReport, Error> {
+    let AuditFiles {
+        input,
+        output,
+        sidecar,
+        fps_hint,
+    } = files;
     let records = read_sidecar(sidecar)?;
     let mut det = Detector::new(detector)?;
     let mut src = VideoReader::open(input, fps_hint)?;

@@ -226,6 +226,7 @@ impl Config {
                 "must be 1..=16",
             ));
         }
+        self.tracker.validate()?;
         let mode = self.mode()?;
         if matches!(mode, Mode::Predictive { .. }) && !self.kalman {
             return Err(bad(
@@ -360,10 +361,23 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("scheduler.mode"));
-        let mut c = Config::default();
-        c.kalman = false;
+        let mut c = Config {
+            kalman: false,
+            ..Config::default()
+        };
         c.scheduler.mode = "predictive".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn documented_example_loads_and_validates() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/config.example.toml");
+        let c = Config::load(Some(&path)).unwrap();
+        c.validate().unwrap();
+        let p = c.policy().unwrap();
+        let b = crate::detect::class_index("BUTTOCKS_EXPOSED").unwrap() as usize;
+        assert!((p.threshold[b] - 0.4).abs() < 1e-6);
+        assert_eq!(c.batcher_config().max_batch, 8);
     }
 
     #[test]

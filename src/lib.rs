@@ -4,6 +4,7 @@
 //! (Kalman) -> `censor` (blur, pixelate, fill) -> `sink` (encode and write).
 
 pub mod audit;
+pub mod bench;
 pub mod censor;
 pub mod codec;
 pub mod config;

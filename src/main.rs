@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use livecensor::audit::{audit, AuditThresholds};
+use livecensor::audit::{audit, AuditFiles, AuditThresholds};
 use livecensor::config::Config;
 use livecensor::detect::CLASSES;
 use livecensor::frame::CensorMethod;
@@ -34,6 +34,9 @@ enum Cmd {
     Synth(SynthArgs),
     /// Fetch nothing, build a 720p clip of a moving face, censor faces, audit.
     Demo(DemoArgs),
+    /// Benchmark: N concurrent synthetic streams through the real pipeline
+    /// (latency, fps held, stages, CPU, memory, coverage, audited leaks).
+    Bench(livecensor::bench::BenchArgs),
     /// List the detector's classes (names for policies).
     Classes,
     /// What this machine can use, and which backend each stage takes.
@@ -304,13 +307,16 @@ fn run_audit(
         pb.set_position(done);
     };
     let policy: Policy = cfg.policy()?;
-    let rep = audit(
+    let files = AuditFiles {
         input,
         output,
-        &side,
+        sidecar: &side,
+        fps_hint: fps,
+    };
+    let rep = audit(
+        files,
         &policy,
         &cfg.detector,
-        fps,
         AuditThresholds::default(),
         &mut cb,
     )?;
@@ -550,6 +556,18 @@ fn main() -> Result<()> {
             );
             if !passed {
                 bail!("the audit found leaks");
+            }
+        }
+        Cmd::Bench(a) => {
+            let cfg = load_config(cfg_path, None)?;
+            let rep = livecensor::bench::main(cfg, &a, photos_dir(None))?;
+            // Dropped frames or leaks fail the command.
+            if rep
+                .runs
+                .iter()
+                .any(|r| r.dropped > 0 || r.leaked_regions > 0)
+            {
+                std::process::exit(1);
             }
         }
         Cmd::Classes => {

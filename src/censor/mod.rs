@@ -82,15 +82,16 @@ pub fn censor_full(frame: &mut Frame, method: &CensorMethod) {
 }
 
 /// What one plane gets for one mask.
+/// One plane's operation; the CUDA launch plan (`gpu::plan`) uses the same.
 #[derive(Clone, Copy, Debug, PartialEq)]
-enum PlaneOp {
+pub enum PlaneOp {
     Blur(f32),
     Pixelate(usize),
     Fill(u8),
 }
 
 /// The luma and two chroma operations for a mask with shorter side `short`.
-fn plane_ops(method: &CensorMethod, short: usize, full: bool) -> [PlaneOp; 3] {
+pub fn plane_ops(method: &CensorMethod, short: usize, full: bool) -> [PlaneOp; 3] {
     match *method {
         CensorMethod::Blur { strength } => {
             // NaN strength gives NaN here; `max` then picks the floor.

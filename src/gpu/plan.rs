@@ -8,7 +8,7 @@
 //! U then V; a `FullFrame` mask censors the whole frame with the raised
 //! strengths; the chroma outline is the luma outline rounded outward.
 
-use crate::censor::{auto_block, box_radii, Region, SignedRect};
+use crate::censor::{box_radii, Region, SignedRect};
 use crate::detect::preprocess::Letterbox;
 use crate::frame::{BBox, CensorMethod, Detection, Mask, MaskOrigin, MaskShape};
 
@@ -47,39 +47,7 @@ pub struct KernelMask {
 
 /// What one plane gets for one mask (mirror of the CPU module's rule, see
 /// `censor` module doc).
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum PlaneOp {
-    Blur(f32),
-    Pixelate(usize),
-    Fill(u8),
-}
-
-/// Luma, U and V operations for a mask whose outline's shorter side is
-/// `short`; `full` raises the strength for whole-frame censoring.
-pub fn plane_ops(method: &CensorMethod, short: usize, full: bool) -> [PlaneOp; 3] {
-    match *method {
-        CensorMethod::Blur { strength } => {
-            let mut sigma = (strength * short as f32).max(2.0);
-            if full {
-                sigma = sigma.max(short as f32 / 8.0);
-            }
-            let c = PlaneOp::Blur(sigma / 2.0);
-            [PlaneOp::Blur(sigma), c, c]
-        }
-        CensorMethod::Pixelate { block } => {
-            let mut b = match block {
-                0 => auto_block(short),
-                n => (n as usize).max(2),
-            };
-            if full {
-                b = b.max(16).max(short / 16);
-            }
-            let c = PlaneOp::Pixelate((b / 2).max(2));
-            [PlaneOp::Pixelate(b), c, c]
-        }
-        CensorMethod::Fill { y, u, v } => [PlaneOp::Fill(y), PlaneOp::Fill(u), PlaneOp::Fill(v)],
-    }
-}
+pub use crate::censor::{plane_ops, PlaneOp};
 
 fn i32_of(v: i64) -> i32 {
     v.clamp(i32::MIN as i64, i32::MAX as i64) as i32

@@ -32,7 +32,7 @@ pub fn stream_options(cfg: &Config) -> Result<StreamOptions, Error> {
     Ok(StreamOptions {
         policy: cfg.policy()?,
         scheduler: cfg.scheduler_config()?,
-        tracker: cfg.kalman.then(|| cfg.tracker.clone()),
+        tracker: cfg.kalman.then_some(cfg.tracker),
     })
 }
 
@@ -96,9 +96,9 @@ pub fn censor_file(
     progress: Progress,
 ) -> Result<Summary, Error> {
     cfg.validate()?;
+    let svc = start_service(cfg)?;
     let mut reader = VideoReader::open(input, fps_hint)?;
     let info = reader.info().clone();
-    let svc = start_service(cfg)?;
     let mut stream = StreamPipeline::new(0, svc, stream_options(cfg)?);
     let mut writer = VideoWriter::create(
         output,

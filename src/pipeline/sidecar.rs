@@ -57,12 +57,8 @@ impl SidecarWriter {
     }
 
     pub fn write(&mut self, r: &FrameRecord) -> Result<(), Error> {
-        let line = serde_json::to_string(r).map_err(|e| {
-            Error::io(
-                &self.path,
-                std::io::Error::new(std::io::ErrorKind::Other, e),
-            )
-        })?;
+        let line = serde_json::to_string(r)
+            .map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?;
         writeln!(self.out, "{line}").map_err(|e| Error::io(&self.path, e))
     }
 

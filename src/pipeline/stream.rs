@@ -116,6 +116,8 @@ impl StreamPipeline {
     pub fn push(&mut self, now: Instant, pts: i64, frame: Frame, corrupt: bool, decode: f64) {
         let index = self.next_index;
         self.next_index += 1;
+        // A buffer that does not match its size cannot be inspected.
+        let corrupt = corrupt || frame.data.len() != Frame::expected_len(frame.width, frame.height);
         self.counters.frames_in += 1;
         let mut times = StageTimes {
             decode,
@@ -332,5 +334,179 @@ fn reason_text(r: &FailReason) -> String {
         FailReason::DetectorError(e) => format!("detector error: {e}"),
         FailReason::Backpressure => "detector queue full".into(),
         FailReason::Stale => "detector stale".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::{class_index, Letterbox};
+    use crate::error::DetectError;
+    use crate::frame::{Detection, PixelFormat};
+    use crate::pipeline::batcher::BatcherConfig;
+    use crate::pipeline::scheduler::Mode;
+    use crate::pipeline::service::DetectBackend;
+
+    /// Finds one exposed breast at a fixed place, or fails on demand.
+    struct Fixed {
+        fail: bool,
+    }
+
+    impl DetectBackend for Fixed {
+        fn input_size(&self) -> usize {
+            32
+        }
+        fn detect(
+            &mut self,
+            _: &[f32],
+            batch: usize,
+            _: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            if self.fail {
+                return Err(DetectError::Runtime("down".into()));
+            }
+            let d = Detection {
+                bbox: BBox::new(8.0, 8.0, 24.0, 24.0),
+                class: class_index("FEMALE_BREAST_EXPOSED").unwrap_or(3),
+                score: 0.9,
+            };
+            Ok(vec![vec![d]; batch])
+        }
+    }
+
+    fn noisy(w: usize, h: usize, seed: u8) -> Frame {
+        let mut f = Frame::new(PixelFormat::I420, w, h);
+        for (i, p) in f.data.iter_mut().enumerate() {
+            *p = (i as u8).wrapping_mul(37).wrapping_add(seed);
+        }
+        f
+    }
+
+    fn run(fail: bool, corrupt_at: Option<u64>, mode: Mode) -> Vec<Released> {
+        let svc = Arc::new(
+            DetectService::start(vec![Box::new(Fixed { fail })], BatcherConfig::default()).unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig {
+                mode,
+                ..SchedulerConfig::default()
+            },
+            tracker: Some(TrackerConfig::default()),
+        };
+        let mut s = StreamPipeline::new(7, svc, opts);
+        let mut out = Vec::new();
+        for i in 0..12u64 {
+            let corrupt = corrupt_at == Some(i);
+            s.push(
+                Instant::now(),
+                i as i64 * 10,
+                noisy(48, 40, i as u8),
+                corrupt,
+                0.0,
+            );
+            while let Some(r) = s.poll_output(Instant::now()) {
+                out.push(r);
+            }
+            if i == 0 {
+                // Let the first detection come back and reach the tracker.
+                for _ in 0..10 {
+                    s.wait(Duration::from_millis(10));
+                    while let Some(r) = s.poll_output(Instant::now()) {
+                        out.push(r);
+                    }
+                }
+            }
+        }
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while s.in_flight() > 0 && Instant::now() < give_up {
+            s.wait(Duration::from_millis(20));
+            while let Some(r) = s.poll_output(Instant::now()) {
+                out.push(r);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn strict_releases_every_frame_in_order_with_its_masks() {
+        let out = run(false, None, Mode::Strict);
+        assert_eq!(out.len(), 12);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.index, i as u64);
+            assert_eq!(r.pts, i as i64 * 10);
+            assert_eq!(r.record.status, Status::Verified);
+            assert!(r
+                .record
+                .masks
+                .iter()
+                .any(|m| m.origin == MaskOrigin::Detected && m.bbox.x0 <= 8.0));
+            let before = noisy(48, 40, i as u8);
+            let ratio = censor::detail_ratio(&before, &r.frame, &BBox::new(8.0, 8.0, 24.0, 24.0));
+            assert!(ratio < 0.35, "frame {i}: detail ratio {ratio}");
+        }
+    }
+
+    #[test]
+    fn corrupt_frame_and_detector_failure_fail_closed() {
+        let out = run(false, Some(5), Mode::Strict);
+        assert_eq!(out.len(), 12);
+        assert_eq!(out[5].record.status, Status::FailClosed);
+        assert_eq!(out[5].record.masks[0].origin, MaskOrigin::FullFrame);
+        assert_eq!(out[4].record.status, Status::Verified);
+        let out = run(true, None, Mode::Strict);
+        assert_eq!(out.len(), 12);
+        assert!(out.iter().all(|r| r.record.status == Status::FailClosed));
+        let before = noisy(48, 40, 3);
+        let whole = BBox::new(0.0, 0.0, 48.0, 40.0);
+        assert!(censor::detail_ratio(&before, &out[3].frame, &whole) < 0.35);
+    }
+
+    #[test]
+    fn predictive_mode_uses_the_tracker_between_detections() {
+        let out = run(false, None, Mode::Predictive { detect_every: 3 });
+        assert_eq!(out.len(), 12);
+        assert!(out.iter().any(|r| r.record.status == Status::Predicted));
+        // Once the first detection reached the tracker, predicted frames carry masks.
+        assert!(
+            out[0].record.masks.is_empty(),
+            "nothing to predict from yet"
+        );
+        let later: Vec<_> = out
+            .iter()
+            .skip(1)
+            .filter(|r| r.record.status == Status::Predicted)
+            .collect();
+        assert!(!later.is_empty());
+        assert!(later.iter().all(|r| !r.record.masks.is_empty()));
+    }
+
+    #[test]
+    fn mismatched_buffer_is_censored_whole() {
+        let svc = Arc::new(
+            DetectService::start(
+                vec![Box::new(Fixed { fail: false })],
+                BatcherConfig::default(),
+            )
+            .unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig::default(),
+            tracker: None,
+        };
+        let mut s = StreamPipeline::new(0, svc, opts);
+        let mut f = noisy(48, 40, 0);
+        f.data.truncate(100);
+        s.push(Instant::now(), 0, f, false, 0.0);
+        let mut got = None;
+        for _ in 0..100 {
+            if let Some(r) = s.poll_output(Instant::now()) {
+                got = Some(r);
+                break;
+            }
+            s.wait(Duration::from_millis(10));
+        }
+        assert_eq!(got.unwrap().record.status, Status::FailClosed);
     }
 }

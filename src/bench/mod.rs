@@ -1,0 +1,705 @@
+//! `livecensor bench`: N concurrent streams through the real pipeline (the
+//! shared [`DetectService`], one [`StreamPipeline`] per stream, the openh264
+//! decoder and encoder), fed synthetic clips with ground truth that were
+//! encoded to H.264 once before timing starts. Reports added latency, the
+//! per-stage split, fps held, fail-closed and late frames, CPU and memory,
+//! and audits every output frame for leaks afterwards.
+
+pub mod plot;
+pub mod report;
+
+use crate::codec::{Decoder, Encoder, EncoderConfig};
+use crate::config::Config;
+use crate::detect::Detector;
+use crate::error::{Error, PipelineError};
+use crate::frame::{BBox, Frame, PixelFormat};
+use crate::pipeline::run::{start_service, stream_options};
+use crate::pipeline::service::DetectService;
+use crate::pipeline::stream::{Released, StreamPipeline};
+use crate::policy::Policy;
+use crate::synth::{Scenario, Synth, SynthConfig};
+use report::{
+    aggregate, over_censored, truth_coverage, FrameSample, FrameScore, Resources, RunReport,
+    RunSetup, StreamRun,
+};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use report::{find_capacity, BenchReport};
+
+/// What one bench run does.
+#[derive(Clone, Debug)]
+pub struct BenchOptions {
+    pub streams: usize,
+    /// Frames per stream.
+    pub frames: usize,
+    pub width: usize,
+    pub height: usize,
+    pub fps: f64,
+    /// Streams cycle over these.
+    pub scenarios: Vec<Scenario>,
+    /// Feed each stream at its frame rate (else as fast as it goes, with a
+    /// window of frames in flight).
+    pub paced: bool,
+    /// Frames in flight per stream when unpaced (0: as `censor` does).
+    pub window: usize,
+    pub latency_budget_ms: f64,
+    /// Run the detector on every input frame afterwards and check each
+    /// output frame (masks and pixels).
+    pub audit: bool,
+    /// The synthetic clips' photos (`models/photos`).
+    pub photos: PathBuf,
+}
+
+/// The clips, encoded once: per scenario, one access unit per frame.
+pub struct Clips {
+    aus: HashMap<Scenario, Arc<Vec<Vec<u8>>>>,
+    frames: usize,
+}
+
+fn synth_config(o: &BenchOptions) -> SynthConfig {
+    SynthConfig {
+        width: o.width,
+        height: o.height,
+        fps: o.fps,
+        frames: o.frames,
+        ..SynthConfig::new(o.photos.clone())
+    }
+}
+
+fn stream_scenario(o: &BenchOptions, stream: usize) -> Scenario {
+    o.scenarios
+        .get(stream % o.scenarios.len().max(1))
+        .copied()
+        .unwrap_or(Scenario::ConstantPan)
+}
+
+fn other(e: impl std::fmt::Display) -> Error {
+    PipelineError::Other(e.to_string()).into()
+}
+
+/// One scenario's access units.
+type Clip = (Scenario, Vec<Vec<u8>>);
+
+/// Renders and encodes the clips of the scenarios the first `max_streams`
+/// streams use (one thread per scenario).
+pub fn prepare_clips(o: &BenchOptions, max_streams: usize) -> Result<Clips, Error> {
+    let mut wanted: Vec<Scenario> = Vec::new();
+    for k in 0..max_streams.max(1) {
+        let s = stream_scenario(o, k);
+        if !wanted.contains(&s) {
+            wanted.push(s);
+        }
+    }
+    let cfg = synth_config(o);
+    let results: Vec<Result<Clip, Error>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = wanted
+            .iter()
+            .map(|&s| {
+                let cfg = cfg.clone();
+                sc.spawn(move || -> Result<Clip, Error> {
+                    let synth = Synth::new(s, cfg.clone())?;
+                    let mut enc =
+                        Encoder::new(EncoderConfig::new(cfg.width, cfg.height, cfg.fps as f32))?;
+                    let mut aus = Vec::with_capacity(cfg.frames);
+                    for i in 0..cfg.frames {
+                        aus.push(enc.encode(&synth.frame(i).frame, false)?);
+                    }
+                    Ok((s, aus))
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(other("clip encoder thread panicked")))
+            })
+            .collect()
+    });
+    let mut aus = HashMap::new();
+    for r in results {
+        let (s, v) = r?;
+        aus.insert(s, Arc::new(v));
+    }
+    Ok(Clips {
+        aus,
+        frames: o.frames,
+    })
+}
+
+/// user+sys CPU seconds of this process (/proc/self/stat, 100 ticks/s).
+pub fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (tick(11) + tick(12)) / 100.0
+}
+
+/// Peak resident set (VmHWM), MiB.
+pub fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// The policy the bench censors by: faces (the synthetic content is a face),
+/// rect, expand 0.1, unless the configuration names its own classes.
+pub fn bench_config(mut cfg: Config) -> Result<Config, Error> {
+    if cfg.policy.classes.is_empty() {
+        cfg.policy.classes = vec!["FACE_FEMALE".into(), "FACE_MALE".into()];
+        cfg.policy.shape = crate::frame::MaskShape::Rect;
+        cfg.policy.expand = 0.1;
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+struct Stream<'a> {
+    id: u32,
+    opts: &'a BenchOptions,
+    aus: &'a [Vec<u8>],
+    window: usize,
+    start: Instant,
+    /// Pacing phase of this stream (streams are spread over a frame interval).
+    offset: Duration,
+}
+
+impl Stream<'_> {
+    fn due(&self, k: usize) -> Instant {
+        self.start + self.offset + Duration::from_secs_f64(k as f64 / self.opts.fps)
+    }
+
+    fn run(&self, mut pipe: StreamPipeline, scenario: Scenario) -> Result<StreamRun, Error> {
+        let o = self.opts;
+        let mut dec = Decoder::new()?;
+        let mut enc = Encoder::new(EncoderConfig::new(o.width, o.height, o.fps as f32))?;
+        let n = self.aus.len();
+        let mut samples: Vec<FrameSample> = Vec::with_capacity(n);
+        let start = self.start;
+        let since = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
+        let mut out = |r: Released, samples: &mut Vec<FrameSample>| -> Result<(), Error> {
+            let t0 = Instant::now();
+            let au = enc.encode(&r.frame, false)?;
+            let done = Instant::now();
+            let mut times = r.times;
+            times.encode = done.duration_since(t0).as_secs_f64();
+            samples.push(FrameSample {
+                index: r.index,
+                arrival_s: since(r.arrived),
+                output_s: since(done),
+                times,
+                status: r.record.status,
+                reason: r.record.reason,
+                masks: r.record.masks,
+                au,
+                score: FrameScore::default(),
+            });
+            Ok(())
+        };
+        let pts = |k: u64| (k as f64 * 90_000.0 / o.fps).round() as i64;
+        let mut next = 0usize;
+        let mut pushed = 0u64;
+        let mut flushed = false;
+        let first = self.due(0);
+        if let Some(d) = first.checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        loop {
+            while next < n {
+                let now = Instant::now();
+                let ready = if o.paced {
+                    self.due(next) <= now
+                } else {
+                    pipe.in_flight() < self.window
+                };
+                if !ready {
+                    break;
+                }
+                let arrival = if o.paced { self.due(next) } else { now };
+                let t0 = Instant::now();
+                let decoded = dec.decode(&self.aus[next]);
+                let decode = t0.elapsed().as_secs_f64();
+                next += 1;
+                match decoded {
+                    Ok(frames) => {
+                        for f in frames {
+                            pipe.push(arrival, pts(pushed), f, false, decode);
+                            pushed += 1;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!("stream {}: {e}", self.id);
+                        let black = Frame::new(PixelFormat::I420, o.width, o.height);
+                        pipe.push(arrival, pts(pushed), black, true, decode);
+                        pushed += 1;
+                    }
+                }
+                while let Some(r) = pipe.poll_output(Instant::now()) {
+                    out(r, &mut samples)?;
+                }
+            }
+            if next == n && !flushed {
+                flushed = true;
+                // Baseline streams hold nothing back; anything held goes in.
+                if let Ok(rest) = dec.flush() {
+                    for f in rest {
+                        pipe.push(Instant::now(), pts(pushed), f, false, 0.0);
+                        pushed += 1;
+                    }
+                }
+            }
+            while let Some(r) = pipe.poll_output(Instant::now()) {
+                out(r, &mut samples)?;
+            }
+            if next == n && pipe.in_flight() == 0 {
+                break;
+            }
+            let max = if o.paced && next < n {
+                self.due(next)
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20))
+            } else {
+                Duration::from_millis(20)
+            };
+            if !max.is_zero() {
+                pipe.wait(max);
+            }
+        }
+        Ok(StreamRun {
+            id: self.id,
+            scenario: scenario.name().to_string(),
+            frames_in: n as u64,
+            samples,
+        })
+    }
+}
+
+/// The run's setup as reported.
+fn setup_of(cfg: &Config, o: &BenchOptions) -> RunSetup {
+    RunSetup {
+        streams: o.streams,
+        width: o.width,
+        height: o.height,
+        fps: o.fps,
+        frames_per_stream: o.frames,
+        mode: cfg.scheduler.mode.to_ascii_lowercase(),
+        detect_every: cfg.scheduler.detect_every,
+        paced: o.paced,
+        latency_budget_ms: o.latency_budget_ms,
+        detector_threads: cfg.detector.threads,
+        contexts: cfg.batcher.contexts,
+        max_batch: cfg.batcher.max_batch,
+    }
+}
+
+/// Frames in flight per stream when unpaced.
+fn window(cfg: &Config, o: &BenchOptions) -> usize {
+    if o.window > 0 {
+        o.window
+    } else {
+        (cfg.batcher.max_batch * cfg.batcher.contexts).clamp(3, 16)
+    }
+}
+
+/// One run: `o.streams` streams through one shared detector service. Returns
+/// the report and the streams' samples (for the plot).
+pub fn run(
+    cfg: &Config,
+    o: &BenchOptions,
+    clips: &Clips,
+    svc: &Arc<DetectService>,
+) -> Result<(RunReport, Vec<StreamRun>), Error> {
+    if o.streams == 0 || o.frames == 0 || o.frames > clips.frames {
+        return Err(other("bench: need at least 1 stream and 1 frame"));
+    }
+    let opts = stream_options(cfg)?;
+    let mut plan = Vec::new();
+    for k in 0..o.streams {
+        let s = stream_scenario(o, k);
+        let aus = clips
+            .aus
+            .get(&s)
+            .cloned()
+            .ok_or_else(|| other(format!("no clip for scenario {}", s.name())))?;
+        plan.push((k, s, aus));
+    }
+    let win = window(cfg, o);
+    // Every thread starts on the same clock, a little ahead so all are ready.
+    let start = Instant::now() + Duration::from_millis(50);
+    let cpu0 = cpu_seconds();
+    let results: Vec<Result<StreamRun, Error>> = std::thread::scope(|sc| {
+        let handles: Vec<_> = plan
+            .iter()
+            .map(|(k, s, aus)| {
+                let pipe = StreamPipeline::new(*k as u32, svc.clone(), opts.clone());
+                let st = Stream {
+                    id: *k as u32,
+                    opts: o,
+                    aus: &aus[..o.frames],
+                    window: win,
+                    start,
+                    offset: Duration::from_secs_f64(*k as f64 / (o.streams as f64 * o.fps)),
+                };
+                let s = *s;
+                sc.spawn(move || st.run(pipe, s))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(other("stream thread panicked")))
+            })
+            .collect()
+    });
+    let wall = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    let mut runs = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    score(cfg, o, &mut runs)?;
+    let res = Resources {
+        wall_s: wall,
+        cpu_s: cpu,
+        peak_rss_mib: peak_rss_mib(),
+    };
+    Ok((aggregate(setup_of(cfg, o), &runs, res), runs))
+}
+
+/// Fills every sample's score: ground-truth coverage and over-censoring,
+/// and with `o.audit` the leak check (detector on the input frame, masks and
+/// pixels of the decoded output), like `livecensor audit`.
+fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), Error> {
+    let policy: Policy = cfg.policy()?;
+    let th = crate::audit::AuditThresholds::default();
+    let mut det = if o.audit {
+        Some(Detector::new(&cfg.detector)?)
+    } else {
+        None
+    };
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for k in 0..runs.len() {
+        let s = stream_scenario(o, k);
+        if !scenarios.contains(&s) {
+            scenarios.push(s);
+        }
+    }
+    for s in scenarios {
+        let synth = Synth::new(s, synth_config(o))?;
+        let idx: Vec<usize> = (0..runs.len())
+            .filter(|&k| stream_scenario(o, k) == s)
+            .collect();
+        let mut decs = idx
+            .iter()
+            .map(|_| Decoder::new())
+            .collect::<Result<Vec<_>, _>>()?;
+        for i in 0..o.frames {
+            let (input, truth) = if det.is_some() {
+                let f = synth.frame(i);
+                (Some(f.frame), f.truth)
+            } else {
+                (None, synth.truth(i))
+            };
+            let boxes: Vec<BBox> = truth.iter().map(|t| t.bbox).collect();
+            let found = match (&mut det, &input) {
+                (Some(d), Some(f)) => d
+                    .detect_frame(f)?
+                    .into_iter()
+                    .filter(|d| policy.accepts(d))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            for (j, &k) in idx.iter().enumerate() {
+                let Some(sample) = runs[k].samples.iter_mut().find(|x| x.index == i as u64) else {
+                    continue;
+                };
+                let (covered, area) = truth_coverage(&boxes, &sample.masks);
+                let mut sc = FrameScore {
+                    truth_area: area,
+                    truth_covered: covered,
+                    over_censored: over_censored(&boxes, &sample.masks, o.width, o.height),
+                    ..FrameScore::default()
+                };
+                if let Some(input) = &input {
+                    let output = decs[j].decode(&sample.au)?.into_iter().next();
+                    sc.audited = true;
+                    for d in &found {
+                        sc.regions += 1;
+                        let cov = crate::audit::coverage(&d.bbox, &sample.masks);
+                        let before = crate::censor::detail(input, &d.bbox);
+                        let ratio = match &output {
+                            Some(out) if before >= th.min_detail => {
+                                crate::censor::detail_ratio(input, out, &d.bbox)
+                            }
+                            Some(_) => 0.0,
+                            None => f32::INFINITY,
+                        };
+                        if cov < th.min_mask_coverage || ratio > th.max_detail_ratio {
+                            sc.leaks += 1;
+                        }
+                    }
+                }
+                sample.score = sc;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Command-line options of `livecensor bench`.
+#[derive(clap::Args, Clone, Debug)]
+pub struct BenchArgs {
+    /// Concurrent streams.
+    #[arg(long, default_value_t = 1)]
+    pub streams: usize,
+    /// Seconds of video per stream.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Frames per stream (instead of --duration).
+    #[arg(long)]
+    pub frames: Option<usize>,
+    #[arg(long, default_value_t = 1280)]
+    pub width: usize,
+    #[arg(long, default_value_t = 720)]
+    pub height: usize,
+    #[arg(long, default_value_t = 30.0)]
+    pub fps: f64,
+    /// strict | predictive
+    #[arg(long)]
+    pub mode: Option<String>,
+    /// Predictive mode: detect every Nth frame.
+    #[arg(long)]
+    pub detect_every: Option<u32>,
+    /// A scenario name, or `all` (streams cycle over the scenarios).
+    #[arg(long, default_value = "constant-pan")]
+    pub scenario: String,
+    /// Feed frames as fast as the pipeline takes them (a window in flight).
+    #[arg(long)]
+    pub unpaced: bool,
+    /// Frames in flight per stream when unpaced (default: as `censor`).
+    #[arg(long)]
+    pub window: Option<usize>,
+    /// Write the report as JSON here.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Write latency plots (CDF and over time) as SVG here.
+    #[arg(long)]
+    pub svg: Option<PathBuf>,
+    #[arg(long, default_value_t = 50.0)]
+    pub latency_budget_ms: f64,
+    /// Detector intra-op threads.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Detector execution contexts (sessions, each with its own thread).
+    #[arg(long)]
+    pub contexts: Option<usize>,
+    /// Largest detector batch.
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Raise the stream count from 1 with short runs until real time is
+    /// missed; report the most streams held.
+    #[arg(long)]
+    pub find_capacity: bool,
+    /// Seconds per step of --find-capacity.
+    #[arg(long, default_value_t = 8.0)]
+    pub step_duration: f64,
+    /// Most streams --find-capacity tries.
+    #[arg(long, default_value_t = 16)]
+    pub max_streams: usize,
+    /// Skip the leak audit (coverage from ground truth is still computed).
+    #[arg(long)]
+    pub no_audit: bool,
+}
+
+impl BenchArgs {
+    /// Applies the detector/scheduler flags to `cfg` (with the bench policy).
+    pub fn config(&self, mut cfg: Config) -> Result<Config, Error> {
+        if let Some(m) = &self.mode {
+            cfg.scheduler.mode = m.clone();
+        }
+        if let Some(n) = self.detect_every {
+            cfg.scheduler.detect_every = n;
+        }
+        if let Some(t) = self.threads {
+            cfg.detector.threads = t;
+        }
+        if let Some(c) = self.contexts {
+            cfg.batcher.contexts = c;
+        }
+        if let Some(b) = self.batch {
+            cfg.batcher.max_batch = b;
+            cfg.batcher.capacity = cfg.batcher.capacity.max(b);
+        }
+        bench_config(cfg)
+    }
+
+    pub fn options(&self, photos: PathBuf) -> Result<BenchOptions, Error> {
+        let scenarios = if self.scenario.eq_ignore_ascii_case("all") {
+            Scenario::all().to_vec()
+        } else {
+            vec![self.scenario.parse::<Scenario>()?]
+        };
+        if !(self.fps.is_finite() && self.fps > 0.0) {
+            return Err(other(format!("bad --fps {}", self.fps)));
+        }
+        let frames = self
+            .frames
+            .unwrap_or_else(|| (self.duration * self.fps).round().max(1.0) as usize);
+        Ok(BenchOptions {
+            streams: self.streams.max(1),
+            frames,
+            width: self.width,
+            height: self.height,
+            fps: self.fps,
+            scenarios,
+            paced: !self.unpaced,
+            window: self.window.unwrap_or(0),
+            latency_budget_ms: self.latency_budget_ms,
+            audit: !self.no_audit,
+            photos,
+        })
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+/// `livecensor bench`: runs, prints the tables, writes JSON/SVG. Returns the
+/// report; the caller decides the exit status.
+pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchReport, Error> {
+    let cfg = args.config(cfg)?;
+    let mut o = args.options(photos)?;
+    let mut report = BenchReport {
+        date: today(),
+        machine: machine(),
+        ..BenchReport::default()
+    };
+    let max = if args.find_capacity {
+        o.frames = args
+            .frames
+            .unwrap_or_else(|| (args.step_duration * o.fps).round().max(1.0) as usize);
+        args.max_streams.max(1)
+    } else {
+        o.streams
+    };
+    eprintln!(
+        "bench: encoding {} frame(s) of {} scenario(s) at {}x{}...",
+        o.frames,
+        o.scenarios.len().min(max),
+        o.width,
+        o.height
+    );
+    let clips = prepare_clips(&o, max)?;
+    let svc = start_service(&cfg)?;
+    warm_up(&cfg, &o, &clips, &svc)?;
+    let mut last_runs = Vec::new();
+    if args.find_capacity {
+        let (steps, best) = find_capacity(max, |n| -> Result<RunReport, Error> {
+            let step = BenchOptions {
+                streams: n,
+                ..o.clone()
+            };
+            let (r, runs) = run(&cfg, &step, &clips, &svc)?;
+            println!("{}", r.table());
+            last_runs = runs;
+            Ok(r)
+        })?;
+        println!(
+            "capacity: {best} stream(s) of {}x{} @ {} fps held in real time (p99 <= {} ms)",
+            o.width, o.height, o.fps, o.latency_budget_ms
+        );
+        report.runs = steps;
+        report.capacity = Some(best);
+    } else {
+        let (r, runs) = run(&cfg, &o, &clips, &svc)?;
+        println!("{}", r.table());
+        report.runs.push(r);
+        last_runs = runs;
+    }
+    if let Some(p) = &args.json {
+        let text = serde_json::to_string_pretty(&report).map_err(other)?;
+        std::fs::write(p, text).map_err(|e| Error::io(p, e))?;
+    }
+    if let (Some(p), Some(r)) = (&args.svg, report.runs.last()) {
+        plot::write_svg(p, r, &last_runs)?;
+    }
+    Ok(report)
+}
+
+/// A short unpaced, unaudited run before timing, so the first inferences of
+/// each detector session (allocations, kernel selection) are not measured.
+pub fn warm_up(
+    cfg: &Config,
+    o: &BenchOptions,
+    clips: &Clips,
+    svc: &Arc<DetectService>,
+) -> Result<(), Error> {
+    let w = BenchOptions {
+        streams: 1,
+        frames: o
+            .frames
+            .min(2 * cfg.batcher.contexts.max(1) * cfg.batcher.max_batch.max(1)),
+        paced: false,
+        audit: false,
+        ..o.clone()
+    };
+    run(cfg, &w, clips, svc).map(|_| ())
+}
+
+/// Today's date (UTC), YYYY-MM-DD.
+fn today() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = (secs / 86_400) as i64;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn proc_readers_give_sane_values() {
+        assert!(super::cpu_seconds() >= 0.0);
+        assert!(super::peak_rss_mib() > 0.0);
+        let d = super::today();
+        assert_eq!(d.len(), 10, "{d}");
+    }
+}

@@ -1,0 +1,790 @@
+//! The pure half of the bench: per-frame samples in, a report out
+//! (percentiles, per-stage split, fps held, coverage, leaks), the terminal
+//! table, and the capacity search over a run function.
+
+use crate::audit::coverage;
+use crate::frame::{BBox, Mask};
+use crate::pipeline::sidecar::Status;
+use crate::pipeline::stream::StageTimes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Stage names in the order of [`stage_values`].
+pub const STAGES: [&str; 7] = [
+    "decode",
+    "preprocess",
+    "queue_wait",
+    "infer",
+    "track",
+    "censor",
+    "encode",
+];
+
+/// A frame's stage times in the order of [`STAGES`], seconds.
+pub fn stage_values(t: &StageTimes) -> [f64; 7] {
+    [
+        t.decode,
+        t.preprocess,
+        t.queue_wait,
+        t.infer,
+        t.track,
+        t.censor,
+        t.encode,
+    ]
+}
+
+/// One output frame of one stream, as the bench measured it.
+#[derive(Clone, Debug)]
+pub struct FrameSample {
+    pub index: u64,
+    /// When the frame arrived (its pacing slot, or when it was fed when
+    /// unpaced), seconds since the run started.
+    pub arrival_s: f64,
+    /// When its censored frame was encoded, seconds since the run started.
+    pub output_s: f64,
+    pub times: StageTimes,
+    pub status: Status,
+    /// Why a frame failed closed.
+    pub reason: Option<String>,
+    pub masks: Vec<Mask>,
+    /// The encoded access unit (for the pixel audit).
+    pub au: Vec<u8>,
+    /// Filled after the run from ground truth and the audit.
+    pub score: FrameScore,
+}
+
+impl FrameSample {
+    /// Added latency: arrival -> censored frame encoded, ms.
+    pub fn latency_ms(&self) -> f64 {
+        (self.output_s - self.arrival_s) * 1e3
+    }
+}
+
+/// What the audit and the ground truth say about one output frame.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct FrameScore {
+    /// Ground-truth face area on the frame (px²).
+    pub truth_area: f64,
+    /// The part of it under the frame's masks (px²).
+    pub truth_covered: f64,
+    /// Masked area outside ground truth, share of the frame.
+    pub over_censored: f64,
+    /// Regions the audit's detector found that the policy censors.
+    pub regions: u32,
+    /// Of those, regions not hidden (masks or pixels).
+    pub leaks: u32,
+    pub audited: bool,
+}
+
+/// One stream of a run.
+#[derive(Clone, Debug)]
+pub struct StreamRun {
+    pub id: u32,
+    pub scenario: String,
+    /// Access units fed in.
+    pub frames_in: u64,
+    pub samples: Vec<FrameSample>,
+}
+
+/// What the run was asked to do.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunSetup {
+    pub streams: usize,
+    pub width: usize,
+    pub height: usize,
+    pub fps: f64,
+    pub frames_per_stream: usize,
+    pub mode: String,
+    pub detect_every: u32,
+    pub paced: bool,
+    pub latency_budget_ms: f64,
+    pub detector_threads: usize,
+    pub contexts: usize,
+    pub max_batch: usize,
+}
+
+/// Process resources over the timed part.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Resources {
+    pub wall_s: f64,
+    /// user + sys CPU seconds.
+    pub cpu_s: f64,
+    /// Peak resident set (VmHWM), MiB.
+    pub peak_rss_mib: f64,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    pub mean: f64,
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    pub fn of(values: &[f64]) -> Percentiles {
+        if values.is_empty() {
+            return Percentiles::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        Percentiles {
+            mean: v.iter().sum::<f64>() / v.len() as f64,
+            p50: percentile(&v, 50.0),
+            p95: percentile(&v, 95.0),
+            p99: percentile(&v, 99.0),
+            max: v[v.len() - 1],
+        }
+    }
+}
+
+/// Nearest-rank percentile (`p` in 0..=100) of an ascending slice; 0 when
+/// empty.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StageStat {
+    pub stage: String,
+    pub mean_ms: f64,
+    pub p99_ms: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamStat {
+    pub id: u32,
+    pub scenario: String,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    pub fps_held: f64,
+    pub latency_p99_ms: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ScenarioStat {
+    pub scenario: String,
+    pub streams: usize,
+    pub frames: u64,
+    pub verified: u64,
+    pub predicted: u64,
+    pub fail_closed: u64,
+    /// Share of ground-truth face area under masks (1 when there is none).
+    pub tracking_coverage: f64,
+    /// Mean share of the frame masked outside ground truth.
+    pub over_censored: f64,
+    pub audited_frames: u64,
+    pub regions: u64,
+    pub leaked_regions: u64,
+    pub leaked_frames: u64,
+}
+
+/// The report of one run.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub setup: RunSetup,
+    pub frames_in: u64,
+    pub frames_out: u64,
+    /// frames in - frames out (must be 0).
+    pub dropped: u64,
+    pub verified: u64,
+    pub predicted: u64,
+    pub fail_closed: u64,
+    /// Fail-closed frames by reason.
+    pub fail_reasons: BTreeMap<String, u64>,
+    /// Frames whose added latency is above the budget.
+    pub late: u64,
+    pub latency_ms: Percentiles,
+    pub stages: Vec<StageStat>,
+    pub fps_total: f64,
+    pub fps_target_total: f64,
+    pub streams: Vec<StreamStat>,
+    pub resources: Resources,
+    /// CPU seconds / wall seconds.
+    pub cores_used: f64,
+    pub audited: bool,
+    pub leaked_regions: u64,
+    pub leaked_frames: u64,
+    pub scenarios: Vec<ScenarioStat>,
+    /// Real time held: fps >= 97% of target, p99 within budget, none dropped.
+    pub held: bool,
+}
+
+/// Share of the fps target a run must hold.
+pub const HELD_SHARE: f64 = 0.97;
+
+/// Frames per second a stream held: its frames over the span from its first
+/// arrival to its last output, plus one frame interval (so a stream that
+/// keeps up with zero latency holds exactly its rate).
+pub fn fps_held(samples: &[FrameSample], fps: f64) -> f64 {
+    let (Some(first), Some(last)) = (
+        samples
+            .iter()
+            .map(|s| s.arrival_s)
+            .min_by(|a, b| a.total_cmp(b)),
+        samples
+            .iter()
+            .map(|s| s.output_s)
+            .max_by(|a, b| a.total_cmp(b)),
+    ) else {
+        return 0.0;
+    };
+    let tick = if fps > 0.0 { 1.0 / fps } else { 0.0 };
+    let span = (last - first).max(0.0) + tick;
+    if span > 0.0 {
+        samples.len() as f64 / span
+    } else {
+        0.0
+    }
+}
+
+/// Ground-truth area covered by `masks` (px², weighted by [`coverage`]) and
+/// the total ground-truth area.
+pub fn truth_coverage(truth: &[BBox], masks: &[Mask]) -> (f64, f64) {
+    truth.iter().fold((0.0, 0.0), |(c, t), b| {
+        let a = b.area().max(0.0) as f64;
+        (c + a * coverage(b, masks) as f64, t + a)
+    })
+}
+
+/// Share of the `width` x `height` frame under `masks` but outside every
+/// ground-truth box, on a sample grid.
+pub fn over_censored(truth: &[BBox], masks: &[Mask], width: usize, height: usize) -> f64 {
+    if masks.is_empty() || width == 0 || height == 0 {
+        return 0.0;
+    }
+    const N: usize = 64;
+    let (w, h) = (width as f32, height as f32);
+    let mut hit = 0usize;
+    for j in 0..N {
+        let y = (j as f32 + 0.5) * h / N as f32;
+        for i in 0..N {
+            let x = (i as f32 + 0.5) * w / N as f32;
+            let inside_truth = truth
+                .iter()
+                .any(|b| x >= b.x0 && x < b.x1 && y >= b.y0 && y < b.y1);
+            if !inside_truth && masks.iter().any(|m| crate::audit::mask_contains(m, x, y)) {
+                hit += 1;
+            }
+        }
+    }
+    hit as f64 / (N * N) as f64
+}
+
+/// Builds the report of one run from its streams.
+pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunReport {
+    let all: Vec<&FrameSample> = runs.iter().flat_map(|r| r.samples.iter()).collect();
+    let lat: Vec<f64> = all.iter().map(|s| s.latency_ms()).collect();
+    let count = |st: Status| all.iter().filter(|s| s.status == st).count() as u64;
+    let frames_in: u64 = runs.iter().map(|r| r.frames_in).sum();
+    let frames_out = all.len() as u64;
+    let stages = STAGES
+        .iter()
+        .enumerate()
+        .map(|(k, name)| {
+            let v: Vec<f64> = all
+                .iter()
+                .map(|s| stage_values(&s.times)[k] * 1e3)
+                .collect();
+            let p = Percentiles::of(&v);
+            StageStat {
+                stage: name.to_string(),
+                mean_ms: p.mean,
+                p99_ms: p.p99,
+            }
+        })
+        .collect();
+    let streams: Vec<StreamStat> = runs
+        .iter()
+        .map(|r| {
+            let l: Vec<f64> = r.samples.iter().map(|s| s.latency_ms()).collect();
+            StreamStat {
+                id: r.id,
+                scenario: r.scenario.clone(),
+                frames_in: r.frames_in,
+                frames_out: r.samples.len() as u64,
+                fps_held: fps_held(&r.samples, setup.fps),
+                latency_p99_ms: Percentiles::of(&l).p99,
+            }
+        })
+        .collect();
+    let fps_total: f64 = streams.iter().map(|s| s.fps_held).sum();
+    let fps_target_total = setup.fps * runs.len() as f64;
+    let mut seen: Vec<&str> = Vec::new();
+    for r in runs {
+        if !seen.contains(&r.scenario.as_str()) {
+            seen.push(&r.scenario);
+        }
+    }
+    let scenarios: Vec<ScenarioStat> = seen
+        .iter()
+        .map(|name| {
+            let rs: Vec<&StreamRun> = runs.iter().filter(|r| r.scenario == *name).collect();
+            let ss: Vec<&FrameSample> = rs.iter().flat_map(|r| r.samples.iter()).collect();
+            let n = |st: Status| ss.iter().filter(|s| s.status == st).count() as u64;
+            let (cov, area) = ss.iter().fold((0.0, 0.0), |(c, a), s| {
+                (c + s.score.truth_covered, a + s.score.truth_area)
+            });
+            let audited: Vec<&&FrameSample> = ss.iter().filter(|s| s.score.audited).collect();
+            ScenarioStat {
+                scenario: name.to_string(),
+                streams: rs.len(),
+                frames: ss.len() as u64,
+                verified: n(Status::Verified),
+                predicted: n(Status::Predicted),
+                fail_closed: n(Status::FailClosed),
+                tracking_coverage: if area > 0.0 { cov / area } else { 1.0 },
+                over_censored: if ss.is_empty() {
+                    0.0
+                } else {
+                    ss.iter().map(|s| s.score.over_censored).sum::<f64>() / ss.len() as f64
+                },
+                audited_frames: audited.len() as u64,
+                regions: audited.iter().map(|s| s.score.regions as u64).sum(),
+                leaked_regions: audited.iter().map(|s| s.score.leaks as u64).sum(),
+                leaked_frames: audited.iter().filter(|s| s.score.leaks > 0).count() as u64,
+            }
+        })
+        .collect();
+    let latency_ms = Percentiles::of(&lat);
+    let dropped = frames_in.saturating_sub(frames_out);
+    let held = dropped == 0
+        && frames_out > 0
+        && fps_total >= HELD_SHARE * fps_target_total
+        && latency_ms.p99 <= setup.latency_budget_ms;
+    RunReport {
+        frames_in,
+        frames_out,
+        dropped,
+        verified: count(Status::Verified),
+        predicted: count(Status::Predicted),
+        fail_closed: count(Status::FailClosed),
+        fail_reasons: all.iter().filter_map(|s| s.reason.clone()).fold(
+            BTreeMap::new(),
+            |mut m, r| {
+                *m.entry(r).or_insert(0) += 1;
+                m
+            },
+        ),
+        late: lat.iter().filter(|l| **l > setup.latency_budget_ms).count() as u64,
+        latency_ms,
+        stages,
+        fps_total,
+        fps_target_total,
+        streams,
+        cores_used: if res.wall_s > 0.0 {
+            res.cpu_s / res.wall_s
+        } else {
+            0.0
+        },
+        resources: res,
+        audited: all.iter().any(|s| s.score.audited),
+        leaked_regions: scenarios.iter().map(|s| s.leaked_regions).sum(),
+        leaked_frames: scenarios.iter().map(|s| s.leaked_frames).sum(),
+        scenarios,
+        held,
+        setup,
+    }
+}
+
+/// The whole bench output: the main run, or the capacity steps.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub date: String,
+    pub machine: String,
+    pub runs: Vec<RunReport>,
+    /// With `--find-capacity`: the most streams held in real time.
+    pub capacity: Option<usize>,
+}
+
+/// Raises the stream count from 1 until a run is not held (or `max`), and
+/// returns every step's report and the most streams held (0 if none).
+pub fn find_capacity<E>(
+    max: usize,
+    mut run: impl FnMut(usize) -> Result<RunReport, E>,
+) -> Result<(Vec<RunReport>, usize), E> {
+    let mut steps = Vec::new();
+    let mut best = 0;
+    for n in 1..=max.max(1) {
+        let r = run(n)?;
+        let held = r.held;
+        steps.push(r);
+        if !held {
+            break;
+        }
+        best = n;
+    }
+    Ok((steps, best))
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", 100.0 * x)
+}
+
+impl RunReport {
+    /// The terminal table.
+    pub fn table(&self) -> String {
+        let s = &self.setup;
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s), batch <= {}",
+            s.streams,
+            s.width,
+            s.height,
+            s.fps,
+            s.mode,
+            if s.mode == "predictive" {
+                format!(" (detect every {})", s.detect_every)
+            } else {
+                String::new()
+            },
+            if s.paced { "paced" } else { "unpaced" },
+            s.frames_per_stream,
+            s.detector_threads,
+            s.contexts,
+            s.max_batch
+        );
+        let l = &self.latency_ms;
+        let _ = writeln!(
+            o,
+            "  added latency (ms)   p50 {:7.1}  p95 {:7.1}  p99 {:7.1}  max {:7.1}  (budget {} ms, {} late)",
+            l.p50, l.p95, l.p99, l.max, s.latency_budget_ms, self.late
+        );
+        let _ = writeln!(o, "  stage (ms)        mean     p99");
+        for st in &self.stages {
+            let _ = writeln!(
+                o,
+                "    {:<12} {:8.2} {:7.2}",
+                st.stage, st.mean_ms, st.p99_ms
+            );
+        }
+        let per: Vec<String> = self
+            .streams
+            .iter()
+            .map(|x| format!("{:.1}", x.fps_held))
+            .collect();
+        let _ = writeln!(
+            o,
+            "  fps held   {:.1} of {:.0} ({})  per stream [{}]",
+            self.fps_total,
+            self.fps_target_total,
+            pct(if self.fps_target_total > 0.0 {
+                self.fps_total / self.fps_target_total
+            } else {
+                0.0
+            }),
+            per.join(" ")
+        );
+        let _ = writeln!(
+            o,
+            "  frames     in {}  out {}  dropped {}  verified {}  predicted {}  fail-closed {}",
+            self.frames_in,
+            self.frames_out,
+            self.dropped,
+            self.verified,
+            self.predicted,
+            self.fail_closed
+        );
+        for (reason, n) in &self.fail_reasons {
+            let _ = writeln!(o, "    fail-closed: {n} x {reason}");
+        }
+        let r = &self.resources;
+        let _ = writeln!(
+            o,
+            "  resources  wall {:.1} s  cpu {:.1} s  cores used {:.2}  peak RSS {:.0} MiB",
+            r.wall_s, r.cpu_s, self.cores_used, r.peak_rss_mib
+        );
+        let _ = writeln!(
+            o,
+            "  {:<14} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
+            "scenario", "frames", "coverage", "over-cens", "fail-cl", "regions", "leaks"
+        );
+        for sc in &self.scenarios {
+            let leaks = if sc.audited_frames > 0 {
+                format!("{}", sc.leaked_regions)
+            } else {
+                "-".into()
+            };
+            let regions = if sc.audited_frames > 0 {
+                format!("{}", sc.regions)
+            } else {
+                "-".into()
+            };
+            let _ = writeln!(
+                o,
+                "  {:<14} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                sc.scenario,
+                sc.frames,
+                pct(sc.tracking_coverage),
+                pct(sc.over_censored),
+                sc.fail_closed,
+                regions,
+                leaks
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  real time {}{}",
+            if self.held { "HELD" } else { "MISSED" },
+            if self.audited {
+                format!(
+                    "; audit: {} leaked region(s) on {} frame(s)",
+                    self.leaked_regions, self.leaked_frames
+                )
+            } else {
+                "; not audited".into()
+            }
+        );
+        o
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::frame::{MaskOrigin, MaskShape};
+
+    fn rect(x0: f32, y0: f32, x1: f32, y1: f32) -> Mask {
+        Mask {
+            bbox: BBox::new(x0, y0, x1, y1),
+            shape: MaskShape::Rect,
+            origin: MaskOrigin::Detected,
+            class: 0,
+        }
+    }
+
+    fn sample(index: u64, arrival: f64, output: f64, status: Status) -> FrameSample {
+        FrameSample {
+            index,
+            arrival_s: arrival,
+            output_s: output,
+            times: StageTimes {
+                decode: 0.002,
+                infer: 0.010,
+                ..StageTimes::default()
+            },
+            status,
+            reason: None,
+            masks: Vec::new(),
+            au: Vec::new(),
+            score: FrameScore::default(),
+        }
+    }
+
+    fn setup(streams: usize) -> RunSetup {
+        RunSetup {
+            streams,
+            width: 100,
+            height: 100,
+            fps: 10.0,
+            frames_per_stream: 10,
+            mode: "strict".into(),
+            latency_budget_ms: 50.0,
+            ..RunSetup::default()
+        }
+    }
+
+    #[test]
+    fn percentiles_nearest_rank() {
+        let v: Vec<f64> = (1..=100).map(f64::from).collect();
+        let p = Percentiles::of(&v);
+        assert_eq!(p.p50, 50.0);
+        assert_eq!(p.p95, 95.0);
+        assert_eq!(p.p99, 99.0);
+        assert_eq!(p.max, 100.0);
+        assert!((p.mean - 50.5).abs() < 1e-9);
+        assert_eq!(Percentiles::of(&[]), Percentiles::default());
+        let one = Percentiles::of(&[7.0]);
+        assert_eq!((one.p50, one.p99, one.max), (7.0, 7.0, 7.0));
+        // Unsorted input is sorted first.
+        assert_eq!(Percentiles::of(&[3.0, 1.0, 2.0]).p50, 2.0);
+    }
+
+    #[test]
+    fn coverage_and_over_censoring_on_known_boxes() {
+        let truth = [BBox::new(0.0, 0.0, 50.0, 50.0)];
+        // Mask covers the left half of the truth box.
+        let (c, a) = truth_coverage(&truth, &[rect(0.0, 0.0, 25.0, 50.0)]);
+        assert_eq!(a, 2500.0);
+        assert!((c / a - 0.5).abs() < 1e-6);
+        // Exact cover: nothing over-censored.
+        let exact = [rect(0.0, 0.0, 50.0, 50.0)];
+        assert_eq!(truth_coverage(&truth, &exact).0, 2500.0);
+        assert_eq!(over_censored(&truth, &exact, 100, 100), 0.0);
+        // Mask of the top half of a 100x100 frame: 5000 px, 2500 outside truth.
+        let top = [rect(0.0, 0.0, 100.0, 50.0)];
+        assert!((over_censored(&truth, &top, 100, 100) - 0.25).abs() < 1e-6);
+        // No truth: a full-frame mask is all over-censoring.
+        let full = [Mask {
+            origin: MaskOrigin::FullFrame,
+            ..rect(0.0, 0.0, 1.0, 1.0)
+        }];
+        assert_eq!(over_censored(&[], &full, 100, 100), 1.0);
+        assert_eq!(truth_coverage(&truth, &full).0, 2500.0);
+        assert_eq!(over_censored(&truth, &[], 100, 100), 0.0);
+    }
+
+    #[test]
+    fn aggregation_counts_latency_fps_and_scenarios() {
+        // Stream 0: 10 frames at 10 fps, each out 20 ms after arrival; the
+        // last one 100 ms (late).
+        let mut s0: Vec<FrameSample> = (0..10)
+            .map(|i| {
+                let a = i as f64 * 0.1;
+                sample(i, a, a + 0.02, Status::Verified)
+            })
+            .collect();
+        s0[9].output_s = s0[9].arrival_s + 0.1;
+        s0[0].score = FrameScore {
+            truth_area: 100.0,
+            truth_covered: 50.0,
+            over_censored: 0.2,
+            regions: 2,
+            leaks: 1,
+            audited: true,
+        };
+        // Stream 1: 10 fed, 9 out (one dropped), one fail-closed.
+        let mut s1: Vec<FrameSample> = (0..9)
+            .map(|i| {
+                let a = i as f64 * 0.1;
+                sample(i, a, a + 0.01, Status::Verified)
+            })
+            .collect();
+        s1[3].status = Status::FailClosed;
+        let runs = vec![
+            StreamRun {
+                id: 0,
+                scenario: "zoom".into(),
+                frames_in: 10,
+                samples: s0,
+            },
+            StreamRun {
+                id: 1,
+                scenario: "static".into(),
+                frames_in: 10,
+                samples: s1,
+            },
+        ];
+        let r = aggregate(
+            setup(2),
+            &runs,
+            Resources {
+                wall_s: 2.0,
+                cpu_s: 3.0,
+                peak_rss_mib: 10.0,
+            },
+        );
+        assert_eq!((r.frames_in, r.frames_out, r.dropped), (20, 19, 1));
+        assert_eq!((r.verified, r.fail_closed, r.late), (18, 1, 1));
+        assert!((r.latency_ms.max - 100.0).abs() < 1e-6);
+        assert!((r.cores_used - 1.5).abs() < 1e-9);
+        assert!(!r.held, "a dropped frame is never held");
+        assert_eq!(r.stages.len(), STAGES.len());
+        assert!((r.stages[3].mean_ms - 10.0).abs() < 1e-9);
+        // Stream 0 spans 0.0 .. 1.0 (+0.1 tick): 10 frames / 1.1 s.
+        assert!((r.streams[0].fps_held - 10.0 / 1.1).abs() < 1e-9);
+        assert_eq!(r.scenarios.len(), 2);
+        let z = &r.scenarios[0];
+        assert_eq!(z.scenario, "zoom");
+        assert!((z.tracking_coverage - 0.5).abs() < 1e-9);
+        assert!((z.over_censored - 0.02).abs() < 1e-9);
+        assert_eq!((z.regions, z.leaked_regions, z.leaked_frames), (2, 1, 1));
+        assert_eq!(r.scenarios[1].tracking_coverage, 1.0);
+        assert_eq!(r.scenarios[1].fail_closed, 1);
+        assert_eq!(r.leaked_regions, 1);
+        assert!(r.table().contains("MISSED"));
+    }
+
+    #[test]
+    fn a_stream_that_keeps_up_is_held() {
+        let s: Vec<FrameSample> = (0..10)
+            .map(|i| {
+                let a = i as f64 * 0.1;
+                sample(i, a, a + 0.005, Status::Verified)
+            })
+            .collect();
+        let runs = vec![StreamRun {
+            id: 0,
+            scenario: "static".into(),
+            frames_in: 10,
+            samples: s,
+        }];
+        let r = aggregate(setup(1), &runs, Resources::default());
+        assert!(r.held, "{}", r.table());
+        assert!(r.fps_total > 9.9);
+    }
+
+    #[test]
+    fn capacity_search_stops_at_the_first_miss() {
+        let fake = |held_up_to: usize| {
+            move |n: usize| -> Result<RunReport, String> {
+                Ok(RunReport {
+                    setup: setup(n),
+                    held: n <= held_up_to,
+                    ..RunReport::default()
+                })
+            }
+        };
+        let (steps, best) = find_capacity(10, fake(3)).unwrap();
+        assert_eq!(best, 3);
+        assert_eq!(steps.len(), 4);
+        assert_eq!(steps[3].setup.streams, 4);
+        let (steps, best) = find_capacity(10, fake(0)).unwrap();
+        assert_eq!((steps.len(), best), (1, 0));
+        let (steps, best) = find_capacity(5, fake(99)).unwrap();
+        assert_eq!((steps.len(), best), (5, 5));
+        let err = find_capacity(5, |n| {
+            if n == 2 {
+                Err("boom".to_string())
+            } else {
+                fake(9)(n)
+            }
+        });
+        assert_eq!(err.unwrap_err(), "boom");
+    }
+
+    #[test]
+    fn json_round_trip() {
+        let runs = vec![StreamRun {
+            id: 0,
+            scenario: "zoom".into(),
+            frames_in: 2,
+            samples: vec![
+                sample(0, 0.0, 0.01, Status::Verified),
+                sample(1, 0.1, 0.12, Status::Predicted),
+            ],
+        }];
+        let run = aggregate(setup(1), &runs, Resources::default());
+        let rep = BenchReport {
+            date: "2026-11-25".into(),
+            machine: "test".into(),
+            runs: vec![run],
+            capacity: Some(1),
+        };
+        let text = serde_json::to_string(&rep).unwrap();
+        let back: BenchReport = serde_json::from_str(&text).unwrap();
+        // serde_json's default float parsing may move a value by an ulp:
+        // compare floats with a tolerance, everything else exactly.
+        let (a, b) = (&back.runs[0], &rep.runs[0]);
+        assert!((a.latency_ms.mean - b.latency_ms.mean).abs() < 1e-9);
+        assert!((a.fps_total - b.fps_total).abs() < 1e-9);
+        let same = RunReport {
+            latency_ms: b.latency_ms,
+            fps_total: b.fps_total,
+            streams: b.streams.clone(),
+            ..a.clone()
+        };
+        assert_eq!(&same, b);
+        assert_eq!(back.date, rep.date);
+        assert_eq!(back.runs[0].frames_out, 2);
+        assert_eq!(back.runs[0].scenarios[0].scenario, "zoom");
+        assert_eq!(back.capacity, Some(1));
+    }
+}

@@ -1,0 +1,282 @@
+//! The `livecensor` binary as a user meets it: a real clip censored and
+//! audited with the real model, and bad input answered with clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_livecensor"));
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    if std::env::var_os("ORT_DYLIB_PATH").is_none() {
+        c.env("ORT_DYLIB_PATH", models.join("libonnxruntime.so"));
+    }
+    c
+}
+
+fn models_ready() -> bool {
+    let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
+    let ok = m.join("320n.onnx").exists() && m.join("photos/astronaut.png").exists();
+    if !ok {
+        eprintln!("skipped: run `bash scripts/setup.sh` first");
+    }
+    ok
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn synth(dir: &Path, name: &str, scenario: &str) -> PathBuf {
+    let p = dir.join(name);
+    let o = bin()
+        .args(["synth", "--scenario", scenario, "--frames", "24"])
+        .args(["--width", "640", "--height", "360", "--output"])
+        .arg(&p)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    p
+}
+
+#[test]
+fn censor_then_audit_a_real_clip_in_every_container() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (inp, out) in [
+        ("in.mp4", "out.mp4"),
+        ("in.h264", "out.h264"),
+        ("in.y4m", "out.y4m"),
+    ] {
+        let input = synth(dir.path(), inp, "constant-pan");
+        let output = dir.path().join(out);
+        let o = bin()
+            .args(["censor", "--classes", "FACE_FEMALE,FACE_MALE", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("censored 24 frames"), "{}", text(&o));
+        let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
+        assert_eq!(side.lines().count(), 24);
+        assert!(
+            side.contains("\"detected\""),
+            "no detection masked in {inp}"
+        );
+        let o = bin()
+            .args(["audit", "--classes", "FACE_FEMALE,FACE_MALE", "--input"])
+            .arg(&input)
+            .arg("--output")
+            .arg(&output)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("0 leaked frames"), "{}", text(&o));
+    }
+}
+
+#[test]
+fn audit_catches_an_uncensored_output() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = synth(dir.path(), "in.y4m", "static");
+    let output = dir.path().join("out.y4m");
+    let o = bin()
+        .args(["censor", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    // Swap the censored pixels for the raw ones, keep the sidecar: the pixel check must fire.
+    std::fs::copy(&input, &output).unwrap();
+    let o = bin()
+        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(text(&o).contains("LEAK frame 0"), "{}", text(&o));
+}
+
+#[test]
+fn bad_inputs_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let empty = d.join("empty.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let random = d.join("random.h264");
+    std::fs::write(
+        &random,
+        (0..4096u32)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
+    let text_file = d.join("notes.txt");
+    std::fs::write(&text_file, b"hello").unwrap();
+    let missing = d.join("missing.mp4");
+    for (input, needle) in [
+        (&empty, "empty.mp4"),
+        (&random, "random.h264"),
+        (&text_file, "notes.txt"),
+        (&missing, "missing.mp4"),
+    ] {
+        let o = bin()
+            .args(["censor", "--input"])
+            .arg(input)
+            .arg("--output")
+            .arg(d.join("o.mp4"))
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let t = text(&o);
+        assert!(t.contains(needle), "{t}");
+        assert!(!t.contains("panicked"), "{t}");
+    }
+    let policy = d.join("p.toml");
+    std::fs::write(&policy, "threshold = 7\n").unwrap();
+    let o = bin()
+        .args([
+            "censor", "--input", "x.mp4", "--output", "y.mp4", "--policy",
+        ])
+        .arg(&policy)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("policy.threshold"), "{}", text(&o));
+    let o = bin()
+        .args([
+            "censor",
+            "--input",
+            "x.mp4",
+            "--output",
+            "y.mp4",
+            "--classes",
+            "NOSE",
+        ])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("NOSE"), "{}", text(&o));
+    let o = bin()
+        .env("BATCH_SIZE", "lots")
+        .args(["censor", "--input", "x.mp4", "--output", "y.mp4"])
+        .output()
+        .unwrap();
+    assert!(text(&o).contains("BATCH_SIZE"), "{}", text(&o));
+}
+
+#[test]
+fn missing_model_names_the_setup_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = bin()
+        .args(["censor", "--input", "x.y4m", "--output", "y.y4m", "--model"])
+        .arg(dir.path().join("none.onnx"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("scripts/setup.sh") && t.contains("none.onnx"),
+        "{t}"
+    );
+}
+
+#[test]
+fn corrupt_frame_in_the_middle_is_censored_whole() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = synth(dir.path(), "in.h264", "static");
+    let mut bytes = std::fs::read(&input).unwrap();
+    // Start codes of slice NALs (types 1 and 5); garble one in the middle.
+    let starts: Vec<usize> = (0..bytes.len().saturating_sub(4))
+        .filter(|&i| bytes[i..i + 3] == [0, 0, 1] && matches!(bytes[i + 3] & 0x1f, 1 | 5))
+        .collect();
+    assert!(starts.len() >= 20, "{} slices", starts.len());
+    let mid = starts.len() / 2;
+    let at = starts[mid] + 5;
+    // Stay inside the NAL: the frame is damaged, the stream's framing is not.
+    let end = (at + 200).min(starts[mid + 1] - 1);
+    for b in &mut bytes[at..end] {
+        *b ^= 0xA5;
+    }
+    let broken = dir.path().join("broken.h264");
+    std::fs::write(&broken, &bytes).unwrap();
+    let output = dir.path().join("out.h264");
+    let o = bin()
+        .args(["censor", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&broken)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
+    assert_eq!(side.lines().count(), 24, "every frame leaves");
+    assert!(side.contains("fail_closed"), "no frame was censored whole");
+    let o = bin()
+        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&broken)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn odd_dimensions_round_trip() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("odd.y4m");
+    let o = bin()
+        .args(["synth", "--scenario", "static", "--frames", "6"])
+        .args(["--width", "641", "--height", "359", "--output"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let output = dir.path().join("out.y4m");
+    let o = bin()
+        .args([
+            "censor",
+            "--classes",
+            "FACE_FEMALE",
+            "--method",
+            "pixelate",
+            "--input",
+        ])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let head = std::fs::read(&output).unwrap();
+    assert!(String::from_utf8_lossy(&head[..64]).contains("W641 H359"));
+    let o = bin()
+        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+}
