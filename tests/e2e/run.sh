@@ -7,6 +7,9 @@
 #   tests/e2e/run.sh           full test (needs scripts/livekit-setup.sh first)
 #   tests/e2e/run.sh --raw     instrument check only: viewer watches demo-raw
 #                              directly and must see the face *visible*
+#   tests/e2e/run.sh --webhook livecensor serve without --room: the session
+#                              starts from livekit-server's track_published
+#                              webhook (signed with devkey/secret)
 # Env: SECONDS_LIVE (default 10), WIDTH/HEIGHT (640x360), FPS (30),
 #      LIVECENSOR_BIN (default target/release/livecensor, else target/debug),
 #      E2E_OUT (default out/e2e), ORT_DYLIB_PATH.
@@ -50,11 +53,14 @@ VIEW_ARGS=(--room "$ROOM" --width "$W" --height "$H" --fps "$FPS" --sent "$ROOT/
 if [[ $MODE == --raw ]]; then
   VIEW_ARGS+=(--raw)
 else
-  RUST_LOG=${RUST_LOG:-livecensor=info,warn} "$BIN" serve --room "$ROOM" --stats-every "${STATS_EVERY:-5}" --classes "${CLASSES:-FACE_FEMALE,FACE_MALE}" >"$OUT/livecensor.log" 2>&1 &
+  ROOM_ARGS=(--room "$ROOM")
+  READY="serving room"
+  if [[ $MODE == --webhook ]]; then ROOM_ARGS=(); READY="waiting for webhooks"; fi
+  RUST_LOG=${RUST_LOG:-livecensor=info,warn} "$BIN" serve "${ROOM_ARGS[@]}" --stats-every "${STATS_EVERY:-5}" --classes "${CLASSES:-FACE_FEMALE,FACE_MALE}" >"$OUT/livecensor.log" 2>&1 &
   PIDS+=($!)
-  for _ in $(seq 100); do grep -q "serving room" "$OUT/livecensor.log" && break; sleep 0.2; done
-  grep -q "serving room" "$OUT/livecensor.log" || { echo "livecensor serve did not start:"; tail -20 "$OUT/livecensor.log"; exit 1; }
-  echo "livecensor serving $ROOM"
+  for _ in $(seq 100); do grep -q "$READY" "$OUT/livecensor.log" && break; sleep 0.2; done
+  grep -q "$READY" "$OUT/livecensor.log" || { echo "livecensor serve did not start:"; tail -20 "$OUT/livecensor.log"; exit 1; }
+  echo "livecensor up ($READY)"
 fi
 
 T0=$(date +%s.%N)
