@@ -62,6 +62,10 @@ struct ServeArgs {
     /// Frame rate the encoder's rate control assumes.
     #[arg(long, default_value_t = 30.0)]
     out_fps: f32,
+    /// Relay the broadcaster's audio into ROOM (Opus pass-through; audio
+    /// is not inspected).
+    #[arg(long)]
+    audio: bool,
     /// Seconds between stats lines on stderr.
     #[arg(long, default_value_t = 5.0)]
     stats_every: f64,
@@ -447,6 +451,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
         api_secret: cfg.livekit.api_secret.clone(),
         bind_ip: a.bind_ip,
         fps: a.out_fps,
+        audio: a.audio,
     };
     let svc = start_service(cfg)?;
     let opts = stream_options(cfg)?;

@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::Message;
 pub enum Command {
     /// One H.264 access unit (Annex B) for our published track.
     Video { rtp_time_90k: u64, data: Vec<u8> },
+    /// One Opus packet for our audio track (audio relay).
+    Audio { rtp_time_48k: u64, data: Vec<u8> },
     /// Ask the remote broadcaster for a key frame.
     RequestKeyframe,
     /// Leave the room and end the task.
@@ -138,6 +140,9 @@ async fn run(
             c = cmd_rx.recv() => match c {
                 Some(Command::Video { rtp_time_90k, data }) => {
                     p.write_video(Instant::now(), rtp_time_90k, data)?;
+                }
+                Some(Command::Audio { rtp_time_48k, data }) => {
+                    p.write_audio(Instant::now(), rtp_time_48k, data)?;
                 }
                 Some(Command::RequestKeyframe) => p.request_keyframe(Instant::now()),
                 Some(Command::Leave) | None => p.leave(),

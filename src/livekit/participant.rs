@@ -59,6 +59,10 @@ pub struct ParticipantConfig {
     pub subscribe: bool,
     pub from_identity: Option<String>,
     pub publish: Option<PublishSpec>,
+    /// Audio relay: also subscribe to the same participant's audio track,
+    /// and publish an audio track (cid `<video cid>-audio`) next to ours.
+    /// Audio is passed through (Opus), never inspected.
+    pub audio: bool,
 }
 
 /// What happened, for the session above.
@@ -88,6 +92,12 @@ pub enum ParticipantEvent {
     /// Our track is published (SID known) and the transport is up.
     Published {
         track_sid: String,
+    },
+    /// One Opus packet of the subscribed audio track.
+    AudioPacket {
+        data: Arc<[u8]>,
+        rtp_time: u64,
+        arrived: Instant,
     },
     /// Our publisher transport is connected: media written now is sent.
     PublisherConnected,
@@ -136,22 +146,33 @@ pub struct Participant {
     left: bool,
     /// Remote video track we subscribed to, and the mid it arrives on.
     subscribed: Option<String>,
+    /// Identity whose video we take, and the audio track we took from it.
+    subscribed_identity: Option<String>,
+    sub_audio: Option<String>,
     sub_mid: Option<Mid>,
     last_keyframe_request: Option<Instant>,
     want_keyframe: bool,
     /// Our track: SID once published, mid once negotiated.
     published_sid: Option<String>,
     pub_mid: Option<Mid>,
+    /// Our audio track (audio relay): published once accepted, its mid.
+    audio_published: bool,
+    pub_audio_mid: Option<Mid>,
     pub_pending: Option<SdpPendingOffer>,
     pub_offer_id: u32,
     remote_tracks: HashSet<String>,
+}
+
+fn audio_cid(spec: &PublishSpec) -> String {
+    format!("{}-audio", spec.cid)
 }
 
 fn new_rtc(now: Instant, local: SocketAddr, pc: Pc) -> Result<Rtc, LiveKitError> {
     let config = RtcConfig::new()
         .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
         .clear_codecs()
-        .enable_h264(true);
+        .enable_h264(true)
+        .enable_opus(true, false);
     let mut rtc = config.build(now);
     let cand = Candidate::host(local, "udp").map_err(|e| LiveKitError::Rtc {
         pc: pc.name(),
@@ -188,11 +209,15 @@ impl Participant {
             joined: false,
             left: false,
             subscribed: None,
+            subscribed_identity: None,
+            sub_audio: None,
             sub_mid: None,
             last_keyframe_request: None,
             want_keyframe: false,
             published_sid: None,
             pub_mid: None,
+            audio_published: false,
+            pub_audio_mid: None,
             pub_pending: None,
             pub_offer_id: 0,
             remote_tracks: HashSet::new(),
@@ -265,6 +290,15 @@ impl Participant {
                         height: spec.height,
                         ..Default::default()
                     }));
+                    if self.cfg.audio {
+                        self.send(Req::AddTrack(proto::AddTrackRequest {
+                            cid: audio_cid(&spec),
+                            name: format!("{}-audio", spec.name),
+                            r#type: proto::TrackType::Audio as i32,
+                            source: proto::TrackSource::Microphone as i32,
+                            ..Default::default()
+                        }));
+                    }
                 }
             }
             Resp::Offer(sd) => self.handle_subscriber_offer(sd)?,
@@ -290,9 +324,23 @@ impl Participant {
             let gone = p.state == proto::participant_info::State::Disconnected as i32;
             for t in &p.tracks {
                 let is_video = t.r#type == proto::TrackType::Video as i32;
+                let is_audio = t.r#type == proto::TrackType::Audio as i32;
                 if gone {
                     self.remote_track_gone(&t.sid);
                     continue;
+                }
+                if is_audio
+                    && self.cfg.audio
+                    && self.sub_audio.is_none()
+                    && self.subscribed_identity.as_deref() == Some(p.identity.as_str())
+                {
+                    tracing::info!(track = %t.sid, from = %p.identity, "subscribing (audio)");
+                    self.sub_audio = Some(t.sid.clone());
+                    self.send(Req::Subscription(proto::UpdateSubscription {
+                        track_sids: vec![t.sid.clone()],
+                        subscribe: true,
+                        participant_tracks: Vec::new(),
+                    }));
                 }
                 if !is_video {
                     continue;
@@ -307,6 +355,7 @@ impl Participant {
                         .is_none_or(|id| *id == p.identity);
                 if wanted {
                     self.subscribed = Some(t.sid.clone());
+                    self.subscribed_identity = Some(p.identity.clone());
                     tracing::info!(track = %t.sid, from = %p.identity, mime = %t.mime_type, "subscribing");
                     self.send(Req::Subscription(proto::UpdateSubscription {
                         track_sids: vec![t.sid.clone()],
@@ -319,13 +368,30 @@ impl Participant {
                     });
                 }
             }
+            // Audio listed before the video in the same update.
+            let audio_missing = self.cfg.audio
+                && self.sub_audio.is_none()
+                && !gone
+                && self.subscribed_identity.as_deref() == Some(p.identity.as_str());
+            if audio_missing
+                && p.tracks
+                    .iter()
+                    .any(|t| t.r#type == proto::TrackType::Audio as i32)
+            {
+                self.consider_participants(std::slice::from_ref(p));
+            }
         }
     }
 
     fn remote_track_gone(&mut self, sid: &str) {
         self.remote_tracks.remove(sid);
+        if self.sub_audio.as_deref() == Some(sid) {
+            self.sub_audio = None;
+        }
         if self.subscribed.as_deref() == Some(sid) {
             self.subscribed = None;
+            self.subscribed_identity = None;
+            self.sub_audio = None;
             self.event(ParticipantEvent::RemoteTrackGone {
                 track_sid: sid.to_string(),
             });
@@ -404,6 +470,8 @@ impl Participant {
         Ok(())
     }
 
+    /// Our track(s) accepted: one offer with every m-line once all are
+    /// (two offers in flight would collide).
     fn handle_track_published(
         &mut self,
         tp: proto::TrackPublishedResponse,
@@ -411,12 +479,20 @@ impl Participant {
         let Some(spec) = self.cfg.publish.clone() else {
             return Ok(());
         };
-        if tp.cid != spec.cid {
+        let sid = tp.track.map(|t| t.sid).unwrap_or_default();
+        if tp.cid == spec.cid {
+            tracing::info!(track = %sid, "video track accepted");
+            self.published_sid = Some(sid);
+        } else if self.cfg.audio && tp.cid == audio_cid(&spec) {
+            tracing::info!(track = %sid, "audio track accepted");
+            self.audio_published = true;
+        } else {
             return Ok(());
         }
-        let sid = tp.track.map(|t| t.sid).unwrap_or_default();
-        tracing::info!(track = %sid, "track accepted, offering media");
-        self.published_sid = Some(sid);
+        let all = self.published_sid.is_some() && (!self.cfg.audio || self.audio_published);
+        if !all || self.pub_mid.is_some() {
+            return Ok(());
+        }
         let mut api = self.publisher.rtc.sdp_api();
         let mid = api.add_media(
             MediaKind::Video,
@@ -425,6 +501,18 @@ impl Participant {
             Some(spec.cid.clone()),
             None,
         );
+        let mut mids = vec![(mid.to_string(), spec.cid.clone())];
+        let audio_mid = self.cfg.audio.then(|| {
+            let m = api.add_media(
+                MediaKind::Audio,
+                Direction::SendOnly,
+                Some(spec.cid.clone()),
+                Some(audio_cid(&spec)),
+                None,
+            );
+            mids.push((m.to_string(), audio_cid(&spec)));
+            m
+        });
         let Some((offer, pending)) = api.apply() else {
             return Err(LiveKitError::Rtc {
                 pc: "publisher",
@@ -432,13 +520,14 @@ impl Participant {
             });
         };
         self.pub_mid = Some(mid);
+        self.pub_audio_mid = audio_mid;
         self.pub_pending = Some(pending);
         self.pub_offer_id += 1;
         self.send(Req::Offer(proto::SessionDescription {
             r#type: "offer".into(),
             sdp: offer.to_sdp_string(),
             id: self.pub_offer_id,
-            mid_to_track_id: [(mid.to_string(), spec.cid.clone())].into_iter().collect(),
+            mid_to_track_id: mids.into_iter().collect(),
         }));
         Ok(())
     }
@@ -558,6 +647,43 @@ impl Participant {
         Ok(true)
     }
 
+    /// Relays one Opus packet on our audio track; false (dropped) while the
+    /// transport or the track is not up.
+    pub fn write_audio(
+        &mut self,
+        now: Instant,
+        rtp_time_48k: u64,
+        packet: Vec<u8>,
+    ) -> Result<bool, LiveKitError> {
+        if !self.publisher.connected {
+            return Ok(false);
+        }
+        let Some(mid) = self.pub_audio_mid else {
+            return Ok(false);
+        };
+        let Some(w) = self.publisher.rtc.writer(mid) else {
+            return Ok(false);
+        };
+        let Some(pt) = w
+            .payload_params()
+            .find(|p| p.spec().codec == Codec::Opus)
+            .map(|p| p.pt())
+        else {
+            return Ok(false);
+        };
+        w.write(
+            pt,
+            now,
+            MediaTime::new(rtp_time_48k, str0m::media::Frequency::FORTY_EIGHT_KHZ),
+            packet,
+        )
+        .map_err(|e| LiveKitError::Rtc {
+            pc: "publisher",
+            reason: format!("write audio: {e}"),
+        })?;
+        Ok(true)
+    }
+
     /// Leaves the room (the IO layer sends it, then closes).
     pub fn leave(&mut self) {
         if self.left {
@@ -639,7 +765,23 @@ impl Participant {
                 self.want_keyframe = true;
             }
             Event::MediaData(d) => {
-                if pc != Pc::Subscriber || d.params.spec().codec != Codec::H264 {
+                if pc != Pc::Subscriber {
+                    return;
+                }
+                if d.params.spec().codec == Codec::Opus {
+                    if self.cfg.audio {
+                        self.event(ParticipantEvent::AudioPacket {
+                            data: d.data,
+                            rtp_time: d
+                                .time
+                                .rebase(str0m::media::Frequency::FORTY_EIGHT_KHZ)
+                                .numer(),
+                            arrived: d.network_time,
+                        });
+                    }
+                    return;
+                }
+                if d.params.spec().codec != Codec::H264 {
                     return;
                 }
                 if self.sub_mid != Some(d.mid) {
@@ -848,6 +990,60 @@ mod tests {
         let (reqs, _) = drain(&mut p);
         assert!(matches!(reqs[..], [Req::Leave(_)]));
         assert!(p.has_left());
+    }
+
+    #[test]
+    fn audio_relay_offers_once_both_tracks_are_accepted() {
+        let now = Instant::now();
+        let cfg = ParticipantConfig {
+            publish: Some(PublishSpec {
+                cid: "v".into(),
+                name: "censored".into(),
+                width: 640,
+                height: 360,
+            }),
+            audio: true,
+            ..Default::default()
+        };
+        let mut p = Participant::new(now, cfg, addr(40006), addr(40007)).unwrap();
+        p.handle_response(now, join(vec![])).unwrap();
+        let (reqs, _) = drain(&mut p);
+        let cids: Vec<_> = reqs
+            .iter()
+            .filter_map(|r| match r {
+                Req::AddTrack(a) => Some((a.cid.clone(), a.r#type)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            cids,
+            vec![
+                ("v".to_string(), proto::TrackType::Video as i32),
+                ("v-audio".to_string(), proto::TrackType::Audio as i32)
+            ]
+        );
+        let published = |cid: &str| {
+            Resp::TrackPublished(proto::TrackPublishedResponse {
+                cid: cid.into(),
+                track: Some(proto::TrackInfo {
+                    sid: format!("TR_{cid}"),
+                    ..Default::default()
+                }),
+            })
+        };
+        p.handle_response(now, published("v")).unwrap();
+        let (reqs, _) = drain(&mut p);
+        assert!(
+            reqs.is_empty(),
+            "no offer before the audio track is accepted"
+        );
+        p.handle_response(now, published("v-audio")).unwrap();
+        let (reqs, _) = drain(&mut p);
+        let Some(Req::Offer(o)) = reqs.into_iter().next() else {
+            panic!("no offer");
+        };
+        assert!(o.sdp.contains("H264") && o.sdp.contains("opus"));
+        assert_eq!(o.mid_to_track_id.len(), 2);
     }
 
     #[test]

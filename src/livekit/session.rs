@@ -32,6 +32,8 @@ pub struct LiveKitSettings {
     pub bind_ip: IpAddr,
     /// Frame rate assumed by the encoder's rate control.
     pub fps: f32,
+    /// Relay the broadcaster's audio (Opus, passed through uninspected).
+    pub audio: bool,
 }
 
 /// Counters of a session, shared with whoever reports them (/metrics).
@@ -40,6 +42,8 @@ pub struct SessionStats {
     pub access_units_in: AtomicU64,
     pub frames_decoded: AtomicU64,
     pub decode_errors: AtomicU64,
+    /// Censored frames the encoder refused (not published).
+    pub encode_errors: AtomicU64,
     /// Decoded frames not published because the session was behind.
     pub frames_skipped: AtomicU64,
     /// Access units dropped undecoded to catch up (up to a key frame).
@@ -107,6 +111,7 @@ impl Session {
             ParticipantConfig {
                 subscribe: false,
                 from_identity: None,
+                audio: lk.audio,
                 publish: Some(PublishSpec {
                     cid: "livecensor-video".into(),
                     name: "censored".into(),
@@ -123,6 +128,7 @@ impl Session {
             ParticipantConfig {
                 subscribe: true,
                 from_identity: None,
+                audio: lk.audio,
                 publish: None,
             },
             lk.bind_ip,
@@ -136,6 +142,8 @@ impl Session {
         let mut in_events = std::mem::replace(&mut input.events, mpsc::unbounded_channel().1);
         let tx = media_tx.clone();
         let room_name = room.to_string();
+        // Audio needs no processing: it goes straight to the publisher.
+        let audio_out = output.commands.clone();
         let forward = tokio::spawn(async move {
             while let Some(ev) = in_events.recv().await {
                 let msg = match ev {
@@ -150,6 +158,13 @@ impl Session {
                         contiguous,
                         arrived,
                     },
+                    ParticipantEvent::AudioPacket { data, rtp_time, .. } => {
+                        let _ = audio_out.send(Command::Audio {
+                            rtp_time_48k: rtp_time,
+                            data: data.to_vec(),
+                        });
+                        continue;
+                    }
                     ParticipantEvent::RemoteTrackGone { track_sid } => {
                         tracing::info!(room = %room_name, track = %track_sid, "broadcast track gone");
                         MediaIn::Reset
@@ -356,29 +371,58 @@ impl MediaLoop {
         Ok(())
     }
 
+    /// Encodes one censored frame, (re)creating the encoder for a new size.
+    fn encode(&mut self, frame: &crate::frame::Frame) -> Result<Vec<u8>, Error> {
+        let size = (frame.width, frame.height);
+        let recreate = self
+            .encoder
+            .as_ref()
+            .is_none_or(|e| (e.config().width, e.config().height) != size);
+        if recreate {
+            self.encoder = None;
+            self.encoder = Some(Encoder::new(EncoderConfig::new(size.0, size.1, self.fps))?);
+            self.force_idr = true;
+        }
+        let Some(enc) = self.encoder.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let force = std::mem::take(&mut self.force_idr);
+        if force {
+            self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
+        }
+        match enc.encode(frame, force) {
+            Ok(au) => Ok(au),
+            Err(e) => {
+                self.force_idr = true;
+                Err(e.into())
+            }
+        }
+    }
+
     fn drain(&mut self) -> Result<(), Error> {
         while let Some(r) = self.pipeline.poll_output(Instant::now()) {
             self.stats.frames_released.fetch_add(1, Ordering::Relaxed);
             if r.record.status == crate::pipeline::sidecar::Status::FailClosed {
                 self.stats.fail_closed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(frame = r.index, reason = ?r.record.reason, "fail-closed");
             }
-            let size = (r.frame.width, r.frame.height);
-            let recreate = self
-                .encoder
-                .as_ref()
-                .is_none_or(|e| (e.config().width, e.config().height) != size);
-            if recreate {
-                self.encoder = Some(Encoder::new(EncoderConfig::new(size.0, size.1, self.fps))?);
-                self.force_idr = true;
-            }
-            let Some(enc) = self.encoder.as_mut() else {
-                continue;
+            let au = match self.encode(&r.frame) {
+                Ok(au) => au,
+                Err(e) => {
+                    // One bad frame (e.g. a tiny placeholder picture when
+                    // the broadcaster leaves) must not end the session:
+                    // this frame is not published, the next one restarts
+                    // the encoder with an IDR.
+                    self.stats.encode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(
+                        width = r.frame.width,
+                        height = r.frame.height,
+                        "frame not published: {e}"
+                    );
+                    self.encoder = None;
+                    continue;
+                }
             };
-            let force = std::mem::take(&mut self.force_idr);
-            if force {
-                self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
-            }
-            let au = enc.encode(&r.frame, force)?;
             if au.is_empty() {
                 continue;
             }

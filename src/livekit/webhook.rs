@@ -187,6 +187,7 @@ pub fn session_metrics(room: &str, s: &SessionStats) -> String {
         ("access_units_in", s.access_units_in.load(Relaxed)),
         ("frames_decoded", s.frames_decoded.load(Relaxed)),
         ("decode_errors", s.decode_errors.load(Relaxed)),
+        ("encode_errors", s.encode_errors.load(Relaxed)),
         ("frames_skipped", s.frames_skipped.load(Relaxed)),
         ("access_units_dropped", s.access_units_dropped.load(Relaxed)),
         ("frames_released", s.frames_released.load(Relaxed)),

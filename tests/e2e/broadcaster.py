@@ -13,6 +13,8 @@ import time
 
 from livekit import rtc
 
+import numpy as np
+
 import common
 import tokens
 
@@ -26,6 +28,7 @@ async def main():
     ap.add_argument("--seconds", type=float, default=12.0)
     ap.add_argument("--sent", default="sent.tsv")
     ap.add_argument("--identity", default="broadcaster")
+    ap.add_argument("--audio", action="store_true", help="also publish a 440 Hz tone")
     ap.add_argument("--bitrate", type=int, default=0, help="max bps (0: ~0.15 bit/px/frame)")
     a = ap.parse_args()
 
@@ -47,6 +50,25 @@ async def main():
     )
     await room.local_participant.publish_track(track, opts)
     print(f"broadcaster: publishing {a.width}x{a.height}@{a.fps} H.264", flush=True)
+    audio_task = None
+    if a.audio:
+        asrc = rtc.AudioSource(48000, 1)
+        atrack = rtc.LocalAudioTrack.create_audio_track("tone", asrc)
+        await room.local_participant.publish_track(
+            atrack, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        )
+        print("broadcaster: publishing a 440 Hz tone (Opus)", flush=True)
+
+        async def tone():
+            n = 480  # 10 ms
+            t = 0
+            while True:
+                x = np.arange(t, t + n) / 48000.0
+                pcm = (np.sin(2 * np.pi * 440 * x) * 8000).astype(np.int16)
+                await asrc.capture_frame(rtc.AudioFrame(pcm.tobytes(), 48000, 1, n))
+                t += n
+
+        audio_task = asyncio.create_task(tone())
 
     period = 1.0 / a.fps
     n = int(a.seconds * a.fps)
@@ -67,6 +89,8 @@ async def main():
             if k % 30 == 0:
                 sent.flush()
     print(f"broadcaster: sent {n} frames ({late} late by > 1 frame)", flush=True)
+    if audio_task:
+        audio_task.cancel()
     await room.disconnect()
 
 

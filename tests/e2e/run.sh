@@ -7,6 +7,7 @@
 #   tests/e2e/run.sh           full test (needs scripts/livekit-setup.sh first)
 #   tests/e2e/run.sh --raw     instrument check only: viewer watches demo-raw
 #                              directly and must see the face *visible*
+#   AUDIO=1 tests/e2e/run.sh    also relay and check a 440 Hz Opus tone
 #   tests/e2e/run.sh --webhook livecensor serve without --room: the session
 #                              starts from livekit-server's track_published
 #                              webhook (signed with devkey/secret)
@@ -50,13 +51,16 @@ echo "livekit-server up"
 
 VIEW_ARGS=(--room "$ROOM" --width "$W" --height "$H" --fps "$FPS" --sent "$ROOT/$OUT/sent.tsv"
            --seconds $((LIVE + 25)) --min-frames $((LIVE * FPS / 2)) --json "$ROOT/$OUT/viewer.json")
+AUDIO_ARGS=()
+[[ ${AUDIO:-0} == 1 ]] && AUDIO_ARGS=(--audio)
+VIEW_ARGS+=("${AUDIO_ARGS[@]}")
 if [[ $MODE == --raw ]]; then
   VIEW_ARGS+=(--raw)
 else
   ROOM_ARGS=(--room "$ROOM")
   READY="serving room"
   if [[ $MODE == --webhook ]]; then ROOM_ARGS=(); READY="waiting for webhooks"; fi
-  RUST_LOG=${RUST_LOG:-livecensor=info,warn} "$BIN" serve "${ROOM_ARGS[@]}" --stats-every "${STATS_EVERY:-5}" --classes "${CLASSES:-FACE_FEMALE,FACE_MALE}" >"$OUT/livecensor.log" 2>&1 &
+  RUST_LOG=${RUST_LOG:-livecensor=info,warn} "$BIN" serve "${ROOM_ARGS[@]}" "${AUDIO_ARGS[@]}" --stats-every "${STATS_EVERY:-5}" --classes "${CLASSES:-FACE_FEMALE,FACE_MALE}" >"$OUT/livecensor.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 100); do grep -q "$READY" "$OUT/livecensor.log" && break; sleep 0.2; done
   grep -q "$READY" "$OUT/livecensor.log" || { echo "livecensor serve did not start:"; tail -20 "$OUT/livecensor.log"; exit 1; }
@@ -68,7 +72,7 @@ T0=$(date +%s.%N)
 VIEWER=$!; PIDS+=($VIEWER)
 sleep 1
 (cd tests/e2e && exec "$PY" broadcaster.py --room "$ROOM" --width "$W" --height "$H" --fps "$FPS" \
-   --seconds "$LIVE" --sent "$ROOT/$OUT/sent.tsv") >"$OUT/broadcaster.log" 2>&1 &
+   --seconds "$LIVE" --sent "$ROOT/$OUT/sent.tsv" "${AUDIO_ARGS[@]}") >"$OUT/broadcaster.log" 2>&1 &
 PIDS+=($!)
 wait "$VIEWER"; RC=$?
 cat "$OUT/broadcaster.log" "$OUT/viewer.log"

@@ -45,6 +45,7 @@ async def main():
     ap.add_argument("--ratio", type=float, default=0.35, help="leak if detail ratio is above")
     ap.add_argument("--json", default="")
     ap.add_argument("--identity", default="viewer")
+    ap.add_argument("--audio", action="store_true", help="also expect the 440 Hz tone")
     a = ap.parse_args()
 
     room_name = a.room + "-raw" if a.raw else a.room
@@ -54,10 +55,23 @@ async def main():
     room = rtc.Room()
     got_track = asyncio.get_running_loop().create_future()
 
+    audio = {"frames": 0, "rms": []}
+
+    async def listen(track):
+        async for ev in rtc.AudioStream(track, sample_rate=48000, num_channels=1):
+            pcm = np.frombuffer(ev.frame.data, dtype=np.int16).astype(np.float32)
+            audio["frames"] += 1
+            if pcm.size:
+                audio["rms"].append(float(np.sqrt((pcm**2).mean())))
+
+    audio_tasks = []
+
     @room.on("track_subscribed")
     def _on_sub(track, pub, participant):
         if track.kind == rtc.TrackKind.KIND_VIDEO and not got_track.done():
             got_track.set_result((track, participant.identity))
+        if track.kind == rtc.TrackKind.KIND_AUDIO and a.audio:
+            audio_tasks.append(asyncio.ensure_future(listen(track)))
 
     t_start = time.time()
     await room.connect(tokens.URL, tokens.token(a.identity, room_name, False, True))
@@ -100,6 +114,8 @@ async def main():
             if bad:
                 leaks.append((k, round(ratio, 3)))
         seen.append((k, now, ratio))
+    for t in audio_tasks:
+        t.cancel()
     await stream.aclose()
     await room.disconnect()
 
@@ -132,6 +148,8 @@ async def main():
         "latency_ms_p50": round(pct(lat, 50), 1),
         "latency_ms_p95": round(pct(lat, 95), 1),
         "first_frame_after_first_send_s": round(times[0] - first_sent, 3) if times else None,
+        "audio_frames": audio["frames"],
+        "audio_rms_p50": round(pct(audio["rms"], 50), 1) if audio["rms"] else None,
         "fps": round(len(seen) / (times[-1] - times[0]), 1) if len(times) > 1 else 0,
     }
     print("viewer: " + json.dumps(out), flush=True)
@@ -143,6 +161,8 @@ async def main():
         and not leaks
         and (out["max_gap_s"] or 0) <= a.max_gap
         and out["distinct"] >= a.min_frames * 0.9
+        # 10 ms frames: at least a third of the video time, and a tone.
+        and (not a.audio or (audio["frames"] >= a.min_frames and (out["audio_rms_p50"] or 0) > 1000))
     )
     print("viewer: " + ("PASS" if ok else "FAIL"), flush=True)
     return 0 if ok else 1
