@@ -32,6 +32,10 @@ if [[ -z $BIN ]]; then
   if [[ -x target/release/livecensor ]]; then BIN=target/release/livecensor; else BIN=target/debug/livecensor; fi
 fi
 
+case $BIN in
+  target/debug/*) echo "warning: $BIN is an unoptimized build; it may not keep up with 30 fps (cargo build --release)" >&2 ;;
+esac
+
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
