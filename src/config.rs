@@ -46,6 +46,9 @@ pub struct SchedulerSection {
     pub detect_every: u32,
     /// A frame not verified within this many ms is censored whole.
     pub deadline_ms: u64,
+    /// The same for file jobs (`censor`), which are not live: it only
+    /// catches a stalled detector, so a busy machine does not blank frames.
+    pub file_deadline_ms: u64,
     pub max_pending: usize,
 }
 
@@ -55,6 +58,7 @@ impl Default for SchedulerSection {
             mode: "strict".into(),
             detect_every: 3,
             deadline_ms: 250,
+            file_deadline_ms: 10_000,
             max_pending: 32,
         }
     }
@@ -210,6 +214,13 @@ impl Config {
                 "scheduler.deadline_ms",
                 self.scheduler.deadline_ms.to_string(),
                 "must be 1..=10000",
+            ));
+        }
+        if !(1..=600_000).contains(&self.scheduler.file_deadline_ms) {
+            return Err(bad(
+                "scheduler.file_deadline_ms",
+                self.scheduler.file_deadline_ms.to_string(),
+                "must be 1..=600000",
             ));
         }
         if self.scheduler.max_pending == 0 {

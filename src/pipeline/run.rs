@@ -99,7 +99,9 @@ pub fn censor_file(
     let svc = start_service(cfg)?;
     let mut reader = VideoReader::open(input, fps_hint)?;
     let info = reader.info().clone();
-    let mut stream = StreamPipeline::new(0, svc, stream_options(cfg)?);
+    let mut opts = stream_options(cfg)?;
+    opts.scheduler.deadline = Duration::from_millis(cfg.scheduler.file_deadline_ms);
+    let mut stream = StreamPipeline::new(0, svc, opts);
     let mut writer = VideoWriter::create(
         output,
         &OutputInfo {
