@@ -12,7 +12,7 @@ use crate::error::LiveKitError;
 use livekit_protocol as proto;
 use proto::signal_request::Message as Req;
 use proto::signal_response::Message as Resp;
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -152,6 +152,11 @@ pub struct Participant {
     sub_mid: Option<Mid>,
     last_keyframe_request: Option<Instant>,
     want_keyframe: bool,
+    /// Until a key frame of the subscribed track has arrived, keep asking
+    /// (throttled): the SFU forwards nothing to a new subscriber before a
+    /// key frame, so without asking we may wait for the broadcaster's next
+    /// periodic one, or forever.
+    keyframe_missing: bool,
     /// Our track: SID once published, mid once negotiated.
     published_sid: Option<String>,
     pub_mid: Option<Mid>,
@@ -160,7 +165,8 @@ pub struct Participant {
     pub_audio_mid: Option<Mid>,
     pub_pending: Option<SdpPendingOffer>,
     pub_offer_id: u32,
-    remote_tracks: HashSet<String>,
+    /// Latest snapshot of every other participant, by participant SID.
+    participants: HashMap<String, proto::ParticipantInfo>,
 }
 
 fn audio_cid(spec: &PublishSpec) -> String {
@@ -214,13 +220,14 @@ impl Participant {
             sub_mid: None,
             last_keyframe_request: None,
             want_keyframe: false,
+            keyframe_missing: false,
             published_sid: None,
             pub_mid: None,
             audio_published: false,
             pub_audio_mid: None,
             pub_pending: None,
             pub_offer_id: 0,
-            remote_tracks: HashSet::new(),
+            participants: HashMap::new(),
         })
     }
 
@@ -306,7 +313,10 @@ impl Participant {
             Resp::Trickle(t) => self.handle_trickle(&t)?,
             Resp::Update(u) => self.consider_participants(&u.participants),
             Resp::TrackPublished(tp) => self.handle_track_published(tp)?,
-            Resp::TrackUnpublished(tu) => self.remote_track_gone(&tu.track_sid),
+            // About one of our own tracks (the server unpublished it).
+            Resp::TrackUnpublished(tu) => {
+                tracing::warn!(track = %tu.track_sid, "server unpublished our track");
+            }
             Resp::Leave(l) => {
                 self.left = true;
                 self.event(ParticipantEvent::Left {
@@ -319,72 +329,92 @@ impl Participant {
         Ok(())
     }
 
+    /// Participant updates carry full snapshots: keep the latest per
+    /// participant SID, then reconcile what we subscribe to against them
+    /// (a broadcaster that leaves and comes back under the same identity is
+    /// a new participant with a new track).
     fn consider_participants(&mut self, ps: &[proto::ParticipantInfo]) {
         for p in ps {
-            let gone = p.state == proto::participant_info::State::Disconnected as i32;
-            for t in &p.tracks {
-                let is_video = t.r#type == proto::TrackType::Video as i32;
-                let is_audio = t.r#type == proto::TrackType::Audio as i32;
-                if gone {
-                    self.remote_track_gone(&t.sid);
-                    continue;
-                }
-                if is_audio
-                    && self.cfg.audio
-                    && self.sub_audio.is_none()
-                    && self.subscribed_identity.as_deref() == Some(p.identity.as_str())
-                {
-                    tracing::info!(track = %t.sid, from = %p.identity, "subscribing (audio)");
-                    self.sub_audio = Some(t.sid.clone());
-                    self.send(Req::Subscription(proto::UpdateSubscription {
-                        track_sids: vec![t.sid.clone()],
-                        subscribe: true,
-                        participant_tracks: Vec::new(),
-                    }));
-                }
-                if !is_video {
-                    continue;
-                }
-                self.remote_tracks.insert(t.sid.clone());
-                let wanted = self.cfg.subscribe
-                    && self.subscribed.is_none()
-                    && self
-                        .cfg
-                        .from_identity
-                        .as_ref()
-                        .is_none_or(|id| *id == p.identity);
-                if wanted {
-                    self.subscribed = Some(t.sid.clone());
-                    self.subscribed_identity = Some(p.identity.clone());
-                    tracing::info!(track = %t.sid, from = %p.identity, mime = %t.mime_type, "subscribing");
-                    self.send(Req::Subscription(proto::UpdateSubscription {
-                        track_sids: vec![t.sid.clone()],
-                        subscribe: true,
-                        participant_tracks: Vec::new(),
-                    }));
-                    self.event(ParticipantEvent::Subscribing {
-                        track_sid: t.sid.clone(),
-                        identity: p.identity.clone(),
-                    });
-                }
+            if p.state == proto::participant_info::State::Disconnected as i32 {
+                self.participants.remove(&p.sid);
+            } else {
+                self.participants.insert(p.sid.clone(), p.clone());
             }
-            // Audio listed before the video in the same update.
-            let audio_missing = self.cfg.audio
-                && self.sub_audio.is_none()
-                && !gone
-                && self.subscribed_identity.as_deref() == Some(p.identity.as_str());
-            if audio_missing
-                && p.tracks
+        }
+        self.reconcile();
+    }
+
+    fn reconcile(&mut self) {
+        let mut known = Vec::new();
+        for p in self.participants.values() {
+            for t in &p.tracks {
+                known.push((
+                    p.identity.clone(),
+                    t.sid.clone(),
+                    t.r#type,
+                    t.mime_type.clone(),
+                ));
+            }
+        }
+        let listed = |sid: &Option<String>| {
+            sid.as_ref()
+                .is_some_and(|s| known.iter().any(|(_, k, _, _)| k == s))
+        };
+        if self.subscribed.is_some() && !listed(&self.subscribed) {
+            if let Some(sid) = self.subscribed.clone() {
+                self.remote_track_gone(&sid);
+            }
+        }
+        if self.sub_audio.is_some() && !listed(&self.sub_audio) {
+            self.sub_audio = None;
+        }
+        if !self.cfg.subscribe {
+            return;
+        }
+        if self.subscribed.is_none() {
+            let pick = known.iter().find(|(id, _, ty, _)| {
+                *ty == proto::TrackType::Video as i32
+                    && self.cfg.from_identity.as_ref().is_none_or(|w| w == id)
+            });
+            if let Some((id, sid, _, mime)) = pick.cloned() {
+                tracing::info!(track = %sid, from = %id, %mime, "subscribing");
+                self.subscribed = Some(sid.clone());
+                self.subscribed_identity = Some(id.clone());
+                self.keyframe_missing = true;
+                self.send(Req::Subscription(proto::UpdateSubscription {
+                    track_sids: vec![sid.clone()],
+                    subscribe: true,
+                    participant_tracks: Vec::new(),
+                }));
+                self.event(ParticipantEvent::Subscribing {
+                    track_sid: sid,
+                    identity: id,
+                });
+            }
+        }
+        if self.cfg.audio && self.sub_audio.is_none() {
+            let owner = self.subscribed.as_ref().and_then(|v| {
+                known
                     .iter()
-                    .any(|t| t.r#type == proto::TrackType::Audio as i32)
-            {
-                self.consider_participants(std::slice::from_ref(p));
+                    .find(|(_, k, _, _)| k == v)
+                    .map(|(id, _, _, _)| id.clone())
+            });
+            let pick = known.iter().find(|(id, _, ty, _)| {
+                *ty == proto::TrackType::Audio as i32 && Some(id) == owner.as_ref()
+            });
+            if let Some((id, sid, _, _)) = pick.cloned() {
+                tracing::info!(track = %sid, from = %id, "subscribing (audio)");
+                self.sub_audio = Some(sid.clone());
+                self.send(Req::Subscription(proto::UpdateSubscription {
+                    track_sids: vec![sid],
+                    subscribe: true,
+                    participant_tracks: Vec::new(),
+                }));
             }
         }
     }
 
     fn remote_track_gone(&mut self, sid: &str) {
-        self.remote_tracks.remove(sid);
         if self.sub_audio.as_deref() == Some(sid) {
             self.sub_audio = None;
         }
@@ -581,7 +611,7 @@ impl Participant {
                 rtt: 0,
             }));
         }
-        if self.want_keyframe {
+        if self.want_keyframe || (self.keyframe_missing && self.subscribed.is_some()) {
             self.request_keyframe(now);
         }
         Ok(())
@@ -790,6 +820,9 @@ impl Participant {
                 if !d.contiguous {
                     self.want_keyframe = true;
                 }
+                if crate::codec::is_keyframe(&d.data) {
+                    self.keyframe_missing = false;
+                }
                 self.event(ParticipantEvent::AccessUnit {
                     data: d.data,
                     rtp_time: d.time.rebase(str0m::media::Frequency::NINETY_KHZ).numer(),
@@ -852,6 +885,7 @@ mod tests {
 
     fn broadcaster() -> proto::ParticipantInfo {
         proto::ParticipantInfo {
+            sid: "PA_1".into(),
             identity: "broadcaster".into(),
             state: proto::participant_info::State::Active as i32,
             is_publisher: true,
@@ -923,19 +957,38 @@ mod tests {
             .accept_answer(pending, SdpAnswer::from_sdp_string(&a.sdp).unwrap())
             .unwrap();
 
-        // The track going away is reported once.
+        // The broadcaster leaves: the track is gone, reported once.
+        let mut left = broadcaster();
+        left.state = proto::participant_info::State::Disconnected as i32;
         p.handle_response(
             now,
-            Resp::TrackUnpublished(proto::TrackUnpublishedResponse {
-                track_sid: "TR_video".into(),
+            Resp::Update(proto::ParticipantUpdate {
+                participants: vec![left],
             }),
         )
         .unwrap();
-        let (_, evs) = drain(&mut p);
+        let (reqs, evs) = drain(&mut p);
         assert!(matches!(
             &evs[..],
             [ParticipantEvent::RemoteTrackGone { .. }]
         ));
+        assert!(reqs.is_empty());
+        // It comes back (same identity, new participant and track): we
+        // subscribe to the new track.
+        let mut back = broadcaster();
+        back.sid = "PA_2".into();
+        back.tracks[1].sid = "TR_video2".into();
+        p.handle_response(
+            now,
+            Resp::Update(proto::ParticipantUpdate {
+                participants: vec![back],
+            }),
+        )
+        .unwrap();
+        let (reqs, _) = drain(&mut p);
+        assert!(
+            matches!(&reqs[..], [Req::Subscription(s)] if s.track_sids == vec!["TR_video2".to_string()])
+        );
     }
 
     #[test]

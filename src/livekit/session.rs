@@ -59,10 +59,12 @@ pub struct Session {
     pub room: String,
     pub stats: Arc<SessionStats>,
     stop: Arc<AtomicBool>,
-    input: Connection,
+    /// Commands for the current input connection (via the supervisor).
+    input_cmd: mpsc::UnboundedSender<Command>,
+    supervisor: tokio::task::JoinHandle<()>,
     output: Connection,
     media: Option<std::thread::JoinHandle<()>>,
-    forwards: [tokio::task::JoinHandle<()>; 2],
+    forwards: [tokio::task::JoinHandle<()>; 1],
 }
 
 /// Frames inside the pipeline beyond which new input frames are skipped:
@@ -122,69 +124,40 @@ impl Session {
             lk.bind_ip,
         )
         .await?;
-        let mut input = io::connect(
-            &lk.url,
-            &sub_token,
-            ParticipantConfig {
-                subscribe: true,
-                from_identity: None,
-                audio: lk.audio,
-                publish: None,
-            },
-            lk.bind_ip,
-        )
-        .await?;
+        let input_cfg = ParticipantConfig {
+            subscribe: true,
+            from_identity: None,
+            audio: lk.audio,
+            publish: None,
+        };
+        // The first connection is made here so a bad URL or key fails the
+        // start; the supervisor makes the later ones.
+        let input = io::connect(&lk.url, &sub_token, input_cfg.clone(), lk.bind_ip).await?;
         let stats = Arc::new(SessionStats::default());
         let stop = Arc::new(AtomicBool::new(false));
         let (media_tx, media_rx) = std_mpsc::channel::<MediaIn>();
-
-        // Subscriber events -> media thread.
-        let mut in_events = std::mem::replace(&mut input.events, mpsc::unbounded_channel().1);
-        let tx = media_tx.clone();
-        let room_name = room.to_string();
-        // Audio needs no processing: it goes straight to the publisher.
-        let audio_out = output.commands.clone();
-        let forward = tokio::spawn(async move {
-            while let Some(ev) = in_events.recv().await {
-                let msg = match ev {
-                    ParticipantEvent::AccessUnit {
-                        data,
-                        rtp_time,
-                        contiguous,
-                        arrived,
-                    } => MediaIn::AccessUnit {
-                        data,
-                        rtp_time,
-                        contiguous,
-                        arrived,
-                    },
-                    ParticipantEvent::AudioPacket { data, rtp_time, .. } => {
-                        let _ = audio_out.send(Command::Audio {
-                            rtp_time_48k: rtp_time,
-                            data: data.to_vec(),
-                        });
-                        continue;
-                    }
-                    ParticipantEvent::RemoteTrackGone { track_sid } => {
-                        tracing::info!(room = %room_name, track = %track_sid, "broadcast track gone");
-                        MediaIn::Reset
-                    }
-                    other => {
-                        tracing::debug!(room = %room_name, event = ?other, "input");
-                        continue;
-                    }
-                };
-                if tx.send(msg).is_err() {
-                    break;
-                }
-            }
-        });
+        let (input_cmd, input_cmd_rx) = mpsc::unbounded_channel();
+        let supervisor = tokio::spawn(supervise_input(
+            input,
+            InputSpec {
+                url: lk.url.clone(),
+                token: sub_token,
+                cfg: input_cfg,
+                bind_ip: lk.bind_ip,
+                room: room.to_string(),
+            },
+            input_cmd_rx,
+            media_tx.clone(),
+            // Audio needs no processing: it goes straight to the publisher.
+            output.commands.clone(),
+            stop.clone(),
+        ));
 
         let media = {
             let stats = stats.clone();
             let stop = stop.clone();
             let to_pub = output.commands.clone();
-            let to_sub = input.commands.clone();
+            let to_sub = input_cmd.clone();
             let fps = lk.fps;
             let room = room.to_string();
             let thread_room = room.clone();
@@ -199,6 +172,8 @@ impl Session {
                         fps,
                         waiting_for_keyframe: true,
                         force_idr: true,
+                        ts_base: None,
+                        last_out_ts: 0,
                         stats,
                         to_pub,
                         to_sub,
@@ -238,25 +213,100 @@ impl Session {
             room: room.to_string(),
             stats,
             stop,
-            input,
+            input_cmd,
+            supervisor,
             output,
             media: Some(media),
-            forwards: [forward, forward_out],
+            forwards: [forward_out],
         })
     }
 
     /// Leaves both rooms and stops the media thread.
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        let _ = self.input.commands.send(Command::Leave);
+        let _ = self.input_cmd.send(Command::Leave);
         let _ = self.output.commands.send(Command::Leave);
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.input.task).await;
+        let _ = tokio::time::timeout(Duration::from_secs(3), &mut self.supervisor).await;
         let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.output.task).await;
         for f in &self.forwards {
             f.abort();
         }
         if let Some(h) = self.media.take() {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
+        }
+    }
+}
+
+/// How to (re)connect the hidden subscriber.
+struct InputSpec {
+    url: String,
+    token: String,
+    cfg: ParticipantConfig,
+    bind_ip: IpAddr,
+    room: String,
+}
+
+/// Owns the hidden subscriber: forwards its media, and when the broadcast
+/// track goes away (the broadcaster left) replaces the connection with a
+/// fresh one, so a broadcaster who comes back is picked up on a clean
+/// transport (re-using the old one left the new stream undelivered).
+async fn supervise_input(
+    first: Connection,
+    spec: InputSpec,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    media_tx: std_mpsc::Sender<MediaIn>,
+    audio_out: mpsc::UnboundedSender<Command>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut current = Some(first);
+    loop {
+        let mut conn = match current.take() {
+            Some(c) => c,
+            None => match io::connect(&spec.url, &spec.token, spec.cfg.clone(), spec.bind_ip).await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(room = %spec.room, "reconnecting the input: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    continue;
+                }
+            },
+        };
+        let leaving = loop {
+            tokio::select! {
+                ev = conn.events.recv() => match ev {
+                    Some(ParticipantEvent::AccessUnit { data, rtp_time, contiguous, arrived }) => {
+                        let _ = media_tx.send(MediaIn::AccessUnit { data, rtp_time, contiguous, arrived });
+                    }
+                    Some(ParticipantEvent::AudioPacket { data, rtp_time, .. }) => {
+                        let _ = audio_out.send(Command::Audio { rtp_time_48k: rtp_time, data: data.to_vec() });
+                    }
+                    Some(ParticipantEvent::RemoteTrackGone { track_sid }) => {
+                        tracing::info!(room = %spec.room, track = %track_sid, "broadcast track gone; new input connection");
+                        let _ = media_tx.send(MediaIn::Reset);
+                        break false;
+                    }
+                    Some(ParticipantEvent::Left { reason }) => {
+                        tracing::warn!(room = %spec.room, %reason, "input connection lost; reconnecting");
+                        let _ = media_tx.send(MediaIn::Reset);
+                        break false;
+                    }
+                    Some(other) => tracing::debug!(room = %spec.room, event = ?other, "input"),
+                    None => break false,
+                },
+                c = commands.recv() => match c {
+                    Some(Command::Leave) | None => break true,
+                    Some(c) => { let _ = conn.commands.send(c); }
+                },
+            }
+        };
+        let _ = conn.commands.send(Command::Leave);
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut conn.task).await;
+        if leaving || stop.load(Ordering::Relaxed) {
+            return;
         }
     }
 }
@@ -268,6 +318,12 @@ struct MediaLoop {
     fps: f32,
     waiting_for_keyframe: bool,
     force_idr: bool,
+    /// Input timestamp and output timestamp of the first frame of the
+    /// current input stream: a broadcaster that comes back starts a new
+    /// random RTP timeline, while our track's must keep going forward or
+    /// receivers drop the frames as old.
+    ts_base: Option<(i64, u64)>,
+    last_out_ts: u64,
     stats: Arc<SessionStats>,
     to_pub: mpsc::UnboundedSender<Command>,
     to_sub: mpsc::UnboundedSender<Command>,
@@ -308,6 +364,7 @@ impl MediaLoop {
             MediaIn::Reset => {
                 self.decoder = None;
                 self.waiting_for_keyframe = true;
+                self.ts_base = None;
             }
             MediaIn::AccessUnit {
                 data,
@@ -371,6 +428,19 @@ impl MediaLoop {
         Ok(())
     }
 
+    /// Maps an input timestamp (90 kHz) onto our track's timeline: same
+    /// spacing as the input, continuous across input streams, never
+    /// backwards.
+    fn output_ts(&mut self, pts: i64) -> u64 {
+        // One frame at 30 fps after the last output when a new input starts.
+        let next = self.last_out_ts.saturating_add(3000);
+        let (in0, out0) = *self.ts_base.get_or_insert((pts, next));
+        let t = (out0 as i64).saturating_add(pts.saturating_sub(in0));
+        let t = (t.max(0) as u64).max(self.last_out_ts.saturating_add(1));
+        self.last_out_ts = t;
+        t
+    }
+
     /// Encodes one censored frame, (re)creating the encoder for a new size.
     fn encode(&mut self, frame: &crate::frame::Frame) -> Result<Vec<u8>, Error> {
         let size = (frame.width, frame.height);
@@ -427,8 +497,9 @@ impl MediaLoop {
                 continue;
             }
             self.stats.access_units_out.fetch_add(1, Ordering::Relaxed);
+            let rtp_time_90k = self.output_ts(r.pts);
             let _ = self.to_pub.send(Command::Video {
-                rtp_time_90k: r.pts.max(0) as u64,
+                rtp_time_90k,
                 data: au,
             });
         }
