@@ -49,7 +49,7 @@ EOF
   cp -L models/320n.onnx "$CARRY/models/320n.onnx"
   if [ -d models/photos ]; then
     mkdir -p "$CARRY/models/photos"
-    cp -L models/photos/astronaut.png "$CARRY/models/photos/" 2>/dev/null || true
+    cp -L models/photos/*.png "$CARRY/models/photos/"
   fi
   local kib
   kib=$(du -skL "$CARRY" | cut -f1)
@@ -109,6 +109,15 @@ step() {
 
 run() {
   [ -x "$CARRY/livecensor" ] || { echo "no $CARRY/livecensor: run \`scripts/gpu-check.sh build\` first and carry $CARRY" >&2; exit 2; }
+  # models/ holds symlinks into the build machine's checkout: point the
+  # dangling ones at the carried copies.
+  local f
+  for f in 320n.onnx photos; do
+    if [ ! -e "models/$f" ] && [ -e "$CARRY/models/$f" ]; then
+      rm -f "models/$f"
+      ln -s "$PWD/$CARRY/models/$f" "models/$f"
+    fi
+  done
   find_libs
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   echo "ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-}"
