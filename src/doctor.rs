@@ -202,6 +202,19 @@ pub fn decide(f: &Findings) -> DoctorReport {
         },
     });
     checks.push(Check {
+        name: "NVRTC",
+        ok: f.probe.nvrtc.is_some() || f.probe.fatbin_embedded,
+        detail: match (&f.probe.nvrtc, f.probe.fatbin_embedded, f.cuda_compiled) {
+            (_, _, false) => "not probed (built without --features cuda)".into(),
+            (Some(n), _, _) => n.clone(),
+            (None, true, _) => "not found (not needed: kernels embedded as a fatbin)".into(),
+            (None, false, _) => {
+                "not found: run `bash scripts/nvrtc-setup.sh` or put libnvrtc.so.13 on LD_LIBRARY_PATH"
+                    .into()
+            }
+        },
+    });
+    checks.push(Check {
         name: "CUDA backend",
         ok: f.probe.usable(),
         detail: f.probe.to_string(),
@@ -447,6 +460,7 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("no NVENC hardware"), "{text}");
+        assert!(text.contains("libnvrtc.so.13 (13.0)"), "{text}");
     }
 
     #[test]
