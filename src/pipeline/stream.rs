@@ -138,7 +138,12 @@ impl StreamPipeline {
                     stream: self.id,
                     frame: index,
                 };
-                if self.svc.submit(key, tensor, lb, self.tx.clone()).is_err() {
+                let expires = now + self.scheduler.config().deadline;
+                if self
+                    .svc
+                    .submit(key, expires, tensor, lb, self.tx.clone())
+                    .is_err()
+                {
                     self.counters.backpressured += 1;
                     self.scheduler.handle_submit_failed(now, index);
                 }
