@@ -9,6 +9,7 @@ pub mod censor;
 pub mod codec;
 pub mod config;
 pub mod detect;
+pub mod doctor;
 pub mod error;
 pub mod frame;
 pub mod gpu;

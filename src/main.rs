@@ -407,32 +407,12 @@ fn write_synth(scenario: Scenario, cfg: SynthConfig, output: &Path) -> Result<()
 }
 
 fn doctor(cfg: &Config) {
-    println!("livecensor {}", env!("CARGO_PKG_VERSION"));
-    let ok = |b: bool| if b { "yes" } else { "NO" };
-    let model = &cfg.detector.model;
+    let findings = livecensor::doctor::gather(&cfg.detector);
+    print!("{}", livecensor::doctor::decide(&findings));
     println!(
-        "model            {}  ({})",
-        ok(model.exists()),
-        model.display()
-    );
-    let lib = livecensor::detect::resolve_ort_library(&cfg.detector);
-    println!("onnxruntime      {}  ({})", ok(lib.exists()), lib.display());
-    println!(
-        "features         cuda: {}  tensorrt: {}",
-        ok(cfg!(feature = "cuda")),
-        ok(cfg!(feature = "tensorrt"))
-    );
-    println!("decode           CPU openh264 (NVDEC needs --features cuda and a GPU)");
-    println!("preprocess       CPU (Rust)");
-    println!(
-        "detect           CPU onnxruntime, {} thread(s), {} context(s)",
+        "detector config  {} thread(s), {} context(s)",
         cfg.detector.threads, cfg.batcher.contexts
     );
-    println!("censor           CPU (Rust)");
-    println!("encode           CPU openh264");
-    if !model.exists() || !lib.exists() {
-        println!("\nrun `bash scripts/setup.sh` to fetch the model and the onnxruntime library");
-    }
 }
 
 /// `serve --room`: one session until Ctrl-C, SIGTERM or `--seconds`,

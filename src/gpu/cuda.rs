@@ -369,6 +369,17 @@ impl DeviceFrame {
         self.pitch
     }
 
+    /// Byte offset of the interleaved UV plane.
+    pub fn uv_offset(&self) -> usize {
+        self.uv_offset
+    }
+
+    /// The raw device address (for NVENC registration and raw copies); the
+    /// frame must outlive every use of it.
+    pub fn device_address(&self, stream: &GpuStream) -> u64 {
+        self.data.device_ptr(&stream.stream).0
+    }
+
     /// Byte layout for a `width x height` NV12 frame: (pitch, uv_offset, total).
     pub fn layout(width: usize, height: usize) -> (usize, usize, usize) {
         let pitch = width.max(1).next_multiple_of(PITCH_ALIGN);
@@ -524,6 +535,105 @@ fn bad_dims(width: usize, height: usize, reason: &str) -> Error {
 }
 
 impl GpuStream {
+    /// Makes this stream's CUDA context current on the calling thread
+    /// (needed before NVDEC / NVENC calls).
+    pub fn bind_context(&self) -> Result<()> {
+        self.ctx
+            .bind_to_thread()
+            .map_err(gpu_err("binding the CUDA context"))
+    }
+
+    /// A new stream on the same context, with its own scratch buffers.
+    pub fn sibling(&self) -> Result<GpuStream> {
+        let stream = self
+            .ctx
+            .new_stream()
+            .map_err(gpu_err("creating a stream"))?;
+        Ok(GpuStream {
+            ctx: self.ctx.clone(),
+            stream,
+            kernels: self.kernels.clone(),
+            masks: None,
+            scratch_a: None,
+            scratch_b: None,
+            means: None,
+            small: None,
+            candidates: None,
+        })
+    }
+
+    /// The raw `CUcontext` (for NVENC's session).
+    pub fn raw_context(&self) -> *mut std::ffi::c_void {
+        self.ctx.cu_ctx() as *mut std::ffi::c_void
+    }
+
+    /// The raw `CUstream`.
+    pub fn raw_stream(&self) -> *mut std::ffi::c_void {
+        self.stream.cu_stream() as *mut std::ffi::c_void
+    }
+
+    /// Queues a device-to-device copy of a pitched NV12 picture (Y rows at
+    /// `src`, UV rows at `src + src_uv_offset`, `src_pitch` bytes apart)
+    /// into `dst`, whose size it must have.
+    ///
+    /// # Safety
+    /// `src` must be a device allocation of this context holding at least
+    /// `src_uv_offset + src_pitch * ceil(height / 2)` bytes that stays
+    /// valid and unchanged until the copy completes (synchronize).
+    pub unsafe fn copy_nv12_from_device(
+        &self,
+        src: u64,
+        src_pitch: usize,
+        src_uv_offset: usize,
+        dst: &mut DeviceFrame,
+    ) -> Result<()> {
+        use cudarc::driver::sys;
+        let (w, h, p) = (dst.width, dst.height, dst.pitch);
+        if src_pitch < w {
+            return Err(Error::Gpu(format!(
+                "source pitch {src_pitch} is less than the width {w}"
+            )));
+        }
+        let base = dst.data.device_ptr_mut(&self.stream).0;
+        let planes = [
+            (src, base, w, h),
+            (
+                src + src_uv_offset as u64,
+                base + dst.uv_offset as u64,
+                2 * w.div_ceil(2),
+                h.div_ceil(2),
+            ),
+        ];
+        for (s, d, row, rows) in planes {
+            let copy = sys::CUDA_MEMCPY2D {
+                srcXInBytes: 0,
+                srcY: 0,
+                srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                srcHost: std::ptr::null(),
+                srcDevice: s,
+                srcArray: std::ptr::null_mut(),
+                srcPitch: src_pitch,
+                dstXInBytes: 0,
+                dstY: 0,
+                dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+                dstHost: std::ptr::null_mut(),
+                dstDevice: d,
+                dstArray: std::ptr::null_mut(),
+                dstPitch: p,
+                WidthInBytes: row,
+                Height: rows,
+            };
+            // SAFETY: both ranges are device memory of this context (the
+            // caller vouches for the source; the destination is `dst`,
+            // whose layout is `p`-pitched with `rows` rows per plane).
+            let r = unsafe { sys::cuMemcpy2DAsync_v2(&copy, self.stream.cu_stream()) };
+            if r != sys::CUresult::CUDA_SUCCESS {
+                return Err(Error::Gpu(format!("cuMemcpy2DAsync: {r:?}")));
+            }
+        }
+        Ok(())
+    }
+
     /// Waits for everything queued on this stream.
     pub fn synchronize(&self) -> Result<()> {
         self.stream

@@ -16,6 +16,10 @@
 //! `detect::preprocess`, `detect::postprocess::decode`); kernels are built
 //! with FMA contraction off so f32 results round the same way.
 
+pub mod nvcuvid;
+pub mod nvdec;
+pub mod nvenc;
+pub mod nvenc_api;
 pub mod plan;
 
 #[cfg(feature = "cuda")]

@@ -54,6 +54,9 @@ pub struct Completion {
 
 struct Job {
     key: Key,
+    /// After this the frame has been censored whole: inferring it would
+    /// only delay frames that can still be verified.
+    expires: Instant,
     tensor: Vec<f32>,
     letterbox: Letterbox,
     reply: Sender<Completion>,
@@ -127,11 +130,13 @@ impl DetectService {
         self.input_size
     }
 
-    /// Queues one frame. `Err` hands the tensor back: the queue is full
-    /// (backpressure) and the caller must censor that frame whole.
+    /// Queues one frame, to be inferred before `expires` or not at all.
+    /// `Err` hands the tensor back: the queue is full (backpressure) and the
+    /// caller must censor that frame whole.
     pub fn submit(
         &self,
         key: Key,
+        expires: Instant,
         tensor: Vec<f32>,
         letterbox: Letterbox,
         reply: Sender<Completion>,
@@ -144,6 +149,7 @@ impl DetectService {
         }
         let job = Job {
             key,
+            expires,
             tensor,
             letterbox,
             reply,
@@ -216,11 +222,32 @@ fn worker(shared: Arc<Shared>, mut backend: Box<dyn DetectBackend>) {
             }
         };
         let start = Instant::now();
-        let n = batch.items.len();
+        let (live, expired): (Vec<_>, Vec<_>) = batch
+            .items
+            .into_iter()
+            .partition(|q| q.item.expires > start);
+        for q in expired {
+            let c = Completion {
+                key: q.item.key,
+                result: Err("deadline passed before inference".into()),
+                queue_wait: start.saturating_duration_since(q.enqueued),
+                infer: Duration::ZERO,
+                batch_size: 0,
+            };
+            let _ = q.item.reply.send(c);
+        }
+        let n = live.len();
+        if n == 0 {
+            if let Ok(mut st) = shared.state.lock() {
+                st.batcher.complete(batch.id);
+            }
+            shared.cv.notify_all();
+            continue;
+        }
         input.clear();
         input.reserve(n * slot);
         let mut lbs = Vec::with_capacity(n);
-        for q in &batch.items {
+        for q in &live {
             input.extend_from_slice(&q.item.tensor);
             lbs.push(q.item.letterbox);
         }
@@ -244,7 +271,7 @@ fn worker(shared: Arc<Shared>, mut backend: Box<dyn DetectBackend>) {
             Ok(v) => vec![Err(format!("detector returned {} results for {n}", v.len())); n],
             Err(e) => vec![Err(e.to_string()); n],
         };
-        for (q, r) in batch.items.into_iter().zip(per_image.drain(..)) {
+        for (q, r) in live.into_iter().zip(per_image.drain(..)) {
             let c = Completion {
                 key: q.item.key,
                 result: r,
@@ -294,6 +321,50 @@ mod tests {
         }
     }
 
+    fn later() -> Instant {
+        Instant::now() + Duration::from_secs(60)
+    }
+
+    #[test]
+    fn expired_frames_are_answered_without_inference() {
+        let svc = DetectService::start(
+            vec![Box::new(Echo { fail: false })],
+            BatcherConfig::default(),
+        )
+        .unwrap();
+        let (tx, rx) = channel();
+        let past = Instant::now() - Duration::from_millis(1);
+        svc.submit(
+            Key {
+                stream: 0,
+                frame: 0,
+            },
+            past,
+            vec![0.5; 12],
+            lb(),
+            tx.clone(),
+        )
+        .unwrap();
+        svc.submit(
+            Key {
+                stream: 0,
+                frame: 1,
+            },
+            later(),
+            vec![0.25; 12],
+            lb(),
+            tx,
+        )
+        .unwrap();
+        let mut got: Vec<Completion> = (0..2)
+            .map(|_| rx.recv_timeout(Duration::from_secs(5)).unwrap())
+            .collect();
+        got.sort_by_key(|c| c.key.frame);
+        assert!(got[0].result.as_ref().unwrap_err().contains("deadline"));
+        assert!((got[1].result.as_ref().unwrap()[0].score - 0.25).abs() < 1e-6);
+        assert_eq!(svc.stats().images, 1);
+    }
+
     fn lb() -> Letterbox {
         Letterbox {
             size: 2,
@@ -323,6 +394,7 @@ mod tests {
                     stream: s,
                     frame: f,
                 },
+                later(),
                 vec![v; 12],
                 lb(),
                 tx.clone(),
@@ -357,6 +429,7 @@ mod tests {
                     stream: 0,
                     frame: f,
                 },
+                later(),
                 vec![0.0; 12],
                 lb(),
                 tx.clone(),
@@ -382,6 +455,7 @@ mod tests {
                 stream: 0,
                 frame: 0,
             },
+            later(),
             vec![0.0; 5],
             lb(),
             tx,
