@@ -13,6 +13,18 @@ fn bin() -> Command {
     c
 }
 
+/// `livecensor ARGS --input INPUT --output OUTPUT`.
+fn on_files(args: &[&str], input: &Path, output: &Path) -> Output {
+    bin()
+        .args(args)
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap()
+}
+
 fn models_ready() -> bool {
     let m = Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
     let ok = m.join("320n.onnx").exists() && m.join("photos/astronaut.png").exists();
@@ -55,13 +67,11 @@ fn censor_then_audit_a_real_clip_in_every_container() {
     ] {
         let input = synth(dir.path(), inp, "constant-pan");
         let output = dir.path().join(out);
-        let o = bin()
-            .args(["censor", "--classes", "FACE_FEMALE,FACE_MALE", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .unwrap();
+        let o = on_files(
+            &["censor", "--classes", "FACE_FEMALE,FACE_MALE"],
+            &input,
+            &output,
+        );
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("censored 24 frames"), "{}", text(&o));
         let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
@@ -70,13 +80,11 @@ fn censor_then_audit_a_real_clip_in_every_container() {
             side.contains("\"detected\""),
             "no detection masked in {inp}"
         );
-        let o = bin()
-            .args(["audit", "--classes", "FACE_FEMALE,FACE_MALE", "--input"])
-            .arg(&input)
-            .arg("--output")
-            .arg(&output)
-            .output()
-            .unwrap();
+        let o = on_files(
+            &["audit", "--classes", "FACE_FEMALE,FACE_MALE"],
+            &input,
+            &output,
+        );
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("0 leaked frames"), "{}", text(&o));
     }
@@ -90,23 +98,11 @@ fn audit_catches_an_uncensored_output() {
     let dir = tempfile::tempdir().unwrap();
     let input = synth(dir.path(), "in.y4m", "static");
     let output = dir.path().join("out.y4m");
-    let o = bin()
-        .args(["censor", "--classes", "FACE_FEMALE", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
+    let o = on_files(&["censor", "--classes", "FACE_FEMALE"], &input, &output);
     assert!(o.status.success(), "{}", text(&o));
     // Swap the censored pixels for the raw ones, keep the sidecar: the pixel check must fire.
     std::fs::copy(&input, &output).unwrap();
-    let o = bin()
-        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
+    let o = on_files(&["audit", "--classes", "FACE_FEMALE"], &input, &output);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("LEAK frame 0"), "{}", text(&o));
 }
@@ -218,24 +214,12 @@ fn corrupt_frame_in_the_middle_is_censored_whole() {
     let broken = dir.path().join("broken.h264");
     std::fs::write(&broken, &bytes).unwrap();
     let output = dir.path().join("out.h264");
-    let o = bin()
-        .args(["censor", "--classes", "FACE_FEMALE", "--input"])
-        .arg(&broken)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
+    let o = on_files(&["censor", "--classes", "FACE_FEMALE"], &broken, &output);
     assert!(o.status.success(), "{}", text(&o));
     let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
     assert_eq!(side.lines().count(), 24, "every frame leaves");
     assert!(side.contains("fail_closed"), "no frame was censored whole");
-    let o = bin()
-        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
-        .arg(&broken)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
+    let o = on_files(&["audit", "--classes", "FACE_FEMALE"], &broken, &output);
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -271,12 +255,6 @@ fn odd_dimensions_round_trip() {
     assert!(o.status.success(), "{}", text(&o));
     let head = std::fs::read(&output).unwrap();
     assert!(String::from_utf8_lossy(&head[..64]).contains("W641 H359"));
-    let o = bin()
-        .args(["audit", "--classes", "FACE_FEMALE", "--input"])
-        .arg(&input)
-        .arg("--output")
-        .arg(&output)
-        .output()
-        .unwrap();
+    let o = on_files(&["audit", "--classes", "FACE_FEMALE"], &input, &output);
     assert!(o.status.success(), "{}", text(&o));
 }

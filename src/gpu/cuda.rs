@@ -268,21 +268,7 @@ impl GpuContext {
 
     /// A new CUDA stream with its own scratch buffers; use one per worker.
     pub fn stream(&self) -> Result<GpuStream> {
-        let stream = self
-            .ctx
-            .new_stream()
-            .map_err(gpu_err("creating a stream"))?;
-        Ok(GpuStream {
-            ctx: self.ctx.clone(),
-            stream,
-            kernels: self.kernels.clone(),
-            masks: None,
-            scratch_a: None,
-            scratch_b: None,
-            means: None,
-            small: None,
-            candidates: None,
-        })
+        GpuStream::open(&self.ctx, &self.kernels)
     }
 }
 
@@ -545,14 +531,16 @@ impl GpuStream {
 
     /// A new stream on the same context, with its own scratch buffers.
     pub fn sibling(&self) -> Result<GpuStream> {
-        let stream = self
-            .ctx
-            .new_stream()
-            .map_err(gpu_err("creating a stream"))?;
+        GpuStream::open(&self.ctx, &self.kernels)
+    }
+
+    /// A fresh stream on `ctx`; scratch buffers are allocated on first use.
+    fn open(ctx: &Arc<CudaContext>, kernels: &Arc<Kernels>) -> Result<GpuStream> {
+        let stream = ctx.new_stream().map_err(gpu_err("creating a stream"))?;
         Ok(GpuStream {
-            ctx: self.ctx.clone(),
+            ctx: ctx.clone(),
             stream,
-            kernels: self.kernels.clone(),
+            kernels: kernels.clone(),
             masks: None,
             scratch_a: None,
             scratch_b: None,
