@@ -40,6 +40,21 @@ impl DetectBackend for Detector {
     }
 }
 
+/// Runs every batch size from 1 to `max_batch` once on a blank input. A
+/// failure here is not fatal: the same error comes back on the first job.
+fn warm_up(backend: &mut dyn DetectBackend, max_batch: usize, input: &mut Vec<f32>) {
+    let size = backend.input_size();
+    let lb = Letterbox::new(size, size, size);
+    for n in 1..=max_batch {
+        input.clear();
+        input.resize(n * 3 * size * size, 0.5);
+        if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
+            tracing::warn!("detector warm-up at batch {n}: {e}");
+            return;
+        }
+    }
+}
+
 /// One frame's detection, as it comes back to its stream.
 #[derive(Debug)]
 pub struct Completion {
@@ -99,6 +114,7 @@ impl DetectService {
             .map(|b| b.input_size())
             .ok_or_else(|| DetectError::Runtime("no detector backend".into()))?;
         cfg.contexts = backends.len();
+        let max_batch = cfg.max_batch.max(1);
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 batcher: Batcher::new(cfg),
@@ -108,17 +124,28 @@ impl DetectService {
             batches: AtomicU64::new(0),
             images: AtomicU64::new(0),
         });
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let workers = backends
             .into_iter()
             .enumerate()
             .map(|(i, b)| {
                 let s = shared.clone();
+                let ready = ready_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("detect-{i}"))
-                    .spawn(move || worker(s, b))
+                    .spawn(move || worker(s, b, max_batch, ready))
                     .map_err(|e| DetectError::Runtime(format!("spawn detector thread: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        drop(ready_tx);
+        // Every context has run every batch size once before the first
+        // frame arrives: a backend's first run of a shape plans its memory,
+        // which would otherwise land on a live stream's first frames.
+        for _ in 0..workers.len() {
+            if ready_rx.recv().is_err() {
+                break;
+            }
+        }
         Ok(DetectService {
             shared,
             workers,
@@ -192,10 +219,18 @@ impl Drop for DetectService {
     }
 }
 
-fn worker(shared: Arc<Shared>, mut backend: Box<dyn DetectBackend>) {
+fn worker(
+    shared: Arc<Shared>,
+    mut backend: Box<dyn DetectBackend>,
+    max_batch: usize,
+    ready: Sender<()>,
+) {
     let size = backend.input_size();
     let slot = 3 * size * size;
     let mut input: Vec<f32> = Vec::new();
+    warm_up(backend.as_mut(), max_batch, &mut input);
+    let _ = ready.send(());
+    drop(ready);
     loop {
         let batch = {
             let Ok(mut st) = shared.state.lock() else {
