@@ -130,4 +130,6 @@ pub enum LiveKitError {
     Session { room: String, reason: String },
     #[error("webhook: {0}")]
     Webhook(String),
+    #[error("fault injection: {0}")]
+    Fault(String),
 }

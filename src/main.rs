@@ -72,8 +72,29 @@ struct ServeArgs {
     /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
     #[arg(long)]
     seconds: Option<f64>,
+    /// Test only (hidden): drop each RTP media datagram received on the
+    /// input (subscriber) connection with probability P (0 to 1), to
+    /// exercise loss handling against a real server.
+    #[arg(long, value_name = "P", default_value_t = 0.0, hide = true, value_parser = probability_arg("--fault-rtp-drop"))]
+    fault_rtp_drop: f64,
+    /// Test only (hidden): flip bits in the payload of each RTP media
+    /// datagram received on the input connection with probability P (0 to
+    /// 1); SRTP authentication then rejects it, as real corruption.
+    #[arg(long, value_name = "P", default_value_t = 0.0, hide = true, value_parser = probability_arg("--fault-rtp-corrupt"))]
+    fault_rtp_corrupt: f64,
     #[command(flatten)]
     p: PolicyArgs,
+}
+
+/// A clap parser for a probability flag: a number in 0..=1, or a clear error.
+fn probability_arg(name: &'static str) -> impl Fn(&str) -> Result<f64, String> + Clone {
+    move |s: &str| {
+        let p: f64 = s
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not a number"))?;
+        livecensor::livekit::fault::probability(name, p).map_err(|e| e.to_string())
+    }
 }
 
 #[derive(Args, Clone)]
@@ -432,7 +453,22 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
         bind_ip: a.bind_ip,
         fps: a.out_fps,
         audio: a.audio,
+        faults: livecensor::livekit::fault::FaultConfig::new(
+            a.fault_rtp_drop,
+            a.fault_rtp_corrupt,
+            // Different runs, different losses; the log says which.
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1),
+        )?,
     };
+    if lk.faults.is_active() {
+        eprintln!(
+            "fault injection on the input: drop {} corrupt {} (seed {})",
+            lk.faults.drop, lk.faults.corrupt, lk.faults.seed
+        );
+    }
     let svc = start_service(cfg)?;
     let opts = stream_options(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -119,6 +119,36 @@ mod tests {
     }
 
     #[test]
+    fn one_decoder_follows_a_mid_stream_resolution_change() {
+        // A live broadcaster's encoder restarting at another size: new SPS
+        // and IDR on the same decoder, no reset in between.
+        let stream = |w: usize, h: usize, n: usize| -> Vec<Vec<u8>> {
+            let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+            (0..n)
+                .map(|i| enc.encode(&pattern(w, h, i), false).unwrap())
+                .collect()
+        };
+        let mut dec = Decoder::new().unwrap();
+        let mut sizes = Vec::new();
+        for (w, h) in [(320, 180), (640, 360), (320, 180)] {
+            let aus = stream(w, h, 5);
+            assert!(is_keyframe(&aus[0]));
+            for (i, au) in aus.iter().enumerate() {
+                let frames = dec.decode(au).unwrap();
+                assert_eq!(frames.len(), 1, "{w}x{h} frame {i}");
+                let f = &frames[0];
+                assert!(psnr(&pattern(w, h, i), f) > 30.0, "{w}x{h} frame {i}");
+                sizes.push((f.width, f.height));
+            }
+        }
+        let want: Vec<_> = [(320, 180), (640, 360), (320, 180)]
+            .iter()
+            .flat_map(|s| [*s; 5])
+            .collect();
+        assert_eq!(sizes, want);
+    }
+
+    #[test]
     fn bad_sizes_are_rejected() {
         assert!(matches!(
             Encoder::new(EncoderConfig::new(1, 100, 30.0)),

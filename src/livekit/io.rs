@@ -3,6 +3,7 @@
 //! the sans-IO participant and sends what it hands out. The session talks
 //! to the task through channels only.
 
+use super::fault::{Fault, RtpFaults};
 use super::participant::{Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc};
 use super::signal;
 use crate::error::LiveKitError;
@@ -37,11 +38,14 @@ pub struct Connection {
 /// Connects to `url` with `token` and runs the participant in a task.
 /// `bind_ip` is the address of the local UDP sockets (and of the host ICE
 /// candidates we announce): 127.0.0.1 for a server on this machine.
+/// `faults` (tests only) drops or corrupts RTP received on the subscriber
+/// socket.
 pub async fn connect(
     url: &str,
     token: &str,
     cfg: ParticipantConfig,
     bind_ip: IpAddr,
+    faults: Option<RtpFaults>,
 ) -> Result<Connection, LiveKitError> {
     let ws_url = signal::connect_url(url, token, false);
     let safe_url = signal::connect_url(url, "***", false);
@@ -67,7 +71,7 @@ pub async fn connect(
     let participant = Participant::new(Instant::now(), cfg, sub_addr, pub_addr)?;
     let (ev_tx, events) = mpsc::unbounded_channel();
     let (commands, cmd_rx) = mpsc::unbounded_channel();
-    let task = tokio::spawn(run(participant, ws, sub, publ, ev_tx, cmd_rx));
+    let task = tokio::spawn(run(participant, ws, sub, publ, ev_tx, cmd_rx, faults));
     Ok(Connection {
         events,
         commands,
@@ -85,6 +89,7 @@ async fn run(
     publ: UdpSocket,
     ev_tx: mpsc::UnboundedSender<ParticipantEvent>,
     mut cmd_rx: mpsc::UnboundedReceiver<Command>,
+    mut faults: Option<RtpFaults>,
 ) -> Result<(), LiveKitError> {
     let mut sub_buf = vec![0u8; 2048];
     let mut pub_buf = vec![0u8; 2048];
@@ -130,7 +135,12 @@ async fn run(
                 Some(Err(e)) => return Err(ws_err(e)),
             },
             r = sub.recv_from(&mut sub_buf) => match r {
-                Ok((n, src)) => p.handle_udp(Instant::now(), Pc::Subscriber, src, &sub_buf[..n])?,
+                Ok((n, src)) => {
+                    let fault = faults.as_mut().map_or(Fault::None, |f| f.apply(&mut sub_buf[..n]));
+                    if fault != Fault::Dropped {
+                        p.handle_udp(Instant::now(), Pc::Subscriber, src, &sub_buf[..n])?;
+                    }
+                }
                 Err(e) => tracing::debug!("subscriber socket: {e}"),
             },
             r = publ.recv_from(&mut pub_buf) => match r {

@@ -8,10 +8,12 @@
 //! and only delivers decoded frames; we need the H.264 access units (our own
 //! decoder feeds the detector) and a build that works offline.
 
+pub mod fault;
 pub mod io;
 pub mod participant;
 pub mod session;
 pub mod signal;
+pub mod timing;
 pub mod token;
 pub mod webhook;
 

@@ -8,6 +8,7 @@
 //! can drive it with scripted server messages and no sockets.
 
 use super::signal::{self, Keepalive};
+use super::timing::Throttle;
 use crate::error::LiveKitError;
 use livekit_protocol as proto;
 use proto::signal_request::Message as Req;
@@ -103,6 +104,8 @@ pub enum ParticipantEvent {
     PublisherConnected,
     /// The SFU wants a key frame of our track (a viewer joined or lost packets).
     KeyframeRequested,
+    /// We sent a key frame request (PLI) for the subscribed track.
+    KeyframeRequestSent,
     /// The server asked us to leave, or a peer connection closed.
     Left {
         reason: String,
@@ -132,8 +135,9 @@ struct Peer {
 }
 
 /// Throttle for key frame requests to the broadcaster: a burst of lost
-/// packets must not turn into a burst of PLIs.
-const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(500);
+/// packets must not turn into a burst of PLIs, yet after a loss the viewer
+/// sees frames censored whole until the next IDR, so ask again soon.
+const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(250);
 
 pub struct Participant {
     cfg: ParticipantConfig,
@@ -150,7 +154,7 @@ pub struct Participant {
     subscribed_identity: Option<String>,
     sub_audio: Option<String>,
     sub_mid: Option<Mid>,
-    last_keyframe_request: Option<Instant>,
+    keyframe_throttle: Throttle,
     want_keyframe: bool,
     /// Until a key frame of the subscribed track has arrived, keep asking
     /// (throttled): the SFU forwards nothing to a new subscriber before a
@@ -218,7 +222,7 @@ impl Participant {
             subscribed_identity: None,
             sub_audio: None,
             sub_mid: None,
-            last_keyframe_request: None,
+            keyframe_throttle: Throttle::new(KEYFRAME_REQUEST_GAP),
             want_keyframe: false,
             keyframe_missing: false,
             published_sid: None,
@@ -617,14 +621,12 @@ impl Participant {
         Ok(())
     }
 
-    /// Asks the broadcaster for a key frame (PLI), at most every 500 ms; a
+    /// Asks the broadcaster for a key frame (PLI), at most every 250 ms; a
     /// request that is throttled or has no track yet is kept and retried.
     pub fn request_keyframe(&mut self, now: Instant) {
         self.want_keyframe = true;
-        if let Some(t) = self.last_keyframe_request {
-            if now.saturating_duration_since(t) < KEYFRAME_REQUEST_GAP {
-                return;
-            }
+        if !self.keyframe_throttle.ready(now) {
+            return;
         }
         let Some(mid) = self.sub_mid else {
             return;
@@ -635,8 +637,9 @@ impl Participant {
         match w.request_keyframe(None, KeyframeRequestKind::Pli) {
             Ok(()) => {
                 tracing::debug!("key frame requested (PLI)");
-                self.last_keyframe_request = Some(now);
+                self.keyframe_throttle.mark(now);
                 self.want_keyframe = false;
+                self.event(ParticipantEvent::KeyframeRequestSent);
             }
             Err(e) => tracing::debug!("key frame request failed: {e}"),
         }

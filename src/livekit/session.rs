@@ -4,17 +4,24 @@
 //! the detector has seen it), encodes and hands the access units to a
 //! visible publisher in `X`.
 //!
-//! Threads: the two connections are tokio tasks; decode/censor/encode is
-//! CPU work and runs on its own OS thread, fed through a channel.
+//! Threads: the two connections are tokio tasks, each owned by a
+//! supervisor that replaces it when it is lost; decode/censor/encode is
+//! CPU work and runs on its own OS thread, fed through a channel. Audio is
+//! held back by the video's measured added latency (lip sync).
 
+use super::fault::{FaultConfig, RtpFaults};
 use super::io::{self, Command, Connection};
 use super::participant::{ParticipantConfig, ParticipantEvent, PublishSpec};
+use super::timing::{AudioDelayLine, Backoff, LatencyEstimate, MAX_AUDIO_DELAY};
 use super::token::{self, RAW_SUFFIX};
 use crate::codec::is_keyframe;
 use crate::codec::{Decoder, Encoder, EncoderConfig};
 use crate::error::{Error, LiveKitError};
+use crate::frame::Frame;
 use crate::pipeline::service::DetectService;
 use crate::pipeline::stream::{StreamOptions, StreamPipeline};
+use crate::source::grey_frame;
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -34,6 +41,8 @@ pub struct LiveKitSettings {
     pub fps: f32,
     /// Relay the broadcaster's audio (Opus, passed through uninspected).
     pub audio: bool,
+    /// Test only: RTP faults injected on the input connection.
+    pub faults: FaultConfig,
 }
 
 /// Counters of a session, shared with whoever reports them (/metrics).
@@ -46,12 +55,24 @@ pub struct SessionStats {
     pub encode_errors: AtomicU64,
     /// Decoded frames not published because the session was behind.
     pub frames_skipped: AtomicU64,
-    /// Access units dropped undecoded to catch up (up to a key frame).
+    /// Access units not decoded to catch up (up to a key frame).
     pub access_units_dropped: AtomicU64,
+    /// Frames pushed marked corrupt (censored whole) while waiting for a
+    /// key frame after loss, a decoder error or a new input.
+    pub frames_corrupt: AtomicU64,
     pub frames_released: AtomicU64,
     pub fail_closed: AtomicU64,
     pub access_units_out: AtomicU64,
     pub keyframes_forced: AtomicU64,
+    /// Key frame requests (PLI) sent to the broadcaster.
+    pub keyframe_requests: AtomicU64,
+    /// New connections made after the first, per side.
+    pub input_reconnects: AtomicU64,
+    pub output_reconnects: AtomicU64,
+    /// Current audio hold (lip sync with the censored video), microseconds.
+    pub audio_delay_us: AtomicU64,
+    /// Test only: RTP datagrams dropped or corrupted on purpose.
+    pub fault_injected: Arc<AtomicU64>,
 }
 
 /// A running session; `stop` ends it.
@@ -59,12 +80,12 @@ pub struct Session {
     pub room: String,
     pub stats: Arc<SessionStats>,
     stop: Arc<AtomicBool>,
-    /// Commands for the current input connection (via the supervisor).
+    /// Commands for the current input / output connection (each through
+    /// its supervisor, so senders survive reconnects).
     input_cmd: mpsc::UnboundedSender<Command>,
-    supervisor: tokio::task::JoinHandle<()>,
-    output: Connection,
+    output_cmd: mpsc::UnboundedSender<Command>,
+    supervisors: [tokio::task::JoinHandle<()>; 2],
     media: Option<std::thread::JoinHandle<()>>,
-    forwards: [tokio::task::JoinHandle<()>; 1],
 }
 
 /// Frames inside the pipeline beyond which new input frames are skipped:
@@ -93,6 +114,10 @@ pub fn raw_room(room: &str) -> String {
     format!("{room}{RAW_SUFFIX}")
 }
 
+/// Identities of the censor's two participants.
+const INPUT_IDENTITY: &str = super::webhook::INPUT_IDENTITY;
+const OUTPUT_IDENTITY: &str = "livecensor";
+
 impl Session {
     /// Joins both rooms and starts censoring `room` (viewers' room; the
     /// broadcaster publishes into `room-raw`).
@@ -103,14 +128,13 @@ impl Session {
         opts: StreamOptions,
         stream_id: u32,
     ) -> Result<Session, Error> {
-        let raw = raw_room(room);
-        let sub_token =
-            token::subscriber_token(&lk.api_key, &lk.api_secret, &raw, "livecensor-in")?;
-        let pub_token = token::publisher_token(&lk.api_key, &lk.api_secret, room, "livecensor")?;
-        let mut output = io::connect(
-            &lk.url,
-            &pub_token,
-            ParticipantConfig {
+        let stats = Arc::new(SessionStats::default());
+        let out_spec = ConnSpec {
+            side: Side::Output,
+            lk: lk.clone(),
+            token_room: room.to_string(),
+            room: room.to_string(),
+            cfg: ParticipantConfig {
                 subscribe: false,
                 from_identity: None,
                 audio: lk.audio,
@@ -121,42 +145,51 @@ impl Session {
                     height: 720,
                 }),
             },
-            lk.bind_ip,
-        )
-        .await?;
-        let input_cfg = ParticipantConfig {
-            subscribe: true,
-            from_identity: None,
-            audio: lk.audio,
-            publish: None,
+            fault_counter: stats.fault_injected.clone(),
         };
-        // The first connection is made here so a bad URL or key fails the
-        // start; the supervisor makes the later ones.
-        let input = io::connect(&lk.url, &sub_token, input_cfg.clone(), lk.bind_ip).await?;
-        let stats = Arc::new(SessionStats::default());
+        let in_spec = ConnSpec {
+            side: Side::Input,
+            lk: lk.clone(),
+            token_room: raw_room(room),
+            room: room.to_string(),
+            cfg: ParticipantConfig {
+                subscribe: true,
+                from_identity: None,
+                audio: lk.audio,
+                publish: None,
+            },
+            fault_counter: stats.fault_injected.clone(),
+        };
+        // The first connections are made here so a bad URL or key fails
+        // the start; the supervisors make the later ones.
+        let output = out_spec.connect(0).await?;
+        let input = in_spec.connect(0).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let (media_tx, media_rx) = std_mpsc::channel::<MediaIn>();
         let (input_cmd, input_cmd_rx) = mpsc::unbounded_channel();
-        let supervisor = tokio::spawn(supervise_input(
+        let (output_cmd, output_cmd_rx) = mpsc::unbounded_channel();
+        let input_sup = tokio::spawn(supervise_input(
             input,
-            InputSpec {
-                url: lk.url.clone(),
-                token: sub_token,
-                cfg: input_cfg,
-                bind_ip: lk.bind_ip,
-                room: room.to_string(),
-            },
+            in_spec,
             input_cmd_rx,
             media_tx.clone(),
-            // Audio needs no processing: it goes straight to the publisher.
-            output.commands.clone(),
+            output_cmd.clone(),
+            stats.clone(),
+            stop.clone(),
+        ));
+        let output_sup = tokio::spawn(supervise_output(
+            output,
+            out_spec,
+            output_cmd_rx,
+            media_tx,
+            stats.clone(),
             stop.clone(),
         ));
 
         let media = {
             let stats = stats.clone();
             let stop = stop.clone();
-            let to_pub = output.commands.clone();
+            let to_pub = output_cmd.clone();
             let to_sub = input_cmd.clone();
             let fps = lk.fps;
             let room = room.to_string();
@@ -165,19 +198,7 @@ impl Session {
                 .name(format!("censor-{room}"))
                 .spawn(move || {
                     let pipeline = StreamPipeline::new(stream_id, svc, opts);
-                    let mut m = MediaLoop {
-                        pipeline,
-                        decoder: None,
-                        encoder: None,
-                        fps,
-                        waiting_for_keyframe: true,
-                        force_idr: true,
-                        ts_base: None,
-                        last_out_ts: 0,
-                        stats,
-                        to_pub,
-                        to_sub,
-                    };
+                    let mut m = MediaLoop::new(pipeline, fps, stats, to_pub, to_sub);
                     if let Err(e) = m.run(&media_rx, &stop) {
                         tracing::error!(room = %thread_room, "media thread stopped: {e}");
                     }
@@ -188,36 +209,14 @@ impl Session {
                 })?
         };
 
-        // Publisher events: a key frame request or a (re)connected
-        // transport forces an IDR, so viewers can start decoding at once.
-        let mut out_events = std::mem::replace(&mut output.events, mpsc::unbounded_channel().1);
-        let room_name = room.to_string();
-        let forward_out = tokio::spawn(async move {
-            while let Some(ev) = out_events.recv().await {
-                let msg = match ev {
-                    ParticipantEvent::KeyframeRequested | ParticipantEvent::PublisherConnected => {
-                        MediaIn::ForceKeyframe
-                    }
-                    other => {
-                        tracing::info!(room = %room_name, event = ?other, "output");
-                        continue;
-                    }
-                };
-                if media_tx.send(msg).is_err() {
-                    break;
-                }
-            }
-        });
-
         Ok(Session {
             room: room.to_string(),
             stats,
             stop,
             input_cmd,
-            supervisor,
-            output,
+            output_cmd,
+            supervisors: [input_sup, output_sup],
             media: Some(media),
-            forwards: [forward_out],
         })
     }
 
@@ -225,11 +224,9 @@ impl Session {
     pub async fn stop(mut self) {
         self.stop.store(true, Ordering::SeqCst);
         let _ = self.input_cmd.send(Command::Leave);
-        let _ = self.output.commands.send(Command::Leave);
-        let _ = tokio::time::timeout(Duration::from_secs(3), &mut self.supervisor).await;
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.output.task).await;
-        for f in &self.forwards {
-            f.abort();
+        let _ = self.output_cmd.send(Command::Leave);
+        for s in &mut self.supervisors {
+            let _ = tokio::time::timeout(Duration::from_secs(3), &mut *s).await;
         }
         if let Some(h) = self.media.take() {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
@@ -237,65 +234,271 @@ impl Session {
     }
 }
 
-/// How to (re)connect the hidden subscriber.
-struct InputSpec {
-    url: String,
-    token: String,
-    cfg: ParticipantConfig,
-    bind_ip: IpAddr,
-    room: String,
+/// Which of the session's two connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Side {
+    /// The hidden subscriber in the raw room.
+    Input,
+    /// The visible publisher in the viewers' room.
+    Output,
 }
 
-/// Owns the hidden subscriber: forwards its media, and when the broadcast
-/// track goes away (the broadcaster left) replaces the connection with a
-/// fresh one, so a broadcaster who comes back is picked up on a clean
-/// transport (re-using the old one left the new stream undelivered).
+impl Side {
+    fn name(self) -> &'static str {
+        match self {
+            Side::Input => "input",
+            Side::Output => "output",
+        }
+    }
+}
+
+/// How to (re)connect one side.
+struct ConnSpec {
+    side: Side,
+    lk: LiveKitSettings,
+    /// The room joined (`X-raw` for the input, `X` for the output).
+    token_room: String,
+    /// The session's room, for logs.
+    room: String,
+    cfg: ParticipantConfig,
+    fault_counter: Arc<AtomicU64>,
+}
+
+impl ConnSpec {
+    /// One connection; `attempt` varies the fault injector's seed. A fresh
+    /// token each time: a session may outlive one.
+    async fn connect(&self, attempt: u64) -> Result<Connection, LiveKitError> {
+        let (mint, identity) = match self.side {
+            Side::Input => (token::subscriber_token as MintFn, INPUT_IDENTITY),
+            Side::Output => (token::publisher_token as MintFn, OUTPUT_IDENTITY),
+        };
+        let token = mint(
+            &self.lk.api_key,
+            &self.lk.api_secret,
+            &self.token_room,
+            identity,
+        )?;
+        let faults = (self.side == Side::Input && self.lk.faults.is_active()).then(|| {
+            let mut cfg = self.lk.faults;
+            cfg.seed = cfg.seed.wrapping_add(attempt);
+            RtpFaults::new(cfg, self.fault_counter.clone())
+        });
+        io::connect(
+            &self.lk.url,
+            &token,
+            self.cfg.clone(),
+            self.lk.bind_ip,
+            faults,
+        )
+        .await
+    }
+
+    fn reconnects<'a>(&self, stats: &'a SessionStats) -> &'a AtomicU64 {
+        match self.side {
+            Side::Input => &stats.input_reconnects,
+            Side::Output => &stats.output_reconnects,
+        }
+    }
+}
+
+type MintFn = fn(&str, &str, &str, &str) -> Result<String, LiveKitError>;
+
+/// Runs `fut` while the connection is down: commands that arrive meanwhile
+/// are discarded (media is not published, never queued for later). None
+/// when a Leave arrived.
+async fn while_down<F: std::future::Future>(
+    fut: F,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+) -> Option<F::Output> {
+    tokio::pin!(fut);
+    loop {
+        tokio::select! {
+            r = &mut fut => return Some(r),
+            c = commands.recv() => match c {
+                Some(Command::Leave) | None => return None,
+                Some(_) => {}
+            },
+        }
+    }
+}
+
+/// A new connection for `spec`, after the backoff wait, retried until it
+/// works; None once the session stops.
+async fn reconnect(
+    spec: &ConnSpec,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    backoff: &mut Backoff,
+    stats: &SessionStats,
+    stop: &AtomicBool,
+) -> Option<Connection> {
+    loop {
+        let wait = backoff.next_wait();
+        while_down(tokio::time::sleep(wait), commands).await?;
+        if stop.load(Ordering::Relaxed) {
+            return None;
+        }
+        let counter = spec.reconnects(stats);
+        let attempt = counter.load(Ordering::Relaxed) + 1;
+        match while_down(spec.connect(attempt), commands).await? {
+            Ok(c) => {
+                counter.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(room = %spec.room, side = spec.side.name(), reconnects = attempt, "reconnected");
+                return Some(c);
+            }
+            Err(e) => {
+                tracing::warn!(room = %spec.room, side = spec.side.name(), "reconnecting: {e}");
+            }
+        }
+    }
+}
+
+/// Ends a connection (Leave, then up to 2 s for its task) and says why
+/// its task failed, if it did.
+async fn finish(mut conn: Connection) -> Option<String> {
+    let _ = conn.commands.send(Command::Leave);
+    match tokio::time::timeout(Duration::from_secs(2), &mut conn.task).await {
+        Ok(Ok(Ok(()))) => None,
+        Ok(Ok(Err(e))) => Some(e.to_string()),
+        Ok(Err(e)) => Some(format!("task failed: {e}")),
+        Err(_) => {
+            conn.task.abort();
+            Some("did not end within 2 s".into())
+        }
+    }
+}
+
+/// Owns the hidden subscriber: forwards its video to the media thread,
+/// holds its audio in the delay line (lip sync with the censored video),
+/// and when the broadcast track goes away (the broadcaster left) or the
+/// connection is lost (kicked, ICE, signalling, task error) replaces it
+/// with a fresh one: a broadcaster who comes back is then picked up on a
+/// clean transport (re-using the old one left the new stream undelivered).
 async fn supervise_input(
     first: Connection,
-    spec: InputSpec,
+    spec: ConnSpec,
     mut commands: mpsc::UnboundedReceiver<Command>,
     media_tx: std_mpsc::Sender<MediaIn>,
     audio_out: mpsc::UnboundedSender<Command>,
+    stats: Arc<SessionStats>,
     stop: Arc<AtomicBool>,
 ) {
     let mut current = Some(first);
+    let mut backoff = Backoff::default();
+    let mut audio: AudioDelayLine<(u64, Arc<[u8]>)> = AudioDelayLine::default();
+    let send_audio = |(rtp_time_48k, data): (u64, Arc<[u8]>)| {
+        let _ = audio_out.send(Command::Audio {
+            rtp_time_48k,
+            data: data.to_vec(),
+        });
+    };
     loop {
         let mut conn = match current.take() {
             Some(c) => c,
-            None => match io::connect(&spec.url, &spec.token, spec.cfg.clone(), spec.bind_ip).await
-            {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(room = %spec.room, "reconnecting the input: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    if stop.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    continue;
-                }
+            None => match reconnect(&spec, &mut commands, &mut backoff, &stats, &stop).await {
+                Some(c) => c,
+                None => return,
             },
         };
+        let up_since = Instant::now();
         let leaving = loop {
+            audio.set_delay(Duration::from_micros(
+                stats.audio_delay_us.load(Ordering::Relaxed),
+            ));
+            let now = Instant::now();
+            while let Some(p) = audio.poll(now) {
+                send_audio(p);
+            }
+            let wake = audio
+                .next_deadline()
+                .unwrap_or(now + Duration::from_secs(3600));
             tokio::select! {
                 ev = conn.events.recv() => match ev {
                     Some(ParticipantEvent::AccessUnit { data, rtp_time, contiguous, arrived }) => {
                         let _ = media_tx.send(MediaIn::AccessUnit { data, rtp_time, contiguous, arrived });
                     }
-                    Some(ParticipantEvent::AudioPacket { data, rtp_time, .. }) => {
-                        let _ = audio_out.send(Command::Audio { rtp_time_48k: rtp_time, data: data.to_vec() });
+                    Some(ParticipantEvent::AudioPacket { data, rtp_time, arrived }) => {
+                        audio.push(arrived, (rtp_time, data));
+                    }
+                    Some(ParticipantEvent::KeyframeRequestSent) => {
+                        stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     }
                     Some(ParticipantEvent::RemoteTrackGone { track_sid }) => {
                         tracing::info!(room = %spec.room, track = %track_sid, "broadcast track gone; new input connection");
-                        let _ = media_tx.send(MediaIn::Reset);
                         break false;
                     }
                     Some(ParticipantEvent::Left { reason }) => {
                         tracing::warn!(room = %spec.room, %reason, "input connection lost; reconnecting");
-                        let _ = media_tx.send(MediaIn::Reset);
                         break false;
                     }
                     Some(other) => tracing::debug!(room = %spec.room, event = ?other, "input"),
-                    None => break false,
+                    None => {
+                        tracing::warn!(room = %spec.room, "input connection ended; reconnecting");
+                        break false;
+                    }
+                },
+                c = commands.recv() => match c {
+                    Some(Command::Leave) | None => break true,
+                    Some(c) => { let _ = conn.commands.send(c); }
+                },
+                _ = tokio::time::sleep_until(wake.into()) => {}
+            }
+        };
+        // Audio of a connection that is gone leaves now, in order.
+        audio.drain().for_each(send_audio);
+        if !leaving {
+            let _ = media_tx.send(MediaIn::Reset);
+        }
+        if let Some(why) = finish(conn).await {
+            tracing::warn!(room = %spec.room, "input connection: {why}");
+        }
+        if leaving || stop.load(Ordering::Relaxed) {
+            return;
+        }
+        backoff.connection_ended(up_since, Instant::now());
+    }
+}
+
+/// Owns the visible publisher: forwards the censored video (and relayed
+/// audio) to the current connection, turns its key frame requests and
+/// (re)connections into forced IDRs, and when the SFU drops it (a Leave,
+/// e.g. after RemoveParticipant, ICE or signalling lost, its task ending)
+/// joins again, with backoff, until the session stops. While it is down,
+/// media is discarded: nothing is published, nothing uncensored exists.
+async fn supervise_output(
+    first: Connection,
+    spec: ConnSpec,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    media_tx: std_mpsc::Sender<MediaIn>,
+    stats: Arc<SessionStats>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut current = Some(first);
+    let mut backoff = Backoff::default();
+    loop {
+        let mut conn = match current.take() {
+            Some(c) => c,
+            None => match reconnect(&spec, &mut commands, &mut backoff, &stats, &stop).await {
+                Some(c) => c,
+                None => return,
+            },
+        };
+        let up_since = Instant::now();
+        let leaving = loop {
+            tokio::select! {
+                ev = conn.events.recv() => match ev {
+                    // Viewers can start decoding at once.
+                    Some(ParticipantEvent::KeyframeRequested | ParticipantEvent::PublisherConnected) => {
+                        let _ = media_tx.send(MediaIn::ForceKeyframe);
+                    }
+                    Some(ParticipantEvent::Left { reason }) => {
+                        tracing::warn!(room = %spec.room, %reason, "output connection lost; reconnecting");
+                        break false;
+                    }
+                    Some(other) => tracing::info!(room = %spec.room, event = ?other, "output"),
+                    None => {
+                        tracing::warn!(room = %spec.room, "output connection ended; reconnecting");
+                        break false;
+                    }
                 },
                 c = commands.recv() => match c {
                     Some(Command::Leave) | None => break true,
@@ -303,11 +506,13 @@ async fn supervise_input(
                 },
             }
         };
-        let _ = conn.commands.send(Command::Leave);
-        let _ = tokio::time::timeout(Duration::from_secs(2), &mut conn.task).await;
+        if let Some(why) = finish(conn).await {
+            tracing::warn!(room = %spec.room, "output connection: {why}");
+        }
         if leaving || stop.load(Ordering::Relaxed) {
             return;
         }
+        backoff.connection_ended(up_since, Instant::now());
     }
 }
 
@@ -316,20 +521,54 @@ struct MediaLoop {
     decoder: Option<Decoder>,
     encoder: Option<Encoder>,
     fps: f32,
+    /// Until the next key frame decodes, frames are pushed marked corrupt
+    /// (censored whole): after loss, a decoder error or a new input.
     waiting_for_keyframe: bool,
     force_idr: bool,
+    /// Size of the last decoded picture: the grey stand-in's size.
+    last_size: Option<(usize, usize)>,
     /// Input timestamp and output timestamp of the first frame of the
     /// current input stream: a broadcaster that comes back starts a new
     /// random RTP timeline, while our track's must keep going forward or
     /// receivers drop the frames as old.
     ts_base: Option<(i64, u64)>,
     last_out_ts: u64,
+    /// Network arrival of each frame inside the pipeline, in push order
+    /// (the pipeline releases in that order): the added latency of a
+    /// released frame, which sets the audio delay.
+    arrivals: VecDeque<(i64, Instant)>,
+    latency: LatencyEstimate,
     stats: Arc<SessionStats>,
     to_pub: mpsc::UnboundedSender<Command>,
     to_sub: mpsc::UnboundedSender<Command>,
 }
 
 impl MediaLoop {
+    fn new(
+        pipeline: StreamPipeline,
+        fps: f32,
+        stats: Arc<SessionStats>,
+        to_pub: mpsc::UnboundedSender<Command>,
+        to_sub: mpsc::UnboundedSender<Command>,
+    ) -> Self {
+        MediaLoop {
+            pipeline,
+            decoder: None,
+            encoder: None,
+            fps,
+            waiting_for_keyframe: true,
+            force_idr: true,
+            last_size: None,
+            ts_base: None,
+            last_out_ts: 0,
+            arrivals: VecDeque::new(),
+            latency: LatencyEstimate::default(),
+            stats,
+            to_pub,
+            to_sub,
+        }
+    }
+
     /// One input message at a time, then whatever the pipeline can
     /// release: taking every queued access unit first would starve the
     /// publish lane whenever input arrives faster than it is processed.
@@ -342,7 +581,7 @@ impl MediaLoop {
             };
             let got = match rx.recv_timeout(wait) {
                 Ok(m) => {
-                    self.take(m)?;
+                    self.take(Instant::now(), m)?;
                     true
                 }
                 Err(std_mpsc::RecvTimeoutError::Timeout) => false,
@@ -358,7 +597,7 @@ impl MediaLoop {
         Ok(())
     }
 
-    fn take(&mut self, m: MediaIn) -> Result<(), Error> {
+    fn take(&mut self, now: Instant, m: MediaIn) -> Result<(), Error> {
         match m {
             MediaIn::ForceKeyframe => self.force_idr = true,
             MediaIn::Reset => {
@@ -377,25 +616,34 @@ impl MediaLoop {
                     self.waiting_for_keyframe = true;
                 }
                 let key = is_keyframe(&data);
+                let pts = rtp_time as i64;
                 // Far behind (input queued for longer than MAX_INPUT_AGE):
                 // decoding the backlog would only publish stale frames.
-                // Drop up to the next key frame, which we ask for now.
-                if !key && arrived.elapsed() > MAX_INPUT_AGE {
+                // Skip decoding up to the next key frame, which we ask for
+                // now; the viewer sees grey frames censored whole, not a
+                // freeze.
+                let stale = !key && now.saturating_duration_since(arrived) > MAX_INPUT_AGE;
+                if stale {
                     self.stats
                         .access_units_dropped
                         .fetch_add(1, Ordering::Relaxed);
                     self.waiting_for_keyframe = true;
                 }
-                if self.waiting_for_keyframe && !key {
-                    let _ = self.to_sub.send(Command::RequestKeyframe);
-                    return Ok(());
+                if key {
+                    self.waiting_for_keyframe = false;
                 }
-                self.waiting_for_keyframe = false;
-                if self.decoder.is_none() {
+                if self.waiting_for_keyframe {
+                    let _ = self.to_sub.send(Command::RequestKeyframe);
+                }
+                if self.decoder.is_none() && !self.waiting_for_keyframe {
                     self.decoder = Some(Decoder::new()?);
                 }
-                let Some(dec) = self.decoder.as_mut() else {
-                    return Ok(());
+                let dec = match self.decoder.as_mut() {
+                    Some(d) if !stale => d,
+                    _ => {
+                        self.push_grey(pts, arrived);
+                        return Ok(());
+                    }
                 };
                 let t0 = Instant::now();
                 match dec.decode(&data) {
@@ -403,16 +651,8 @@ impl MediaLoop {
                         let dt = t0.elapsed().as_secs_f64();
                         for f in frames {
                             self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
-                            // Behind real time: skip (never publish) this
-                            // frame rather than let latency grow without
-                            // bound. The decoder still saw it, so the
-                            // following frames decode correctly.
-                            if self.pipeline.in_flight() >= MAX_IN_FLIGHT {
-                                self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
-                                continue;
-                            }
-                            self.pipeline
-                                .push(Instant::now(), rtp_time as i64, f, false, dt);
+                            self.last_size = Some((f.width, f.height));
+                            self.push(pts, arrived, f, self.waiting_for_keyframe, dt);
                         }
                     }
                     Err(e) => {
@@ -421,11 +661,55 @@ impl MediaLoop {
                         self.waiting_for_keyframe = true;
                         self.decoder = None;
                         let _ = self.to_sub.send(Command::RequestKeyframe);
+                        self.push_grey(pts, arrived);
                     }
                 }
             }
         }
         Ok(())
+    }
+
+    /// A grey picture of the last decoded size, censored whole, standing in
+    /// for an access unit that cannot be shown (nothing before the first
+    /// picture: there is no size yet, and nothing was shown to freeze).
+    fn push_grey(&mut self, pts: i64, arrived: Instant) {
+        if let Some((w, h)) = self.last_size {
+            self.push(pts, arrived, grey_frame(w, h), true, 0.0);
+        }
+    }
+
+    /// Into the pipeline, unless it is full: behind real time, skip (never
+    /// publish) this frame rather than let latency grow without bound. The
+    /// decoder has seen it, so the following frames decode correctly.
+    fn push(&mut self, pts: i64, arrived: Instant, f: Frame, corrupt: bool, decode_s: f64) {
+        if self.pipeline.in_flight() >= MAX_IN_FLIGHT {
+            self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if corrupt {
+            self.stats.frames_corrupt.fetch_add(1, Ordering::Relaxed);
+        }
+        self.arrivals.push_back((pts, arrived));
+        self.pipeline
+            .push(Instant::now(), pts, f, corrupt, decode_s);
+    }
+
+    /// Network arrival of the frame the pipeline just released (one entry
+    /// per pushed frame, popped per released one, so the queue stays as
+    /// short as the pipeline).
+    fn arrival_of(&mut self, pts: i64) -> Option<Instant> {
+        self.arrivals
+            .pop_front()
+            .and_then(|(p, arrived)| (p == pts).then_some(arrived))
+    }
+
+    /// A censored access unit is being sent: its added latency (network
+    /// arrival to now) sets the audio delay.
+    fn sent(&mut self, arrived: Instant) {
+        let d = self.latency.push(arrived.elapsed()).min(MAX_AUDIO_DELAY);
+        self.stats
+            .audio_delay_us
+            .store(d.as_micros() as u64, Ordering::Relaxed);
     }
 
     /// Maps an input timestamp (90 kHz) onto our track's timeline: same
@@ -471,6 +755,7 @@ impl MediaLoop {
 
     fn drain(&mut self) -> Result<(), Error> {
         while let Some(r) = self.pipeline.poll_output(Instant::now()) {
+            let arrived = self.arrival_of(r.pts);
             self.stats.frames_released.fetch_add(1, Ordering::Relaxed);
             if r.record.status == crate::pipeline::sidecar::Status::FailClosed {
                 self.stats.fail_closed.fetch_add(1, Ordering::Relaxed);
@@ -496,6 +781,9 @@ impl MediaLoop {
             if au.is_empty() {
                 continue;
             }
+            if let Some(a) = arrived {
+                self.sent(a);
+            }
             self.stats.access_units_out.fetch_add(1, Ordering::Relaxed);
             let rtp_time_90k = self.output_ts(r.pts);
             let _ = self.to_pub.send(Command::Video {
@@ -504,5 +792,156 @@ impl MediaLoop {
             });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::test_util::pattern;
+    use crate::detect::Letterbox;
+    use crate::error::DetectError;
+    use crate::frame::Detection;
+    use crate::pipeline::batcher::BatcherConfig;
+    use crate::pipeline::scheduler::SchedulerConfig;
+    use crate::pipeline::service::DetectBackend;
+    use crate::policy::Policy;
+
+    /// A detector that finds nothing: every intact frame is verified.
+    struct Nothing;
+
+    impl DetectBackend for Nothing {
+        fn input_size(&self) -> usize {
+            32
+        }
+        fn detect(
+            &mut self,
+            _: &[f32],
+            batch: usize,
+            _: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            Ok(vec![Vec::new(); batch])
+        }
+    }
+
+    struct Harness {
+        m: MediaLoop,
+        to_pub: mpsc::UnboundedReceiver<Command>,
+        to_sub: mpsc::UnboundedReceiver<Command>,
+    }
+
+    fn harness() -> Harness {
+        let svc = Arc::new(
+            DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default()).unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig::default(),
+            tracker: None,
+        };
+        let (pub_tx, to_pub) = mpsc::unbounded_channel();
+        let (sub_tx, to_sub) = mpsc::unbounded_channel();
+        let m = MediaLoop::new(
+            StreamPipeline::new(1, svc, opts),
+            30.0,
+            Arc::new(SessionStats::default()),
+            pub_tx,
+            sub_tx,
+        );
+        Harness { m, to_pub, to_sub }
+    }
+
+    impl Harness {
+        fn au(&mut self, data: &[u8], n: u64, contiguous: bool, arrived: Instant) {
+            let m = MediaIn::AccessUnit {
+                data: data.into(),
+                rtp_time: n * 3000,
+                contiguous,
+                arrived,
+            };
+            self.m.take(arrived.max(Instant::now()), m).unwrap();
+        }
+
+        /// Until the pipeline has released everything (the detector is
+        /// a thread; bounded).
+        fn settle(&mut self) {
+            for _ in 0..500 {
+                self.m.drain().unwrap();
+                if self.m.pipeline.in_flight() == 0 {
+                    return;
+                }
+                self.m.pipeline.wait(Duration::from_millis(20));
+            }
+            panic!("pipeline did not drain");
+        }
+
+        fn stat(&self, f: impl Fn(&SessionStats) -> &AtomicU64) -> u64 {
+            f(&self.m.stats).load(Ordering::Relaxed)
+        }
+
+        fn videos(&mut self) -> usize {
+            std::iter::from_fn(|| self.to_pub.try_recv().ok())
+                .filter(|c| matches!(c, Command::Video { .. }))
+                .count()
+        }
+
+        fn keyframe_asks(&mut self) -> usize {
+            std::iter::from_fn(|| self.to_sub.try_recv().ok())
+                .filter(|c| matches!(c, Command::RequestKeyframe))
+                .count()
+        }
+    }
+
+    #[test]
+    fn frames_waiting_for_a_key_frame_are_censored_whole_not_dropped() {
+        let (w, h) = (64, 48);
+        let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+        let aus: Vec<Vec<u8>> = (0..6)
+            .map(|i| enc.encode(&pattern(w, h, i), false).unwrap())
+            .collect();
+        let mut t = harness();
+        let now = Instant::now();
+
+        // Before the first picture there is no size: nothing is shown, a
+        // key frame is asked for.
+        t.au(&aus[1], 0, true, now);
+        assert_eq!(t.m.pipeline.in_flight(), 0);
+        assert!(t.keyframe_asks() >= 1);
+
+        t.au(&aus[0], 1, true, now);
+        t.settle();
+        assert_eq!(t.stat(|s| &s.frames_corrupt), 0);
+        assert_eq!(t.stat(|s| &s.fail_closed), 0);
+        assert_eq!(t.videos(), 1);
+
+        // Loss: decoded pictures are pushed, marked corrupt.
+        t.au(&aus[2], 2, false, now);
+        t.au(&aus[3], 3, true, now);
+        assert_eq!(t.stat(|s| &s.frames_corrupt), 2);
+        assert!(t.keyframe_asks() >= 2);
+        // A new input (no decoder): grey stand-ins of the last size.
+        t.m.take(now, MediaIn::Reset).unwrap();
+        t.au(&aus[4], 4, true, now);
+        // Far behind: not decoded, still shown (grey, censored whole).
+        t.au(&aus[5], 5, true, now - Duration::from_secs(1));
+        assert_eq!(t.stat(|s| &s.access_units_dropped), 1);
+        assert_eq!(t.stat(|s| &s.frames_corrupt), 4);
+        t.settle();
+        assert_eq!(t.stat(|s| &s.frames_released), 5);
+        assert_eq!(t.stat(|s| &s.fail_closed), 4);
+        assert_eq!(t.videos(), 4, "every frame is published, censored whole");
+
+        // The next IDR ends it.
+        let idr = enc.encode(&pattern(w, h, 6), true).unwrap();
+        assert!(is_keyframe(&idr));
+        t.au(&idr, 6, true, Instant::now());
+        t.settle();
+        assert_eq!(t.stat(|s| &s.frames_released), 6);
+        assert_eq!(t.stat(|s| &s.fail_closed), 4);
+        assert_eq!(t.stat(|s| &s.frames_corrupt), 4);
+        assert_eq!(t.videos(), 1);
+        assert_eq!(t.m.arrivals.len(), 0);
+        let delay = t.stat(|s| &s.audio_delay_us);
+        assert!(delay > 0 && delay <= MAX_AUDIO_DELAY.as_micros() as u64);
     }
 }

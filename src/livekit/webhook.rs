@@ -190,14 +190,32 @@ pub fn session_metrics(room: &str, s: &SessionStats) -> String {
         ("encode_errors", s.encode_errors.load(Relaxed)),
         ("frames_skipped", s.frames_skipped.load(Relaxed)),
         ("access_units_dropped", s.access_units_dropped.load(Relaxed)),
+        ("frames_corrupt", s.frames_corrupt.load(Relaxed)),
         ("frames_released", s.frames_released.load(Relaxed)),
         ("fail_closed", s.fail_closed.load(Relaxed)),
         ("access_units_out", s.access_units_out.load(Relaxed)),
         ("keyframes_forced", s.keyframes_forced.load(Relaxed)),
+        ("keyframe_requests", s.keyframe_requests.load(Relaxed)),
+        ("fault_injected", s.fault_injected.load(Relaxed)),
     ];
-    rows.iter()
+    let mut out: String = rows
+        .iter()
         .map(|(k, v)| format!("livecensor_{k}_total{{room=\"{room}\"}} {v}\n"))
-        .collect()
+        .collect();
+    for (side, v) in [
+        ("input", s.input_reconnects.load(Relaxed)),
+        ("output", s.output_reconnects.load(Relaxed)),
+    ] {
+        out.push_str(&format!(
+            "livecensor_reconnects_total{{room=\"{room}\",side=\"{side}\"}} {v}\n"
+        ));
+    }
+    // A gauge: no _total suffix.
+    out.push_str(&format!(
+        "livecensor_audio_delay_ms{{room=\"{room}\"}} {:.1}\n",
+        s.audio_delay_us.load(Relaxed) as f64 / 1e3
+    ));
+    out
 }
 
 /// The HTTP routes: POST /webhook, GET /healthz, GET /metrics.
@@ -278,6 +296,25 @@ mod tests {
                 ..Default::default()
             }),
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn session_metrics_name_every_counter_and_the_side_of_reconnects() {
+        let s = SessionStats::default();
+        s.output_reconnects.store(2, Relaxed);
+        s.audio_delay_us.store(41_500, Relaxed);
+        s.fault_injected.store(3, Relaxed);
+        let m = session_metrics("demo", &s);
+        for line in [
+            "livecensor_reconnects_total{room=\"demo\",side=\"input\"} 0",
+            "livecensor_reconnects_total{room=\"demo\",side=\"output\"} 2",
+            "livecensor_audio_delay_ms{room=\"demo\"} 41.5",
+            "livecensor_fault_injected_total{room=\"demo\"} 3",
+            "livecensor_keyframe_requests_total{room=\"demo\"} 0",
+            "livecensor_frames_corrupt_total{room=\"demo\"} 0",
+        ] {
+            assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
         }
     }
 

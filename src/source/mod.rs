@@ -217,7 +217,9 @@ impl H264Stream {
     }
 }
 
-fn grey_frame(width: usize, height: usize) -> Frame {
+/// Mid-grey stand-in for a picture that could not be decoded (it is
+/// censored whole anyway; grey keeps the encoder's work small).
+pub(crate) fn grey_frame(width: usize, height: usize) -> Frame {
     let mut f = Frame::new(PixelFormat::I420, width, height);
     f.data.fill(128);
     f
