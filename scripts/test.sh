@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The test command: fetches what the tests need (idempotent), then runs every
-# test on the CPU backend. Used by CI (.ci/run) and by hand.
+# test on the CPU backend, then the LiveKit end-to-end suite. Used by CI
+# (.ci/run) and by hand. Arguments go to `cargo test` (e.g. a test name).
+#   LIVECENSOR_E2E=0   skip the end-to-end suite (it needs Go >= 1.23 and
+#                      python3 to build livekit-server and the test clients)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 bash scripts/nvrtc-setup.sh >/dev/null
 export ORT_DYLIB_PATH="${ORT_DYLIB_PATH:-$PWD/models/libonnxruntime.so}"
-cargo test --locked --all-targets "$@"
-# Opt-in LiveKit end-to-end test (builds livekit-server with Go, a Python
-# venv from PyPI, and the release binary; runs on loopback only).
-if [[ ${LIVECENSOR_E2E:-0} == 1 ]]; then
+# The `ci` profile: release speed with debug assertions (see Cargo.toml).
+cargo test --locked --profile ci --all-targets "$@"
+if [[ ${LIVECENSOR_E2E:-1} == 1 ]]; then
   bash scripts/livekit-setup.sh
-  cargo build --release --locked
-  tests/e2e/run.sh
+  LIVECENSOR_BIN="$PWD/target/ci/livecensor" .venv/bin/python tests/e2e/suite.py
 fi

@@ -401,10 +401,11 @@ async fn supervise_input(
         };
         let up_since = Instant::now();
         let leaving = loop {
-            audio.set_delay(Duration::from_micros(
-                stats.audio_delay_us.load(Ordering::Relaxed),
-            ));
             let now = Instant::now();
+            audio.steer(
+                now,
+                Duration::from_micros(stats.audio_delay_us.load(Ordering::Relaxed)),
+            );
             while let Some(p) = audio.poll(now) {
                 send_audio(p);
             }

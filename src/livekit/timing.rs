@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 /// than audio that keeps up (and the queue stays small).
 pub const MAX_AUDIO_DELAY: Duration = Duration::from_millis(500);
 
+/// How fast [`AudioDelayLine::steer`] moves the delay, in delay per second
+/// of wall time (5%): a receiver's jitter buffer absorbs that gently, while
+/// a jump would arrive as a burst (or a hole) it buffers for seconds.
+const SLEW_PER_SEC: f64 = 0.05;
+
 /// Packets held at most; beyond it the oldest leaves early rather than
 /// memory growing (25 packets is 500 ms of 20 ms Opus frames).
 const MAX_HELD: usize = 256;
@@ -22,6 +27,7 @@ const MAX_HELD: usize = 256;
 pub struct AudioDelayLine<T> {
     held: VecDeque<(Instant, T)>,
     delay: Duration,
+    steered: Option<Instant>,
 }
 
 impl<T> Default for AudioDelayLine<T> {
@@ -29,14 +35,32 @@ impl<T> Default for AudioDelayLine<T> {
         AudioDelayLine {
             held: VecDeque::new(),
             delay: Duration::ZERO,
+            steered: None,
         }
     }
 }
 
 impl<T> AudioDelayLine<T> {
-    /// Sets the delay (capped at [`MAX_AUDIO_DELAY`]).
+    /// Sets the delay at once (capped at [`MAX_AUDIO_DELAY`]).
     pub fn set_delay(&mut self, d: Duration) {
         self.delay = d.min(MAX_AUDIO_DELAY);
+    }
+
+    /// Moves the delay toward `target` (capped at [`MAX_AUDIO_DELAY`]) by
+    /// at most [`SLEW_PER_SEC`] of the time since the last call: the video
+    /// delay jumps (a slow start, a late batch), the audio follows smoothly.
+    pub fn steer(&mut self, now: Instant, target: Duration) {
+        let target = target.min(MAX_AUDIO_DELAY);
+        let dt = self
+            .steered
+            .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        self.steered = Some(now);
+        let step = dt.mul_f64(SLEW_PER_SEC);
+        self.delay = if target > self.delay {
+            (self.delay + step).min(target)
+        } else {
+            self.delay.saturating_sub(step).max(target)
+        };
     }
 
     pub fn delay(&self) -> Duration {
@@ -229,6 +253,24 @@ mod tests {
         assert_eq!(d.poll(t0 + ms(10)), None);
         assert_eq!(d.poll(t0 + ms(60)), Some('a'));
         assert_eq!(d.poll(t0 + ms(60)), Some('b'));
+    }
+
+    #[test]
+    fn steering_follows_the_target_at_the_slew_rate_only() {
+        let t0 = Instant::now();
+        let mut d: AudioDelayLine<u32> = AudioDelayLine::default();
+        d.steer(t0, ms(400));
+        assert_eq!(d.delay(), Duration::ZERO, "no time has passed yet");
+        d.steer(t0 + ms(1000), ms(400));
+        assert_eq!(d.delay(), ms(50));
+        // The target drops below the delay: it comes down at the same rate,
+        // and never past the target.
+        d.steer(t0 + ms(1200), ms(40));
+        assert_eq!(d.delay(), ms(40));
+        d.steer(t0 + ms(1400), ms(0));
+        assert_eq!(d.delay(), ms(30));
+        d.steer(t0 + ms(100_000), Duration::from_secs(10));
+        assert_eq!(d.delay(), MAX_AUDIO_DELAY);
     }
 
     #[test]

@@ -19,6 +19,13 @@ BITS = 16  # counter bits
 CHECK = 4  # checksum bits (sum of counter nibbles mod 16)
 BLOCK = 16  # block size at 720p; scaled with height
 
+# A/V sync marks: every FLASH_PERIOD seconds a white square (top-right,
+# far from the face) shows for FLASH_ON seconds, and the audio carries a
+# 1 kHz burst over the same instants; silence otherwise.
+FLASH_PERIOD = 2.0
+FLASH_ON = 0.1
+BURST_HZ = 1000.0
+
 
 def block_size(h):
     return max(4, round(BLOCK * h / 720))
@@ -57,12 +64,60 @@ class Scene:
         f = self.face_in_sprite
         return (x + f[0], y + f[1], x + f[2], y + f[3])
 
+    def render_region(self, k, box):
+        """The picture of frame k inside `box` only (the face region: no
+        counter or flash there): what render(k) would have there, cheaply."""
+        x0, y0, x1, y1 = (int(round(v)) for v in box)
+        x0, x1 = max(0, x0), min(self.w, x1)
+        y0, y1 = max(0, y0), min(self.h, y1)
+        img = self.bg[y0:y1, x0:x1].copy()
+        sx, sy = self.sprite_pos(k)
+        ix0, iy0 = max(x0, sx), max(y0, sy)
+        ix1, iy1 = min(x1, sx + self.sw), min(y1, sy + self.sh)
+        if ix0 < ix1 and iy0 < iy1:
+            img[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.sprite[iy0 - sy : iy1 - sy, ix0 - sx : ix1 - sx]
+        return img
+
     def render(self, k):
         img = self.bg.copy()
         x, y = self.sprite_pos(k)
         img[y : y + self.sh, x : x + self.sw] = self.sprite
         write_counter(img, k)
+        x0, y0, x1, y1 = flash_box(self.w, self.h)
+        img[y0:y1, x0:x1, :3] = 255 if flash_on(k, self.fps) else 0
         return img
+
+
+def flash_on(k, fps):
+    """Whether frame k (captured at k / fps seconds) shows the flash."""
+    t = k / fps
+    return (t + 1e-6) % FLASH_PERIOD < FLASH_ON
+
+
+def flash_box(w, h):
+    s = 3 * block_size(h)
+    return w - 2 * s, s // 2, w - s, s // 2 + s
+
+
+def flash_seen(img):
+    """Whether a received RGBA frame shows the flash (any size)."""
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = flash_box(w, h)
+    m = (x1 - x0) // 4
+    return channels(img[y0 + m : y1 - m, x0 + m : x1 - m]).mean() > 128
+
+
+def channels(a):
+    """The colour channels of an RGBA array, or a grey (luma) one as is."""
+    return a[..., :3] if a.ndim == 3 else a
+
+
+def burst(t0, n, rate=48000):
+    """n samples of the audio mark starting at sample t0 (int16)."""
+    i = np.arange(t0, t0 + n)
+    on = (i / rate + 1e-6) % FLASH_PERIOD < FLASH_ON
+    x = np.sin(2 * np.pi * BURST_HZ * i / rate) * 12000 * on
+    return x.astype(np.int16)
 
 
 def counter_bits(k):
@@ -87,8 +142,8 @@ def write_counter(img, k):
 
 
 def read_counter(img, scene_h):
-    """Reads the counter from a received RGBA frame of any size (the picture
-    may have been scaled); None if the checksum does not match."""
+    """Reads the counter from a received RGBA or luma frame of any size (the
+    picture may have been scaled); None if the checksum does not match."""
     h, w = img.shape[:2]
     if h < 32 or w < 32:
         return None
@@ -100,7 +155,7 @@ def read_counter(img, scene_h):
         cx = (x0 + i * b + b / 2) * s
         cy = (y0 + b / 2) * s
         r = max(1, int(b * s / 4))
-        patch = img[int(cy) - r : int(cy) + r, int(cx) - r : int(cx) + r, :3]
+        patch = channels(img[int(cy) - r : int(cy) + r, int(cx) - r : int(cx) + r])
         bits.append(1 if patch.mean() > 128 else 0)
     k = sum(bit << i for i, bit in enumerate(bits[:BITS]))
     if counter_bits(k)[BITS:] != bits[BITS:]:
@@ -119,7 +174,15 @@ def detail(gray):
 
 
 def gray(img):
+    if img.ndim == 2:
+        return img
     return img[..., 0] * 0.299 + img[..., 1] * 0.587 + img[..., 2] * 0.114
+
+
+def luma(frame):
+    """The Y plane of an I420 VideoFrame as an (h, w) array."""
+    y = np.frombuffer(frame.get_plane(0), dtype=np.uint8)
+    return y[: frame.width * frame.height].reshape(frame.height, frame.width)
 
 
 def inner(box, frac=0.6):
