@@ -14,6 +14,7 @@ pub mod error;
 pub mod frame;
 pub mod gpu;
 pub mod livekit;
+pub mod metrics;
 pub mod pipeline;
 pub mod policy;
 pub mod sink;

@@ -71,6 +71,10 @@ pub struct SessionStats {
     pub output_reconnects: AtomicU64,
     /// Current audio hold (lip sync with the censored video), microseconds.
     pub audio_delay_us: AtomicU64,
+    /// Added latency of each published frame (network arrival to send), ms.
+    pub added_latency: crate::metrics::Histogram,
+    /// Published frames per second over the last second, times 100.
+    pub fps_x100: AtomicU64,
     /// Test only: RTP datagrams dropped or corrupted on purpose.
     pub fault_injected: Arc<AtomicU64>,
 }
@@ -539,6 +543,8 @@ struct MediaLoop {
     /// released frame, which sets the audio delay.
     arrivals: VecDeque<(i64, Instant)>,
     latency: LatencyEstimate,
+    /// Start and frame count of the current one-second fps window.
+    fps_window: (Instant, u64),
     stats: Arc<SessionStats>,
     to_pub: mpsc::UnboundedSender<Command>,
     to_sub: mpsc::UnboundedSender<Command>,
@@ -564,6 +570,7 @@ impl MediaLoop {
             last_out_ts: 0,
             arrivals: VecDeque::new(),
             latency: LatencyEstimate::default(),
+            fps_window: (Instant::now(), 0),
             stats,
             to_pub,
             to_sub,
@@ -707,10 +714,23 @@ impl MediaLoop {
     /// A censored access unit is being sent: its added latency (network
     /// arrival to now) sets the audio delay.
     fn sent(&mut self, arrived: Instant) {
-        let d = self.latency.push(arrived.elapsed()).min(MAX_AUDIO_DELAY);
+        let added = arrived.elapsed();
+        self.stats.added_latency.observe_ms(added);
+        let d = self.latency.push(added).min(MAX_AUDIO_DELAY);
         self.stats
             .audio_delay_us
             .store(d.as_micros() as u64, Ordering::Relaxed);
+        let (start, n) = &mut self.fps_window;
+        *n += 1;
+        let span = start.elapsed();
+        if span >= Duration::from_secs(1) {
+            let fps = *n as f64 / span.as_secs_f64();
+            self.stats
+                .fps_x100
+                .store((fps * 100.0) as u64, Ordering::Relaxed);
+            *start = Instant::now();
+            *n = 0;
+        }
     }
 
     /// Maps an input timestamp (90 kHz) onto our track's timeline: same

@@ -78,6 +78,54 @@ pub fn verify(
     })
 }
 
+/// Events older than this (their `createdAt`) are stale: 401. LiveKit's
+/// webhook tokens live 5 minutes; a replay inside that window is caught by
+/// [`Replays`] instead.
+pub const MAX_EVENT_AGE_S: i64 = 300;
+
+/// Event ids seen recently: a webhook delivered twice (a retry, or a
+/// captured request replayed with its still valid token) acts once.
+#[derive(Debug, Default)]
+pub struct Replays {
+    ids: std::collections::VecDeque<String>,
+}
+
+impl Replays {
+    const KEEP: usize = 4096;
+
+    /// Whether this id is new (and remembers it). Events without an id
+    /// cannot be told apart and always count as new.
+    pub fn first_time(&mut self, id: &str) -> bool {
+        if id.is_empty() {
+            return true;
+        }
+        if self.ids.iter().any(|s| s == id) {
+            return false;
+        }
+        if self.ids.len() == Self::KEEP {
+            self.ids.pop_front();
+        }
+        self.ids.push_back(id.to_string());
+        true
+    }
+}
+
+/// A verified event older than [`MAX_EVENT_AGE_S`] at `now_unix` (or from
+/// further than that in the future) is stale.
+pub fn check_fresh(ev: &proto::WebhookEvent, now_unix: i64) -> Result<(), (StatusCode, String)> {
+    if ev.created_at != 0 && (now_unix - ev.created_at).abs() > MAX_EVENT_AGE_S {
+        return Err((
+            StatusCode::UNAUTHORIZED,
+            format!(
+                "stale webhook: created at {} ({} s from now)",
+                ev.created_at,
+                now_unix - ev.created_at
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// Shared state of the webhook server.
 pub struct Server {
     pub lk: LiveKitSettings,
@@ -90,6 +138,7 @@ pub struct Server {
     next_stream: AtomicU32,
     webhooks: AtomicU64,
     rejected: AtomicU64,
+    replays: std::sync::Mutex<Replays>,
 }
 
 impl Server {
@@ -106,6 +155,7 @@ impl Server {
             next_stream: AtomicU32::new(1),
             webhooks: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            replays: std::sync::Mutex::new(Replays::default()),
         })
     }
 
@@ -177,6 +227,7 @@ impl Server {
         for (room, s) in sessions.iter() {
             out.push_str(&session_metrics(room, &s.stats));
         }
+        out.push_str(&self.svc.metrics());
         out
     }
 }
@@ -210,11 +261,19 @@ pub fn session_metrics(room: &str, s: &SessionStats) -> String {
             "livecensor_reconnects_total{{room=\"{room}\",side=\"{side}\"}} {v}\n"
         ));
     }
-    // A gauge: no _total suffix.
+    // Gauges: no _total suffix.
     out.push_str(&format!(
         "livecensor_audio_delay_ms{{room=\"{room}\"}} {:.1}\n",
         s.audio_delay_us.load(Relaxed) as f64 / 1e3
     ));
+    out.push_str(&format!(
+        "livecensor_fps{{room=\"{room}\"}} {:.2}\n",
+        s.fps_x100.load(Relaxed) as f64 / 100.0
+    ));
+    out.push_str(
+        &s.added_latency
+            .render("livecensor_added_latency_ms", &format!("room=\"{room}\"")),
+    );
     out
 }
 
@@ -240,7 +299,12 @@ async fn webhook(
     let auth = headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let ev = match verify(&s.receiver, &body, auth) {
+    let now_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let verified =
+        verify(&s.receiver, &body, auth).and_then(|ev| check_fresh(&ev, now_unix).map(|()| ev));
+    let ev = match verified {
         Ok(ev) => ev,
         Err((code, msg)) => {
             s.rejected.fetch_add(1, Relaxed);
@@ -249,6 +313,11 @@ async fn webhook(
         }
     };
     tracing::debug!(event = %ev.event, "webhook");
+    let first = s.replays.lock().map_or(true, |mut r| r.first_time(&ev.id));
+    if !first {
+        tracing::info!(id = %ev.id, event = %ev.event, "webhook delivered again; acted on once");
+        return (StatusCode::OK, "duplicate\n".into());
+    }
     match decide(&ev) {
         Action::Start { room } => {
             // Joining takes a round trip to the server that is sending this
@@ -305,6 +374,8 @@ mod tests {
         s.output_reconnects.store(2, Relaxed);
         s.audio_delay_us.store(41_500, Relaxed);
         s.fault_injected.store(3, Relaxed);
+        s.fps_x100.store(2987, Relaxed);
+        s.added_latency.observe(33.0);
         let m = session_metrics("demo", &s);
         for line in [
             "livecensor_reconnects_total{room=\"demo\",side=\"input\"} 0",
@@ -313,9 +384,49 @@ mod tests {
             "livecensor_fault_injected_total{room=\"demo\"} 3",
             "livecensor_keyframe_requests_total{room=\"demo\"} 0",
             "livecensor_frames_corrupt_total{room=\"demo\"} 0",
+            "livecensor_fps{room=\"demo\"} 29.87",
+            "livecensor_added_latency_ms_bucket{room=\"demo\",le=\"30\"} 0",
+            "livecensor_added_latency_ms_bucket{room=\"demo\",le=\"40\"} 1",
+            "livecensor_added_latency_ms_count{room=\"demo\"} 1",
         ] {
             assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
         }
+    }
+
+    #[test]
+    fn stale_or_future_events_are_401_and_fresh_or_undated_pass() {
+        let mut ev = event("track_published", "demo-raw", true, "alice");
+        let now = 1_800_000_000;
+        for (created, ok) in [
+            (0, true),
+            (now, true),
+            (now - 299, true),
+            (now - 301, false),
+            (now + 301, false),
+        ] {
+            ev.created_at = created;
+            let r = check_fresh(&ev, now);
+            assert_eq!(r.is_ok(), ok, "created_at {created}: {r:?}");
+            if let Err((code, msg)) = r {
+                assert_eq!(code, StatusCode::UNAUTHORIZED);
+                assert!(msg.contains("stale"), "{msg}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_replayed_event_id_acts_once_and_memory_is_bounded() {
+        let mut r = Replays::default();
+        assert!(r.first_time("EV_1"));
+        assert!(!r.first_time("EV_1"));
+        assert!(r.first_time("EV_2"));
+        assert!(r.first_time(""), "no id: cannot dedupe");
+        assert!(r.first_time(""));
+        for i in 0..10_000 {
+            r.first_time(&format!("EV_x{i}"));
+        }
+        assert_eq!(r.ids.len(), Replays::KEEP);
+        assert!(r.first_time("EV_1"), "long forgotten");
     }
 
     #[test]

@@ -6,6 +6,7 @@ use super::batcher::{Batcher, BatcherConfig, Key};
 use crate::detect::{Detector, Letterbox};
 use crate::error::DetectError;
 use crate::frame::Detection;
+use crate::metrics::{Histogram, BATCH_BUCKETS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
@@ -87,6 +88,8 @@ struct Shared {
     cv: Condvar,
     batches: AtomicU64,
     images: AtomicU64,
+    batch_sizes: Histogram,
+    queue_wait: Histogram,
 }
 
 /// Counters for `/metrics` and the bench report.
@@ -123,6 +126,8 @@ impl DetectService {
             cv: Condvar::new(),
             batches: AtomicU64::new(0),
             images: AtomicU64::new(0),
+            batch_sizes: Histogram::new(&BATCH_BUCKETS),
+            queue_wait: Histogram::latency_ms(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let workers = backends
@@ -195,6 +200,25 @@ impl DetectService {
             batches: self.shared.batches.load(Ordering::Relaxed),
             images: self.shared.images.load(Ordering::Relaxed),
         }
+    }
+
+    /// Prometheus text: batches, images, batch sizes and queue wait.
+    pub fn metrics(&self) -> String {
+        let st = self.stats();
+        format!(
+            "# TYPE livecensor_detector_batches_total counter\nlivecensor_detector_batches_total {}\n\
+             # TYPE livecensor_detector_images_total counter\nlivecensor_detector_images_total {}\n\
+             # TYPE livecensor_detector_batch_size histogram\n{}\
+             # TYPE livecensor_detector_queue_wait_ms histogram\n{}",
+            st.batches,
+            st.images,
+            self.shared
+                .batch_sizes
+                .render("livecensor_detector_batch_size", ""),
+            self.shared
+                .queue_wait
+                .render("livecensor_detector_queue_wait_ms", ""),
+        )
     }
 
     /// Frames queued but not yet in a batch.
@@ -297,6 +321,12 @@ fn worker(
         let infer = start.elapsed();
         shared.batches.fetch_add(1, Ordering::Relaxed);
         shared.images.fetch_add(n as u64, Ordering::Relaxed);
+        shared.batch_sizes.observe(n as f64);
+        for q in &live {
+            shared
+                .queue_wait
+                .observe_ms(start.saturating_duration_since(q.enqueued));
+        }
         if let Ok(mut st) = shared.state.lock() {
             st.batcher.complete(batch.id);
         }
