@@ -96,6 +96,10 @@ pub struct Session {
 /// ~270 ms at 30 fps, just above the strict-mode deadline (250 ms).
 const MAX_IN_FLIGHT: usize = 8;
 
+/// A decoded frame that waited longer than this in the media thread's
+/// queue is not published (see `MediaLoop::take`).
+const MAX_QUEUE_WAIT: Duration = Duration::from_millis(100);
+
 /// Input older than this is dropped up to the next key frame.
 const MAX_INPUT_AGE: Duration = Duration::from_millis(400);
 
@@ -106,6 +110,8 @@ enum MediaIn {
         rtp_time: u64,
         contiguous: bool,
         arrived: Instant,
+        /// When it entered the media thread's queue.
+        queued: Instant,
     },
     /// The publisher (re)connected or a viewer needs a key frame.
     ForceKeyframe,
@@ -419,7 +425,8 @@ async fn supervise_input(
             tokio::select! {
                 ev = conn.events.recv() => match ev {
                     Some(ParticipantEvent::AccessUnit { data, rtp_time, contiguous, arrived }) => {
-                        let _ = media_tx.send(MediaIn::AccessUnit { data, rtp_time, contiguous, arrived });
+                        let queued = Instant::now();
+                        let _ = media_tx.send(MediaIn::AccessUnit { data, rtp_time, contiguous, arrived, queued });
                     }
                     Some(ParticipantEvent::AudioPacket { data, rtp_time, arrived }) => {
                         audio.push(arrived, (rtp_time, data));
@@ -618,8 +625,14 @@ impl MediaLoop {
                 rtp_time,
                 contiguous,
                 arrived,
+                queued,
             } => {
                 self.stats.access_units_in.fetch_add(1, Ordering::Relaxed);
+                // Waited too long in our own queue (this thread fell behind,
+                // e.g. a slow start or a CPU spike): decode it, to keep the
+                // reference chain, but do not publish it, so the backlog
+                // drains at decode speed instead of at full processing speed.
+                let late = now.saturating_duration_since(queued) > MAX_QUEUE_WAIT;
                 if !contiguous {
                     self.waiting_for_keyframe = true;
                 }
@@ -660,6 +673,10 @@ impl MediaLoop {
                         for f in frames {
                             self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
                             self.last_size = Some((f.width, f.height));
+                            if late {
+                                self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                                continue;
+                            }
                             self.push(pts, arrived, f, self.waiting_for_keyframe, dt);
                         }
                     }
@@ -874,11 +891,23 @@ mod tests {
 
     impl Harness {
         fn au(&mut self, data: &[u8], n: u64, contiguous: bool, arrived: Instant) {
+            self.au_queued(data, n, contiguous, arrived, Instant::now());
+        }
+
+        fn au_queued(
+            &mut self,
+            data: &[u8],
+            n: u64,
+            contiguous: bool,
+            arrived: Instant,
+            queued: Instant,
+        ) {
             let m = MediaIn::AccessUnit {
                 data: data.into(),
                 rtp_time: n * 3000,
                 contiguous,
                 arrived,
+                queued,
             };
             self.m.take(arrived.max(Instant::now()), m).unwrap();
         }
@@ -964,5 +993,33 @@ mod tests {
         assert_eq!(t.m.arrivals.len(), 0);
         let delay = t.stat(|s| &s.audio_delay_us);
         assert!(delay > 0 && delay <= MAX_AUDIO_DELAY.as_micros() as u64);
+    }
+
+    #[test]
+    fn a_backlog_is_decoded_but_not_published_then_fresh_frames_flow() {
+        let (w, h) = (64, 48);
+        let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+        let aus: Vec<Vec<u8>> = (0..4)
+            .map(|i| enc.encode(&pattern(w, h, i), false).unwrap())
+            .collect();
+        let mut t = harness();
+        let now = Instant::now();
+        t.au(&aus[0], 0, true, now);
+        t.settle();
+        assert_eq!(t.videos(), 1);
+        // Two access units that sat in our queue past MAX_QUEUE_WAIT.
+        let old = now - MAX_QUEUE_WAIT - Duration::from_millis(50);
+        t.au_queued(&aus[1], 1, true, now, old);
+        t.au_queued(&aus[2], 2, true, now, old);
+        assert_eq!(t.stat(|s| &s.frames_skipped), 2);
+        assert_eq!(t.stat(|s| &s.frames_decoded), 3, "still decoded");
+        // The next fresh one decodes on the kept reference chain and goes out
+        // verified, not censored whole.
+        t.au(&aus[3], 3, true, Instant::now());
+        t.settle();
+        assert_eq!(t.videos(), 1);
+        assert_eq!(t.stat(|s| &s.frames_released), 2);
+        assert_eq!(t.stat(|s| &s.fail_closed), 0);
+        assert_eq!(t.stat(|s| &s.frames_corrupt), 0);
     }
 }

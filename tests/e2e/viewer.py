@@ -191,11 +191,24 @@ async def main():
     gaps = [b - a_ for a_, b in zip(times, times[1:])]
     ks = [k for k, _, _, _ in seen if k is not None]
     ratios = [r for _, _, r, _ in seen if r is not None]
-    # A/V: each flash onset (off -> on) against the nearest burst onset.
-    flashes = [t for (_, t, _, f), (_, _, _, pf) in zip(seen[1:], seen) if f and not pf]
+    # A/V: the start of each flash, from the frame counters (a frame
+    # censored whole hides the square but not its number), against the
+    # nearest start of an audio burst. A flash whose first frame was not
+    # seen is timed from its first frame that was, less the frames between.
+    flashes = []
+    starts = set()
+    for k, t, _, _ in seen:
+        if k is None or not common.flash_on(k, a.fps):
+            continue
+        k0 = k
+        while k0 > 0 and common.flash_on(k0 - 1, a.fps):
+            k0 -= 1
+        if k0 not in starts:
+            starts.add(k0)
+            flashes.append(t - (k - k0) / a.fps)
     av = []
     for tv in flashes:
-        near = [ta for ta in audio["onsets"] if abs(ta - tv) < 0.7]
+        near = [ta for ta in audio["onsets"] if abs(ta - tv) < 0.5]
         if near:
             ta = min(near, key=lambda x: abs(x - tv))
             av.append((ta - tv) * 1000)
