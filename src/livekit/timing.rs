@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 /// Audio is never held longer than this: past it, lip sync matters less
 /// than audio that keeps up (and the queue stays small).
-pub const MAX_AUDIO_DELAY: Duration = Duration::from_millis(500);
+pub const MAX_AUDIO_DELAY: Duration = Duration::from_millis(300);
 
 /// How fast [`AudioDelayLine::steer`] moves the delay, in delay per second
 /// of wall time (5%): a receiver's jitter buffer absorbs that gently, while
@@ -105,32 +105,50 @@ impl<T> AudioDelayLine<T> {
     }
 }
 
-/// Frames the video delay estimate looks back over.
-const LATENCY_WINDOW: usize = 31;
+/// Frames the video delay estimate looks back over (3 s at 30 fps).
+const LATENCY_WINDOW: usize = 90;
+
+/// Frames of a new input stream the estimate ignores: its first second or
+/// two is slow (first key frame, encoder start), and audio held for that
+/// would stay late long after the video caught up.
+const LATENCY_WARMUP: usize = 60;
 
 /// The added video latency (arrival of an access unit to the send of its
-/// censored one) as the median of the last frames: robust to the single
-/// slow frame (a late detection, an IDR) that an average would chase.
+/// censored one) as the lower quartile of the last frames: robust to runs
+/// of slow frames (a late batch, a CPU spike) that a mean or even a median
+/// would follow, and audio a little early is less noticeable than late.
 #[derive(Debug, Default)]
 pub struct LatencyEstimate {
     recent: VecDeque<Duration>,
+    seen: usize,
 }
 
 impl LatencyEstimate {
-    /// One frame's latency; returns the new estimate.
-    pub fn push(&mut self, d: Duration) -> Duration {
+    /// One frame's latency; returns the new estimate, or None while the
+    /// stream is still warming up.
+    pub fn push(&mut self, d: Duration) -> Option<Duration> {
+        self.seen += 1;
+        if self.seen <= LATENCY_WARMUP {
+            return None;
+        }
         if self.recent.len() == LATENCY_WINDOW {
             self.recent.pop_front();
         }
         self.recent.push_back(d);
-        self.get()
+        Some(self.get())
     }
 
-    /// The current estimate (zero before any frame).
+    /// A new input stream: forget everything, warm up again.
+    pub fn reset(&mut self) {
+        self.recent.clear();
+        self.seen = 0;
+    }
+
+    /// The current estimate (zero before any frame past the warm-up).
     pub fn get(&self) -> Duration {
         let mut v: Vec<Duration> = self.recent.iter().copied().collect();
         v.sort_unstable();
-        v.get(v.len() / 2).copied().unwrap_or_default()
+        v.get(v.len() / 4).copied().unwrap_or_default()
     }
 }
 
@@ -296,19 +314,30 @@ mod tests {
     }
 
     #[test]
-    fn latency_estimate_is_the_recent_median() {
+    fn latency_estimate_skips_the_warm_up_and_is_the_recent_lower_quartile() {
         let mut e = LatencyEstimate::default();
         assert_eq!(e.get(), Duration::ZERO);
-        for _ in 0..20 {
+        // A slow start is ignored.
+        for _ in 0..LATENCY_WARMUP {
+            assert_eq!(e.push(ms(450)), None);
+        }
+        assert_eq!(e.push(ms(30)), Some(ms(30)));
+        for _ in 0..40 {
             e.push(ms(30));
         }
-        // One slow frame does not move it.
-        assert_eq!(e.push(ms(400)), ms(30));
+        // A run of slow frames shorter than three quarters of the window
+        // does not move it.
+        for _ in 0..30 {
+            assert_eq!(e.push(ms(400)), Some(ms(30)));
+        }
         // A lasting change does, within the window.
         for _ in 0..LATENCY_WINDOW {
             e.push(ms(80));
         }
         assert_eq!(e.get(), ms(80));
+        e.reset();
+        assert_eq!(e.get(), Duration::ZERO);
+        assert_eq!(e.push(ms(10)), None);
     }
 
     #[test]

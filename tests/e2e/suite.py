@@ -21,7 +21,10 @@ Scenarios (all by default, in this order; name some to run only those):
 
 Exit status 0 when every scenario passes. Figures go to OUT/summary.json.
 Env: E2E_WIDTH/E2E_HEIGHT/E2E_FPS (instrument and basic, the measured ones;
-default 1280x720@30), E2E_SMALL (kick, faults, resize; default 640x360),
+default 640x360@30, which CI runs: at 1280x720 the test clients and
+livecensor together fill this 2-core machine, so the 720p figures are
+measured by hand with E2E_WIDTH=1280 E2E_HEIGHT=720 tests/e2e/run.sh
+instrument basic), E2E_SMALL (kick, faults, resize; default 640x360),
 E2E_SECONDS (default 10), E2E_SERVE_ARGS (extra `serve` flags),
 LIVECENSOR_BIN, E2E_OUT (default out/e2e).
 """
@@ -49,8 +52,8 @@ from livekit import api, rtc  # noqa: E402
 
 PY = sys.executable
 LISTEN = "127.0.0.1:7890"
-W = int(os.environ.get("E2E_WIDTH", 1280))
-H = int(os.environ.get("E2E_HEIGHT", 720))
+W = int(os.environ.get("E2E_WIDTH", 640))
+H = int(os.environ.get("E2E_HEIGHT", 360))
 FPS = float(os.environ.get("E2E_FPS", 30))
 LIVE = float(os.environ.get("E2E_SECONDS", 10))
 OUT = os.path.join(ROOT, os.environ.get("E2E_OUT", "out/e2e"))
