@@ -442,6 +442,21 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
     use livecensor::livekit::webhook::{self, Server};
     use livecensor::livekit::LiveKitSettings;
     use livecensor::pipeline::run::{start_service, stream_options};
+    // Without both, every token we mint is refused and every webhook fails
+    // verification: say so now, not as a 401 per request.
+    for (key, value) in [
+        ("LIVEKIT_API_KEY", &cfg.livekit.api_key),
+        ("LIVEKIT_API_SECRET", &cfg.livekit.api_secret),
+    ] {
+        if value.trim().is_empty() {
+            return Err(livecensor::error::Error::from(livecensor::error::ConfigError::Value {
+                key: key.into(),
+                value: String::new(),
+                reason: "serve needs the LiveKit API key and secret (env, or [livekit] api_key / api_secret in the config)".into(),
+            })
+            .into());
+        }
+    }
     let lk = LiveKitSettings {
         url: if cfg.livekit.url.is_empty() {
             "ws://127.0.0.1:7880".into()

@@ -258,3 +258,18 @@ fn odd_dimensions_round_trip() {
     let o = on_files(&["audit", "--classes", "FACE_FEMALE"], &input, &output);
     assert!(o.status.success(), "{}", text(&o));
 }
+
+#[test]
+fn serve_without_api_secret_is_a_clear_error() {
+    let o = bin()
+        .args(["serve", "--room", "demo", "--seconds", "1"])
+        .env("LIVEKIT_URL", "ws://127.0.0.1:1")
+        .env("LIVEKIT_API_KEY", "devkey")
+        .env_remove("LIVEKIT_API_SECRET")
+        .env_remove("LIVECENSOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(t.contains("LIVEKIT_API_SECRET"), "{t}");
+}
