@@ -56,11 +56,12 @@ impl<T> AudioDelayLine<T> {
             .map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
         self.steered = Some(now);
         let step = dt.mul_f64(SLEW_PER_SEC);
-        self.delay = if target > self.delay {
+        let next = if target > self.delay {
             (self.delay + step).min(target)
         } else {
             self.delay.saturating_sub(step).max(target)
         };
+        self.set_delay(next);
     }
 
     pub fn delay(&self) -> Duration {

@@ -99,14 +99,6 @@ def flash_box(w, h):
     return w - 2 * s, s // 2, w - s, s // 2 + s
 
 
-def flash_seen(img):
-    """Whether a received RGBA frame shows the flash (any size)."""
-    h, w = img.shape[:2]
-    x0, y0, x1, y1 = flash_box(w, h)
-    m = (x1 - x0) // 4
-    return channels(img[y0 + m : y1 - m, x0 + m : x1 - m]).mean() > 128
-
-
 def channels(a):
     """The colour channels of an RGBA array, or a grey (luma) one as is."""
     return a[..., :3] if a.ndim == 3 else a

@@ -134,7 +134,7 @@ async def main():
     await room.connect(tokens.URL, tokens.token(a.identity, room_name, False, True))
     print(f"viewer: joined {room_name}", flush=True)
 
-    seen = []  # (k or None, recv time, ratio, flash)
+    seen = []  # (k or None, recv time, ratio)
     leaks = []
     sizes = {}
     deadline = t_start + a.seconds
@@ -172,7 +172,7 @@ async def main():
             whole = common.detail(common.gray(img)) / max(whole_ref[size], 1e-6)
             if whole < a.ratio:
                 censored_whole += 1
-        seen.append((k, now, ratio, common.flash_seen(img)))
+        seen.append((k, now, ratio))
     for t in tasks:
         t.cancel()
     await room.disconnect()
@@ -188,19 +188,19 @@ async def main():
                     sent[int(p[0])] = float(p[1])
     except OSError:
         pass
-    lat = [(t - sent[k]) * 1000 for k, t, _, _ in seen if k is not None and k in sent]
-    added = [(t - raw_times[k]) * 1000 for k, t, _, _ in seen if k is not None and k in raw_times]
-    times = [t for _, t, _, _ in seen]
+    lat = [(t - sent[k]) * 1000 for k, t, _ in seen if k is not None and k in sent]
+    added = [(t - raw_times[k]) * 1000 for k, t, _ in seen if k is not None and k in raw_times]
+    times = [t for _, t, _ in seen]
     gaps = [b - a_ for a_, b in zip(times, times[1:])]
-    ks = [k for k, _, _, _ in seen if k is not None]
-    ratios = [r for _, _, r, _ in seen if r is not None]
+    ks = [k for k, _, _ in seen if k is not None]
+    ratios = [r for _, _, r in seen if r is not None]
     # A/V: the start of each flash, from the frame counters (a frame
     # censored whole hides the square but not its number), against the
     # nearest start of an audio burst. A flash whose first frame was not
     # seen is timed from its first frame that was, less the frames between.
     flashes = []
     starts = set()
-    for k, t, _, _ in seen:
+    for k, t, _ in seen:
         if k is None or not common.flash_on(k, a.fps):
             continue
         k0 = k
@@ -219,11 +219,11 @@ async def main():
             av.append((ta - tv) * 1000)
             if tv - t_first >= a.settle:
                 av_steady.append((ta - tv) * 1000)
-    first_k = next((t for k, t, _, _ in seen if k is not None), None)
+    first_k = next((t for k, t, _ in seen if k is not None), None)
     out = {
         "room": room_name,
         "frames": len(seen),
-        "unreadable": sum(1 for k, _, _, _ in seen if k is None),
+        "unreadable": sum(1 for k, _, _ in seen if k is None),
         "censored_whole": censored_whole,
         "distinct": len(set(ks)),
         "sizes": {f"{w}x{h}": n for (w, h), n in sorted(sizes.items())},
@@ -252,7 +252,7 @@ async def main():
         "av_offset_ms_steady_p50": rnd(pct(av_steady, 50)),
         "av_offset_ms_max_abs": rnd(max((abs(x) for x in av), default=None)),
         "fps": round(len(seen) / (times[-1] - times[0]), 1) if len(times) > 1 else 0,
-        "added_trace": [[k, round((t - raw_times[k]) * 1000, 1)] for k, t, _, _ in seen
+        "added_trace": [[k, round((t - raw_times[k]) * 1000, 1)] for k, t, _ in seen
                         if k is not None and k in raw_times],
     }
     print("viewer: " + json.dumps(out), flush=True)
