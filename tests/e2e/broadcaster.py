@@ -107,6 +107,7 @@ async def main():
     if audio_task:
         audio_task.cancel()
     await room.disconnect()
+    common.exit_now(0)
 
 
 if __name__ == "__main__":

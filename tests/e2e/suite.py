@@ -47,6 +47,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+import common  # noqa: E402
 import tokens  # noqa: E402
 from livekit import api, rtc  # noqa: E402
 
@@ -477,4 +478,4 @@ def main():
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    common.exit_now(main())

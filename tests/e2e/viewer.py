@@ -285,7 +285,7 @@ async def main():
         elif abs(out["av_offset_ms_steady_p50"]) > a.max_av_ms:
             why.append(f"A/V offset p50 {out['av_offset_ms_steady_p50']} ms > {a.max_av_ms} (after {a.settle} s)")
     print("viewer: " + ("PASS" if not why else "FAIL: " + "; ".join(why)), flush=True)
-    return 0 if not why else 1
+    common.exit_now(0 if not why else 1)
 
 
 if __name__ == "__main__":
