@@ -171,6 +171,11 @@ where
             [0.0; 3]
         }
     };
+    // Taps grow with the output index, so past the first output row (column)
+    // whose both taps fall in the padding, every later one is black too:
+    // those are filled, not sampled (44% of a 16:9 frame's input).
+    let live_rows = yt.iter().take_while(|t| t.i0 < height).count();
+    let live_cols = xt.iter().take_while(|t| t.i0 < width).count();
     let (r_plane, gb) = out.split_at_mut(plane);
     let (g_plane, b_plane) = gb.split_at_mut(plane);
     let rows = r_plane
@@ -178,13 +183,20 @@ where
         .zip(g_plane.chunks_exact_mut(size))
         .zip(b_plane.chunks_exact_mut(size))
         .zip(yt.iter());
-    for (((r_row, g_row), b_row), ty) in rows {
+    for (row, (((r_row, g_row), b_row), ty)) in rows.enumerate() {
+        if row >= live_rows {
+            r_row.fill(0.0);
+            g_row.fill(0.0);
+            b_row.fill(0.0);
+            continue;
+        }
         let wy = ty.w1;
         let cols = r_row
             .iter_mut()
             .zip(g_row.iter_mut())
             .zip(b_row.iter_mut())
-            .zip(xt.iter());
+            .zip(xt.iter())
+            .take(live_cols);
         for (((r, g), b), tx) in cols {
             let wx = tx.w1;
             let p00 = px(tx.i0, ty.i0);
@@ -200,6 +212,9 @@ where
             *g = v(1);
             *b = v(2);
         }
+        r_row[live_cols..].fill(0.0);
+        g_row[live_cols..].fill(0.0);
+        b_row[live_cols..].fill(0.0);
     }
     lb
 }
@@ -441,6 +456,49 @@ mod tests {
             let lb = preprocess_rgb(&f.to_rgb(), w, h, s, &mut b);
             prop_assert_eq!(la, lb);
             prop_assert_eq!(a, b);
+        }
+
+        /// The letterbox (padding rows and columns filled, not sampled)
+        /// equals the module doc's formula evaluated at every output pixel.
+        #[test]
+        fn rgb_matches_the_formula_everywhere(
+            w in 1usize..70, h in 1usize..70, s in prop::sample::select(vec![8usize, 16, 33]),
+            seed in any::<u64>(), dirty in any::<bool>(),
+        ) {
+            let rgb: Vec<u8> = (0..w * h * 3)
+                .map(|i| ((i as u64).wrapping_mul(0x9E37_79B9) ^ seed) as u8)
+                .collect();
+            let mut got = vec![if dirty { 7.0 } else { 0.0 }; 3 * s * s];
+            preprocess_rgb(&rgb, w, h, s, &mut got);
+            let side = w.max(h);
+            let scale = side as f32 / s as f32;
+            let tap = |d: usize| {
+                let v = (d as f32 + 0.5) * scale - 0.5;
+                let f = v.floor();
+                let (i0, w1) = if f < 0.0 {
+                    (0, 0.0)
+                } else if f as usize >= side - 1 {
+                    (side - 1, 0.0)
+                } else {
+                    (f as usize, v - f)
+                };
+                (i0, (i0 + 1).min(side - 1), w1)
+            };
+            let p = |x: usize, y: usize, c: usize| {
+                if x < w && y < h { rgb[(y * w + x) * 3 + c] as f32 } else { 0.0 }
+            };
+            for y in 0..s {
+                let (y0, y1, wy) = tap(y);
+                for x in 0..s {
+                    let (x0, x1, wx) = tap(x);
+                    for c in 0..3 {
+                        let top = p(x0, y0, c) * (1.0 - wx) + p(x1, y0, c) * wx;
+                        let bottom = p(x0, y1, c) * (1.0 - wx) + p(x1, y1, c) * wx;
+                        let want = (top * (1.0 - wy) + bottom * wy) * (1.0 / 255.0);
+                        prop_assert_eq!(at(&got, s, c, x, y).to_bits(), want.to_bits(), "{} {} {}", x, y, c);
+                    }
+                }
+            }
         }
     }
 }
