@@ -8,6 +8,13 @@
 //! PTX). `OUT_DIR/kernels.rs` lists (name, file, source, fatbin) for
 //! `src/gpu` to `include!`; without a fatbin the kernels are compiled by
 //! NVRTC at run time for the device found. No CUDA is needed to build.
+//!
+//! With `--features tensorrt` it also compiles the TensorRT shim
+//! (`src/detect/tensorrt/shim.cpp`, C++17, links only `-ldl`: libnvinfer is
+//! loaded at run time) when TensorRT headers are found, and then sets
+//! `cfg(livecensor_trt_shim)`. Without headers the build still succeeds:
+//! the backend is a stub whose constructors say why
+//! (`LIVECENSOR_TRT_STUB_REASON`), and a cargo warning says it too.
 
 use std::env;
 use std::fmt::Write as _;
@@ -21,11 +28,26 @@ const PTX_ARCH: &str = "80";
 
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    // Declared always, so `#[cfg(livecensor_trt_shim)]` is a known cfg.
+    println!("cargo::rustc-check-cfg=cfg(livecensor_trt_shim)");
     if env::var_os("CARGO_FEATURE_CUDA").is_none() {
         return;
     }
     if let Err(e) = run() {
         panic!("livecensor build.rs: {e}");
+    }
+    #[cfg(feature = "tensorrt")]
+    if let Err(reason) = trt::shim() {
+        // One line: compiler output would end the cargo directive.
+        let reason: String = reason
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(600)
+            .collect();
+        println!("cargo:warning=livecensor: the TensorRT backend is built as a stub: {reason}");
+        println!("cargo:rustc-env=LIVECENSOR_TRT_STUB_REASON={reason}");
     }
 }
 
@@ -143,4 +165,155 @@ fn compile_fatbin(nvcc: &Path, src: &Path, dst: &Path) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// The TensorRT shim (feature `tensorrt`; `cc` is an optional
+/// build-dependency of that feature).
+#[cfg(feature = "tensorrt")]
+mod trt {
+    use super::read;
+    use std::env;
+    use std::path::{Path, PathBuf};
+
+    /// Where `scripts/tensorrt-headers.sh` puts the headers, under the crate.
+    const TRT_CACHE: &str = ".cache/tensorrt";
+    /// Folders an installed TensorRT puts its headers in.
+    const TRT_SYSTEM_DIRS: [&str; 3] = [
+        "/usr/include/x86_64-linux-gnu",
+        "/usr/local/tensorrt/include",
+        "/opt/tensorrt/include",
+    ];
+
+    /// Compiles the shim; `Err` says why the backend is a stub instead.
+    pub fn shim() -> Result<(), String> {
+        let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").map_err(|e| e.to_string())?);
+        let dir = manifest.join("src/detect/tensorrt");
+        let shim = dir.join("shim.cpp");
+        let standin = dir.join("cuda");
+        println!("cargo:rerun-if-changed={}", shim.display());
+        println!("cargo:rerun-if-changed={}", standin.display());
+        for var in [
+            "TENSORRT_INCLUDE_DIR",
+            "TENSORRT_HEADERS_DIR",
+            "CUDA_INCLUDE_DIR",
+            "CUDA_HOME",
+            "CUDA_PATH",
+        ] {
+            println!("cargo:rerun-if-env-changed={var}");
+        }
+        let cache = env::var_os("TENSORRT_HEADERS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| manifest.join(TRT_CACHE))
+            .join("include");
+        // Re-fetched headers rebuild the shim. (A folder that does not exist
+        // yet cannot be watched without rerunning on every build: after a stub
+        // build, fetching the headers needs `TENSORRT_INCLUDE_DIR` or a touch of
+        // build.rs to be noticed.)
+        if cache.join(".sha256").is_file() {
+            println!("cargo:rerun-if-changed={}", cache.join(".sha256").display());
+        }
+        let trt = find_trt_headers(&cache)?;
+        let (major, minor, patch) = trt_version(&trt)?;
+        if major < 10 {
+            return Err(format!(
+                "{} holds TensorRT {major}.{minor}.{patch} headers; the shim needs TensorRT 10 or newer",
+                trt.display()
+            ));
+        }
+        let cuda = find_cuda_headers().unwrap_or(standin);
+        let mut build = cc::Build::new();
+        build
+            .cpp(true)
+            .std("c++17")
+            .file(&shim)
+            .warnings(true)
+            .extra_warnings(true)
+            // -isystem: the vendor headers' own warnings are not ours.
+            .flag("-isystem")
+            .flag(trt.display().to_string())
+            .flag("-isystem")
+            .flag(cuda.display().to_string());
+        build
+            .try_compile("livecensor_trt_shim")
+            .map_err(|e| format!("compiling {} failed: {e}", shim.display()))?;
+        println!("cargo:rustc-link-lib=dylib=dl");
+        println!("cargo:rustc-cfg=livecensor_trt_shim");
+        println!(
+            "cargo:rustc-env=LIVECENSOR_TRT_HEADERS=TensorRT {major}.{minor}.{patch} headers in {}",
+            trt.display()
+        );
+        Ok(())
+    }
+
+    /// TensorRT headers: `TENSORRT_INCLUDE_DIR`, the fetched cache, then the
+    /// folders an installed TensorRT uses.
+    fn find_trt_headers(cache: &Path) -> Result<PathBuf, String> {
+        let has = |d: &Path| d.join("NvInfer.h").is_file() && d.join("NvOnnxParser.h").is_file();
+        if let Some(d) = env::var_os("TENSORRT_INCLUDE_DIR").map(PathBuf::from) {
+            return if has(&d) {
+                Ok(d)
+            } else {
+                Err(format!(
+                    "TENSORRT_INCLUDE_DIR={} has no NvInfer.h and NvOnnxParser.h",
+                    d.display()
+                ))
+            };
+        }
+        std::iter::once(cache.to_path_buf())
+            .chain(TRT_SYSTEM_DIRS.iter().map(PathBuf::from))
+            .find(|d| has(d))
+            .ok_or_else(|| {
+                format!(
+                    "no TensorRT headers (NvInfer.h, NvOnnxParser.h) in {} or {}: run \
+                     `bash scripts/tensorrt-headers.sh` or set TENSORRT_INCLUDE_DIR, then rebuild",
+                    cache.display(),
+                    TRT_SYSTEM_DIRS.join(", ")
+                )
+            })
+    }
+
+    /// (major, minor, patch) from `NvInferVersion.h`, whose `NV_TENSORRT_*`
+    /// macros are numbers (TensorRT 8) or name `TRT_*_ENTERPRISE` (10, 11).
+    fn trt_version(dir: &Path) -> Result<(u32, u32, u32), String> {
+        let text = read(&dir.join("NvInferVersion.h"))?;
+        let define = |name: &str| -> Option<String> {
+            text.lines().find_map(|l| {
+                let mut w = l.split_whitespace();
+                (w.next() == Some("#define") && w.next() == Some(name))
+                    .then(|| w.next().map(str::to_string))
+                    .flatten()
+            })
+        };
+        let number = |name: &str| -> Result<u32, String> {
+            let v = define(name).ok_or_else(|| format!("NvInferVersion.h: no {name}"))?;
+            let v = match v.parse::<u32>() {
+                Ok(n) => return Ok(n),
+                Err(_) => define(&v).ok_or_else(|| format!("NvInferVersion.h: no {v}"))?,
+            };
+            v.parse::<u32>()
+                .map_err(|_| format!("NvInferVersion.h: {name} is {v:?}"))
+        };
+        Ok((
+            number("NV_TENSORRT_MAJOR")?,
+            number("NV_TENSORRT_MINOR")?,
+            number("NV_TENSORRT_PATCH")?,
+        ))
+    }
+
+    /// A CUDA toolkit's headers, if one is installed (else the shim uses its
+    /// stand-in for the two handle types TensorRT's headers need).
+    fn find_cuda_headers() -> Option<PathBuf> {
+        let explicit = env::var_os("CUDA_INCLUDE_DIR").map(PathBuf::from);
+        let homes = ["CUDA_HOME", "CUDA_PATH"]
+            .iter()
+            .filter_map(env::var_os)
+            .map(|h| PathBuf::from(h).join("include"));
+        explicit
+            .into_iter()
+            .chain(homes)
+            .chain(std::iter::once(PathBuf::from("/usr/local/cuda/include")))
+            .find(|d| {
+                d.join("cuda_runtime_api.h").is_file() && d.join("crt/host_defines.h").is_file()
+            })
+    }
 }
