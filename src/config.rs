@@ -154,6 +154,16 @@ impl Config {
         if let Some(v) = get("KALMAN_ENABLED") {
             self.kalman = parse_bool("KALMAN_ENABLED", &v)?;
         }
+        if let Some(v) = get("LIVECENSOR_DETECTOR") {
+            self.detector.backend = v.parse().map_err(|reason| ConfigError::Value {
+                key: "detector.backend (LIVECENSOR_DETECTOR)".into(),
+                value: v.clone(),
+                reason,
+            })?;
+        }
+        if let Some(v) = get("LIVECENSOR_ENGINE") {
+            self.detector.engine = PathBuf::from(v);
+        }
         if let Some(v) = get("LIVEKIT_URL") {
             self.livekit.url = v;
         }
@@ -306,6 +316,7 @@ impl Config {
             }
         };
         fix(&mut self.detector.model);
+        fix(&mut self.detector.engine);
         if let Some(l) = self.detector.ort_library.as_mut() {
             fix(l);
         }
@@ -378,6 +389,33 @@ mod tests {
         };
         c.scheduler.mode = "predictive".into();
         assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn detector_backend_from_file_then_env() {
+        use crate::detect::DetectorBackend;
+        let c: Config =
+            toml::from_str("[detector]\nbackend = \"tensorrt\"\nengine = \"m/x.plan\"\n").unwrap();
+        assert_eq!(c.detector.backend, DetectorBackend::TensorRt);
+        assert_eq!(c.detector.engine, PathBuf::from("m/x.plan"));
+        assert!(toml::from_str::<Config>("[detector]\nbackend = \"cuda\"\n").is_err());
+        let mut c = Config::default();
+        assert_eq!(c.detector.backend, DetectorBackend::Onnx);
+        c.apply_env(env(&[
+            ("LIVECENSOR_DETECTOR", "tensorrt"),
+            ("LIVECENSOR_ENGINE", "/p/e.plan"),
+        ]))
+        .unwrap();
+        assert_eq!(c.detector.backend, DetectorBackend::TensorRt);
+        assert_eq!(c.detector.engine, PathBuf::from("/p/e.plan"));
+        let e = c
+            .apply_env(env(&[("LIVECENSOR_DETECTOR", "tpu")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("LIVECENSOR_DETECTOR") && e.contains("onnx or tensorrt"),
+            "{e}"
+        );
     }
 
     #[test]

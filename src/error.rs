@@ -80,6 +80,20 @@ pub enum DetectError {
     Runtime(String),
     #[error("model output has shape {shape:?}, expected [batch, 22, anchors]")]
     BadOutput { shape: Vec<i64> },
+    /// This binary has no TensorRT backend; the reason says how to get one.
+    #[error("TensorRT backend not built: {reason}")]
+    TrtNotBuilt { reason: String },
+    /// TensorRT or its CUDA side failed; the message names the library,
+    /// call or tensor.
+    #[error("TensorRT: {0}")]
+    TensorRt(String),
+    /// A TensorRT plan that cannot be used, found before TensorRT is loaded
+    /// where possible (missing, truncated, built by another version).
+    #[error("TensorRT plan {path}: {reason}")]
+    BadPlan { path: PathBuf, reason: String },
+    /// `engine build` arguments that cannot work.
+    #[error("engine build: {0}")]
+    BadBuildOptions(String),
 }
 
 /// Configuration and policy values.

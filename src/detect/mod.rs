@@ -1,11 +1,16 @@
 //! The NudeNet 320n detector: class list, letterbox preprocessing, output
-//! decoding with NMS, and CPU inference through ONNX Runtime.
+//! decoding with NMS, CPU inference through ONNX Runtime, GPU inference
+//! through TensorRT (feature `tensorrt`), and [`backends`], which builds
+//! whichever the configuration names.
 
+pub mod backend;
 pub mod classes;
 pub mod onnx;
 pub mod postprocess;
 pub mod preprocess;
+pub mod tensorrt;
 
+pub use backend::{backends, DetectorBackend};
 pub use classes::{class_index, CLASSES, DEFAULT_CENSORED};
 pub use onnx::{resolve_ort_library, Detector, DetectorConfig};
 pub use postprocess::{decode, nms, OUTPUT_ROWS};

@@ -10,7 +10,8 @@ use ort::session::Session;
 use ort::value::TensorRef;
 use serde::Deserialize;
 
-use super::postprocess::{decode, nms, OUTPUT_ROWS};
+use super::backend::DetectorBackend;
+use super::postprocess::{decode_batch, output_anchors};
 use super::preprocess::{preprocess_frame, Letterbox};
 use crate::error::DetectError;
 use crate::frame::{Detection, Frame};
@@ -26,8 +27,12 @@ const LIBRARY_FILE: &str = "libonnxruntime.so";
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DetectorConfig {
+    /// `onnx` (ONNX Runtime, CPU) or `tensorrt` (the plan in `engine`).
+    pub backend: DetectorBackend,
     /// The ONNX model.
     pub model: PathBuf,
+    /// The TensorRT plan (`livecensor engine build`), for `backend = "tensorrt"`.
+    pub engine: PathBuf,
     /// `libonnxruntime.so`; when absent: `ORT_DYLIB_PATH`, else the file next
     /// to the model.
     pub ort_library: Option<PathBuf>,
@@ -46,7 +51,9 @@ pub struct DetectorConfig {
 impl Default for DetectorConfig {
     fn default() -> Self {
         DetectorConfig {
+            backend: DetectorBackend::default(),
             model: PathBuf::from("models/320n.onnx"),
+            engine: PathBuf::from("models/320n.plan"),
             ort_library: None,
             threads: 2,
             input_size: 320,
@@ -201,25 +208,15 @@ impl Detector {
         let (shape, data) = value
             .try_extract_tensor::<f32>()
             .map_err(|e| DetectError::Runtime(e.to_string()))?;
-        let dims: Vec<i64> = shape.to_vec();
-        let anchors = match dims.as_slice() {
-            [b, rows, a] if *b == batch as i64 && *rows == OUTPUT_ROWS as i64 && *a > 0 => {
-                *a as usize
-            }
-            _ => return Err(DetectError::BadOutput { shape: dims }),
-        };
-        let per_image = OUTPUT_ROWS * anchors;
-        if data.len() != batch * per_image {
-            return Err(DetectError::BadOutput { shape: dims });
-        }
-        Ok(data
-            .chunks_exact(per_image)
-            .zip(letterboxes)
-            .map(|(out, lb)| {
-                let cands = decode(out, anchors, lb, self.min_score);
-                nms(cands, self.nms_iou, self.nms_score)
-            })
-            .collect())
+        let anchors = output_anchors(shape, batch, data.len())?;
+        Ok(decode_batch(
+            data,
+            anchors,
+            letterboxes,
+            self.min_score,
+            self.nms_iou,
+            self.nms_score,
+        ))
     }
 
     /// Preprocesses and detects one frame.

@@ -3,6 +3,7 @@
 
 use super::classes::CLASSES;
 use super::preprocess::Letterbox;
+use crate::error::DetectError;
 use crate::frame::{BBox, Detection};
 
 /// Rows per anchor: 4 box rows (cx, cy, w, h in input pixels) then one
@@ -52,6 +53,39 @@ pub fn decode(output: &[f32], anchors: usize, lb: &Letterbox, min_score: f32) ->
     out
 }
 
+/// Anchors of a `[batch, OUTPUT_ROWS, anchors]` batch output holding
+/// `len` values; any other shape is `BadOutput`. Every backend checks its
+/// output with this before decoding.
+pub fn output_anchors(dims: &[i64], batch: usize, len: usize) -> Result<usize, DetectError> {
+    let bad = || DetectError::BadOutput {
+        shape: dims.to_vec(),
+    };
+    let anchors = match dims {
+        [b, rows, a] if *b == batch as i64 && *rows == OUTPUT_ROWS as i64 && *a > 0 => *a as usize,
+        _ => return Err(bad()),
+    };
+    if batch.checked_mul(OUTPUT_ROWS * anchors) != Some(len) {
+        return Err(bad());
+    }
+    Ok(anchors)
+}
+
+/// Decode then NMS of each image of a checked batch output (see
+/// [`output_anchors`]); `letterboxes[i]` maps image `i` back to its frame.
+pub fn decode_batch(
+    data: &[f32],
+    anchors: usize,
+    letterboxes: &[Letterbox],
+    min_score: f32,
+    nms_iou: f32,
+    nms_score: f32,
+) -> Vec<Vec<Detection>> {
+    data.chunks_exact(OUTPUT_ROWS * anchors.max(1))
+        .zip(letterboxes)
+        .map(|(out, lb)| nms(decode(out, anchors, lb, min_score), nms_iou, nms_score))
+        .collect()
+}
+
 /// Class-agnostic non-maximum suppression with `cv2.dnn.NMSBoxes` semantics:
 /// drop scores not above `min_score`, stable-sort by score descending, keep a
 /// box unless its IoU with an already kept box exceeds `iou`.
@@ -90,6 +124,29 @@ mod tests {
             t[(4 + c) * anchors + i] = s;
         }
         t
+    }
+
+    #[test]
+    fn output_shape_is_checked_then_each_image_decoded() {
+        assert_eq!(output_anchors(&[2, 22, 3], 2, 2 * 22 * 3).unwrap(), 3);
+        for (dims, batch, len) in [
+            (vec![2, 22, 3], 1, 22 * 3),
+            (vec![2, 84, 3], 2, 2 * 84 * 3),
+            (vec![2, 22, 0], 2, 0),
+            (vec![2, 22, 3], 2, 100),
+            (vec![22, 3], 1, 66),
+        ] {
+            let e = output_anchors(&dims, batch, len).unwrap_err().to_string();
+            assert!(e.contains(&format!("{dims:?}")), "{e}");
+        }
+        let lb = Letterbox::new(320, 320, 320);
+        let mut data = tensor(3, &[(50.0, 50.0, 20.0, 20.0, 1, 0.9)]);
+        data.extend(tensor(3, &[(200.0, 100.0, 40.0, 20.0, 12, 0.8)]));
+        let out = decode_batch(&data, 3, &[lb, lb], 0.2, 0.45, 0.25);
+        assert_eq!(out.len(), 2);
+        assert_eq!((out[0].len(), out[0][0].class), (1, 1));
+        assert_eq!((out[1].len(), out[1][0].class), (1, 12));
+        assert_eq!(out[1][0].bbox, BBox::new(180.0, 90.0, 220.0, 110.0));
     }
 
     #[test]

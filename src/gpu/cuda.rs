@@ -171,6 +171,31 @@ pub fn probe() -> GpuProbe {
     p
 }
 
+/// The primary context of device `ordinal`, with cudarc's event tracking
+/// off; an error (never a panic) without a driver or that device. Shared by
+/// [`GpuContext`] and the TensorRT detector.
+pub(crate) fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
+    if !driver_present() {
+        return Err(Error::Gpu(NO_DRIVER.into()));
+    }
+    guarded("CUDA initialisation", || {
+        let count = CudaContext::device_count().map_err(gpu_err("cuDeviceGetCount"))?;
+        if ordinal >= count.max(0) as usize {
+            return Err(Error::Gpu(format!(
+                "CUDA device {ordinal} requested, the driver reports {count}"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(gpu_err("creating the CUDA context"))?;
+        // Kernels and TensorRT get raw device pointers, so cudarc's
+        // per-buffer event tracking would be incomplete anyway: work is
+        // ordered by stream, and sharing a buffer across streams needs an
+        // explicit synchronisation by the caller.
+        // SAFETY: called before any stream or buffer exists.
+        unsafe { ctx.disable_event_tracking() };
+        Ok(ctx)
+    })
+}
+
 /// Options for [`GpuContext::with_options`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GpuOptions {
@@ -208,23 +233,8 @@ impl GpuContext {
     }
 
     pub fn with_options(ordinal: usize, options: GpuOptions) -> Result<GpuContext> {
-        if !driver_present() {
-            return Err(Error::Gpu(NO_DRIVER.into()));
-        }
+        let ctx = open_context(ordinal)?;
         guarded("CUDA initialisation", || {
-            let count = CudaContext::device_count().map_err(gpu_err("cuDeviceGetCount"))?;
-            if ordinal >= count.max(0) as usize {
-                return Err(Error::Gpu(format!(
-                    "CUDA device {ordinal} requested, the driver reports {count}"
-                )));
-            }
-            let ctx = CudaContext::new(ordinal).map_err(gpu_err("creating the CUDA context"))?;
-            // Kernels get raw device pointers, so cudarc's per-buffer event
-            // tracking would be incomplete anyway: work is ordered by
-            // stream, and sharing a buffer across streams needs an explicit
-            // synchronisation by the caller.
-            // SAFETY: called before any stream or buffer exists.
-            unsafe { ctx.disable_event_tracking() };
             let device = GpuDevice {
                 ordinal,
                 name: ctx.name().map_err(gpu_err("device name"))?,

@@ -1,0 +1,113 @@
+//! Which detector runs the batches (`[detector] backend`, `--detector`,
+//! `LIVECENSOR_DETECTOR`), and the one place that builds the detector
+//! service's backends from the configuration.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use super::onnx::{Detector, DetectorConfig};
+use super::tensorrt::TrtEngine;
+use crate::error::DetectError;
+use crate::pipeline::DetectBackend;
+
+/// The detector backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+pub enum DetectorBackend {
+    /// ONNX Runtime on the CPU (`detector.model`).
+    #[default]
+    #[serde(rename = "onnx")]
+    Onnx,
+    /// A TensorRT plan (`detector.engine`) on GPU 0; needs feature
+    /// `tensorrt`, TensorRT and a GPU.
+    #[serde(rename = "tensorrt")]
+    TensorRt,
+}
+
+impl FromStr for DetectorBackend {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "onnx" | "ort" | "onnxruntime" => Ok(DetectorBackend::Onnx),
+            "tensorrt" | "trt" => Ok(DetectorBackend::TensorRt),
+            other => Err(format!("unknown detector {other:?} (onnx or tensorrt)")),
+        }
+    }
+}
+
+impl fmt::Display for DetectorBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DetectorBackend::Onnx => "onnx",
+            DetectorBackend::TensorRt => "tensorrt",
+        })
+    }
+}
+
+/// The detector service's backends: `contexts` of them, each one execution
+/// context taking batches of 1 to `max_batch`. ONNX Runtime: one session
+/// each. TensorRT: one engine, context `i` on optimisation profile `i`
+/// with its own CUDA stream. Missing pieces are errors that say what to do,
+/// never a fallback to another detector.
+pub fn backends(
+    cfg: &DetectorConfig,
+    contexts: usize,
+    max_batch: usize,
+) -> Result<Vec<Box<dyn DetectBackend>>, DetectError> {
+    let contexts = contexts.max(1);
+    match cfg.backend {
+        DetectorBackend::Onnx => (0..contexts)
+            .map(|_| Detector::new(cfg).map(|d| Box::new(d) as Box<dyn DetectBackend>))
+            .collect(),
+        DetectorBackend::TensorRt => {
+            let engine = TrtEngine::load(&cfg.engine, 0)?;
+            Ok(engine
+                .detectors(contexts, cfg, max_batch.max(1))?
+                .into_iter()
+                .map(|d| Box::new(d) as Box<dyn DetectBackend>)
+                .collect())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_parse_and_print() {
+        for (s, b) in [
+            ("onnx", DetectorBackend::Onnx),
+            ("ORT", DetectorBackend::Onnx),
+            (" tensorrt ", DetectorBackend::TensorRt),
+            ("trt", DetectorBackend::TensorRt),
+        ] {
+            assert_eq!(s.parse::<DetectorBackend>(), Ok(b));
+        }
+        let e = "cuda".parse::<DetectorBackend>().unwrap_err();
+        assert!(e.contains("onnx or tensorrt"), "{e}");
+        assert_eq!(DetectorBackend::TensorRt.to_string(), "tensorrt");
+        assert_eq!(DetectorBackend::default(), DetectorBackend::Onnx);
+    }
+
+    #[test]
+    fn tensorrt_backends_without_tensorrt_are_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = DetectorConfig {
+            backend: DetectorBackend::TensorRt,
+            engine: dir.path().join("absent.plan"),
+            ..DetectorConfig::default()
+        };
+        let e = backends(&cfg, 2, 8).err().expect("no plan").to_string();
+        if cfg!(livecensor_trt_shim) {
+            assert!(
+                e.contains("absent.plan") && e.contains("engine build"),
+                "{e}"
+            );
+        } else {
+            assert!(e.starts_with("TensorRT backend not built"), "{e}");
+        }
+    }
+}
