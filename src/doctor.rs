@@ -6,7 +6,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use crate::detect::DetectorConfig;
+use crate::detect::tensorrt::{read_plan, TrtProbe};
+use crate::detect::{DetectorBackend, DetectorConfig};
 use crate::gpu::nvcuvid::dl_error;
 use crate::gpu::nvenc_api::gpu_lacks_nvenc;
 use crate::gpu::GpuProbe;
@@ -26,8 +27,14 @@ pub struct Findings {
     pub nvdec: Result<String, String>,
     /// libnvidia-encode.so.1: Ok(path) / Err(why).
     pub nvenc: Result<String, String>,
-    /// libnvinfer: Ok(soname) / Err(why).
-    pub tensorrt: Result<String, String>,
+    /// The TensorRT backend: shim compiled in, libnvinfer found.
+    pub trt: TrtProbe,
+    /// The configured detector and TensorRT plan.
+    pub detector_backend: DetectorBackend,
+    pub engine: PathBuf,
+    /// The plan checked against its sidecar (no TensorRT needed): Ok(what
+    /// it is) / Err(why not).
+    pub engine_state: Result<String, String>,
     pub ort_library: PathBuf,
     pub ort_present: bool,
     pub model: PathBuf,
@@ -47,7 +54,15 @@ impl Default for Findings {
             probe: GpuProbe::default(),
             nvdec: none(),
             nvenc: none(),
-            tensorrt: none(),
+            trt: TrtProbe {
+                feature: false,
+                shim: None,
+                stub_reason: Some("not probed".into()),
+                library: none(),
+            },
+            detector_backend: DetectorBackend::Onnx,
+            engine: PathBuf::new(),
+            engine_state: none(),
             ort_library: PathBuf::new(),
             ort_present: false,
             model: PathBuf::new(),
@@ -145,7 +160,10 @@ pub fn gather(detector: &DetectorConfig) -> Findings {
         probe: crate::gpu::probe(),
         nvdec: try_load(&["libnvcuvid.so.1"]),
         nvenc: try_load(&["libnvidia-encode.so.1"]),
-        tensorrt: try_load(&["libnvinfer.so.10", "libnvinfer.so.8", "libnvinfer.so"]),
+        trt: crate::detect::tensorrt::probe(),
+        detector_backend: detector.backend,
+        engine: detector.engine.clone(),
+        engine_state: plan_state(&detector.engine),
         ort_present: ort_library.exists(),
         ort_library,
         model,
@@ -237,9 +255,14 @@ pub fn decide(f: &Findings) -> DoctorReport {
         ok,
         detail,
     });
-    let (ok, detail) = yes_no(&f.tensorrt, |p| p.clone());
     checks.push(Check {
         name: "TensorRT",
+        ok: f.trt.usable(),
+        detail: f.trt.to_string(),
+    });
+    let (ok, detail) = yes_no(&f.engine_state, |s| format!("{} ({s})", f.engine.display()));
+    checks.push(Check {
+        name: "TensorRT plan",
         ok,
         detail,
     });
@@ -311,24 +334,7 @@ pub fn decide(f: &Findings) -> DoctorReport {
             }
         });
     }
-    let model_ok = f.model_sha_ok.is_some();
-    stages.push(if !f.ort_present || !model_ok {
-        StageChoice {
-            stage: "detect",
-            backend: "unavailable".into(),
-            reason: "run `bash scripts/setup.sh` (model or onnxruntime missing)".into(),
-        }
-    } else {
-        StageChoice {
-            stage: "detect",
-            backend: format!("CPU onnxruntime ({} threads)", f.detector_threads),
-            reason: match (&f.tensorrt, f.tensorrt_compiled) {
-                (Err(_), _) => "TensorRT (libnvinfer) not found".into(),
-                (Ok(_), false) => "TensorRT found but built without --features tensorrt".into(),
-                (Ok(_), true) => "the TensorRT backend is not implemented yet".into(),
-            },
-        }
-    });
+    stages.push(detect_stage(f, gpu, &gpu_why()));
     stages.push(match (&f.nvenc, gpu, no_nvenc_gpu) {
         (_, true, Some(n)) => StageChoice {
             stage: "encode",
@@ -369,6 +375,79 @@ pub fn decide(f: &Findings) -> DoctorReport {
         checks,
         stages,
         notes,
+    }
+}
+
+/// What the plan at `path` is, from its sidecar (no TensorRT needed).
+pub fn plan_state(path: &Path) -> Result<String, String> {
+    match read_plan(path) {
+        Ok((_, Some(m))) => Ok(format!(
+            "TensorRT {}, {}, batch 1..={}, {} profile(s), built on {}",
+            m.tensorrt, m.precision, m.max_batch, m.profiles, m.gpu
+        )),
+        Ok((bytes, None)) => Ok(format!("{} bytes, no sidecar: not checked", bytes.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// The detector the configuration selects, whether it can run here, and
+/// what TensorRT would need when it is not the one selected.
+fn detect_stage(f: &Findings, gpu: bool, gpu_why: &str) -> StageChoice {
+    let unavailable = |reason: String| StageChoice {
+        stage: "detect",
+        backend: "unavailable".into(),
+        reason,
+    };
+    if f.detector_backend == DetectorBackend::TensorRt {
+        let missing = if f.trt.shim.is_none() {
+            Some(f.trt.to_string())
+        } else if let Err(e) = &f.trt.library {
+            Some(e.clone())
+        } else if let Err(e) = &f.engine_state {
+            Some(e.clone())
+        } else if !gpu {
+            Some(gpu_why.to_string())
+        } else {
+            None
+        };
+        return match missing {
+            Some(r) => unavailable(format!("detector.backend = tensorrt, but {r}")),
+            None => StageChoice {
+                stage: "detect",
+                backend: format!("TensorRT ({})", f.engine.display()),
+                reason: format!(
+                    "detector.backend = tensorrt; one execution context per profile, device pointers in and out ({})",
+                    f.trt.library.as_deref().unwrap_or("libnvinfer")
+                ),
+            },
+        };
+    }
+    if !f.ort_present || f.model_sha_ok.is_none() {
+        return unavailable("run `bash scripts/setup.sh` (model or onnxruntime missing)".into());
+    }
+    let why_not_trt = if !f.tensorrt_compiled {
+        match &f.trt.library {
+            Ok(l) => format!("TensorRT found ({l}) but built without --features tensorrt"),
+            Err(_) => {
+                "TensorRT (libnvinfer) not found, and built without --features tensorrt".into()
+            }
+        }
+    } else if f.trt.shim.is_none() {
+        f.trt.to_string()
+    } else if let Err(e) = &f.trt.library {
+        e.clone()
+    } else if let Err(e) = &f.engine_state {
+        format!("TensorRT is usable but {e}")
+    } else if !gpu {
+        format!("TensorRT is usable but {gpu_why}")
+    } else {
+        "TensorRT is usable here too: set detector.backend = \"tensorrt\" (--detector tensorrt)"
+            .into()
+    };
+    StageChoice {
+        stage: "detect",
+        backend: format!("CPU onnxruntime ({} threads)", f.detector_threads),
+        reason: format!("detector.backend = onnx; {why_not_trt}"),
     }
 }
 
@@ -431,7 +510,15 @@ mod tests {
             },
             nvdec: Ok("libnvcuvid.so.1".into()),
             nvenc: Ok("libnvidia-encode.so.1".into()),
-            tensorrt: Err("libnvinfer.so: cannot open".into()),
+            trt: TrtProbe {
+                feature: false,
+                shim: None,
+                stub_reason: Some("TensorRT backend not built".into()),
+                library: Err("TensorRT library not found: libnvinfer.so.11: cannot open".into()),
+            },
+            detector_backend: DetectorBackend::Onnx,
+            engine: "models/320n.plan".into(),
+            engine_state: Err("TensorRT plan models/320n.plan: not found".into()),
             ort_library: "models/libonnxruntime.so".into(),
             ort_present: true,
             model: "models/320n.onnx".into(),
@@ -482,7 +569,6 @@ mod tests {
             driver: Err("libcuda.so.1: cannot open shared object file".into()),
             nvdec: Err("x".into()),
             nvenc: Err("y".into()),
-            tensorrt: Err("z".into()),
             ..Findings::default()
         };
         let r = decide(&f);
@@ -493,6 +579,63 @@ mod tests {
         }
         assert_eq!(r.stage("detect").unwrap().backend, "unavailable");
         assert!(r.to_string().contains("scripts/setup.sh"));
+    }
+
+    fn trt_ready(f: &mut Findings) {
+        f.tensorrt_compiled = true;
+        f.trt = TrtProbe {
+            feature: true,
+            shim: Some("TensorRT 11.4.0 headers in .cache/tensorrt/include".into()),
+            stub_reason: None,
+            library: Ok("libnvinfer.so.11 (TensorRT 11.4.0)".into()),
+        };
+        f.engine_state = Ok("TensorRT 11.4.0, fp32, batch 1..=8, 2 profile(s)".into());
+    }
+
+    #[test]
+    fn tensorrt_is_used_when_configured_and_everything_is_there() {
+        let mut f = h100_box();
+        trt_ready(&mut f);
+        f.detector_backend = DetectorBackend::TensorRt;
+        let r = decide(&f);
+        let d = r.stage("detect").unwrap();
+        assert_eq!(d.backend, "TensorRT (models/320n.plan)");
+        assert!(d.reason.contains("libnvinfer.so.11"), "{d:?}");
+        let text = r.to_string();
+        assert!(
+            text.contains("TensorRT plan") && text.contains("2 profile(s)"),
+            "{text}"
+        );
+
+        // Configured for ONNX: says TensorRT would work.
+        f.detector_backend = DetectorBackend::Onnx;
+        let d = decide(&f).stage("detect").cloned().unwrap();
+        assert!(d.backend.starts_with("CPU onnxruntime"));
+        assert!(d.reason.contains("--detector tensorrt"), "{d:?}");
+    }
+
+    #[test]
+    fn tensorrt_configured_but_missing_says_which_piece() {
+        let mut f = h100_box();
+        f.detector_backend = DetectorBackend::TensorRt;
+        let d = decide(&f).stage("detect").cloned().unwrap();
+        assert_eq!(d.backend, "unavailable");
+        assert!(d.reason.contains("TensorRT backend not built"), "{d:?}");
+
+        trt_ready(&mut f);
+        f.trt.library = Err("TensorRT library not found: libnvinfer.so.11: cannot open".into());
+        let d = decide(&f).stage("detect").cloned().unwrap();
+        assert!(d.reason.contains("libnvinfer.so.11"), "{d:?}");
+
+        trt_ready(&mut f);
+        f.engine_state = Err("TensorRT plan models/320n.plan: not found".into());
+        let d = decide(&f).stage("detect").cloned().unwrap();
+        assert!(d.reason.contains("not found"), "{d:?}");
+
+        trt_ready(&mut f);
+        f.probe.devices.clear();
+        let d = decide(&f).stage("detect").cloned().unwrap();
+        assert_eq!(d.backend, "unavailable");
     }
 
     #[test]

@@ -41,6 +41,10 @@ enum Cmd {
     Classes,
     /// What this machine can use, and which backend each stage takes.
     Doctor,
+    /// TensorRT plans: `build` one from the ONNX model (on the GPU machine,
+    /// needs feature `tensorrt`), or `info` on one (needs no TensorRT).
+    #[command(subcommand)]
+    Engine(EngineCmd),
     /// Censor a live LiveKit room: subscribe (hidden) to ROOM-raw, publish
     /// the censored video into ROOM. Needs LIVEKIT_URL / LIVEKIT_API_KEY /
     /// LIVEKIT_API_SECRET (env or [livekit] in the config).
@@ -97,6 +101,52 @@ fn probability_arg(name: &'static str) -> impl Fn(&str) -> Result<f64, String> +
     }
 }
 
+#[derive(Subcommand)]
+enum EngineCmd {
+    /// ONNX -> TensorRT plan with one dynamic-batch optimisation profile per
+    /// execution context (batch 1 to --max-batch), plus PLAN.json (sidecar).
+    Build(EngineBuildArgs),
+    /// What a plan is, checked against its sidecar.
+    Info {
+        /// The plan (default: detector.engine).
+        plan: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+struct EngineBuildArgs {
+    /// The ONNX model (default: detector.model).
+    #[arg(long)]
+    onnx: Option<PathBuf>,
+    /// The plan to write (default: detector.engine); PLAN.json goes beside it.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Largest batch of every profile (default: batcher.max_batch).
+    #[arg(long)]
+    max_batch: Option<usize>,
+    /// Optimisation profiles = execution contexts (default: batcher.contexts).
+    #[arg(long)]
+    contexts: Option<usize>,
+    /// FP16 kernels (TensorRT 10; TensorRT 11 needs an fp16 ONNX model instead).
+    #[arg(long)]
+    fp16: bool,
+    /// INT8 with calibration on the images in --calib (TensorRT 10 only).
+    #[arg(long, requires = "calib")]
+    int8: bool,
+    /// Folder of .png/.jpg calibration images.
+    #[arg(long, requires = "int8")]
+    calib: Option<PathBuf>,
+    /// Images per calibration batch.
+    #[arg(long, default_value_t = 8)]
+    calib_batch: usize,
+    /// Builder workspace limit in MiB (0: TensorRT's default).
+    #[arg(long, default_value_t = 0)]
+    workspace_mib: usize,
+    /// CUDA device to build on.
+    #[arg(long, default_value_t = 0)]
+    device: usize,
+}
+
 #[derive(Args, Clone)]
 struct PolicyArgs {
     /// Policy TOML (classes, thresholds, expansion, shape, method).
@@ -129,6 +179,13 @@ struct PolicyArgs {
     /// Detector threads.
     #[arg(long)]
     threads: Option<usize>,
+    /// Detector: onnx (ONNX Runtime, CPU) or tensorrt (the --engine plan,
+    /// feature `tensorrt`).
+    #[arg(long)]
+    detector: Option<String>,
+    /// TensorRT plan for --detector tensorrt (`livecensor engine build`).
+    #[arg(long)]
+    engine: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -244,6 +301,14 @@ fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
         }
         if let Some(t) = p.threads {
             cfg.detector.threads = t;
+        }
+        if let Some(d) = &p.detector {
+            cfg.detector.backend = d
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad value for --detector: {e}"))?;
+        }
+        if let Some(e) = &p.engine {
+            cfg.detector.engine = e.clone();
         }
     }
     cfg.validate()?;
@@ -431,9 +496,55 @@ fn doctor(cfg: &Config) {
     let findings = livecensor::doctor::gather(&cfg.detector);
     print!("{}", livecensor::doctor::decide(&findings));
     println!(
-        "detector config  {} thread(s), {} context(s)",
-        cfg.detector.threads, cfg.batcher.contexts
+        "detector config  {}, {} thread(s), {} context(s), batch up to {}",
+        cfg.detector.backend, cfg.detector.threads, cfg.batcher.contexts, cfg.batcher.max_batch
     );
+}
+
+/// `engine build` / `engine info`; defaults come from the configuration so
+/// the plan fits the batcher.
+fn run_engine(cmd: &EngineCmd, cfg: &Config) -> Result<()> {
+    use livecensor::detect::tensorrt::{build_engine, plan_info, BuildOptions};
+    match cmd {
+        EngineCmd::Info { plan } => {
+            println!(
+                "{}",
+                plan_info(plan.as_ref().unwrap_or(&cfg.detector.engine))?
+            );
+        }
+        EngineCmd::Build(a) => {
+            let opts = BuildOptions {
+                onnx: a.onnx.clone().unwrap_or_else(|| cfg.detector.model.clone()),
+                output: a
+                    .output
+                    .clone()
+                    .unwrap_or_else(|| cfg.detector.engine.clone()),
+                max_batch: a.max_batch.unwrap_or(cfg.batcher.max_batch),
+                contexts: a.contexts.unwrap_or(cfg.batcher.contexts),
+                fp16: a.fp16,
+                int8: a.int8,
+                calib: a.calib.clone(),
+                calib_batch: a.calib_batch,
+                input_size: cfg.detector.input_size,
+                workspace_mib: a.workspace_mib,
+                device: a.device,
+            };
+            let r = build_engine(&opts)?;
+            println!(
+                "wrote {} ({} bytes, TensorRT {}, {}, batch 1..={}, {} profile(s), on {}) and {} in {:.1} s",
+                r.plan.display(),
+                r.meta.plan_bytes,
+                r.meta.tensorrt,
+                r.meta.precision,
+                r.meta.max_batch,
+                r.meta.profiles,
+                r.meta.gpu,
+                r.sidecar.display(),
+                r.seconds
+            );
+        }
+    }
+    Ok(())
 }
 
 /// `serve --room`: one session until Ctrl-C, SIGTERM or `--seconds`,
@@ -620,6 +731,10 @@ fn main() -> Result<()> {
         Cmd::Doctor => {
             let cfg = load_config(cfg_path, None)?;
             doctor(&cfg);
+        }
+        Cmd::Engine(c) => {
+            let cfg = load_config(cfg_path, None)?;
+            run_engine(&c, &cfg)?;
         }
         Cmd::Serve(a) => {
             let cfg = load_config(cfg_path, Some(&a.p))?;
