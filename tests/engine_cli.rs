@@ -164,3 +164,59 @@ fn detector_flag_takes_only_onnx_or_tensorrt() {
         "{e}"
     );
 }
+
+/// `censor` and `bench` build their detectors through `detect::backends`: a
+/// TensorRT detector that cannot run stops the job with one line and writes
+/// no output (never a silent fallback, never a frame out unchecked).
+#[test]
+fn tensorrt_detector_that_cannot_run_stops_the_job_and_writes_nothing() {
+    if tensorrt_here() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.y4m");
+    let o = bin()
+        .args(["synth", "--scenario", "static", "--frames", "4"])
+        .args(["--width", "320", "--height", "180", "--output"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let output = dir.path().join("out.mp4");
+    let plan = dir.path().join("absent.plan");
+    let o = bin()
+        .args(["censor", "--detector", "tensorrt", "--engine"])
+        .arg(&plan)
+        .arg("-i")
+        .arg(&input)
+        .arg("-o")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let e = assert_clear_failure(&o);
+    assert!(
+        e.to_lowercase().contains("tensorrt") || e.contains("absent.plan"),
+        "{e}"
+    );
+    assert!(!output.exists(), "an output was written: {e}");
+    let o = bin()
+        .args([
+            "bench",
+            "--frames",
+            "2",
+            "--no-audit",
+            "--detector",
+            "tensorrt",
+            "--engine",
+        ])
+        .arg(&plan)
+        .output()
+        .unwrap();
+    let e = stderr(&o);
+    assert!(!o.status.success(), "{e}");
+    assert!(!e.contains("panicked"), "{e}");
+    assert!(
+        e.to_lowercase().contains("tensorrt") || e.contains("absent.plan"),
+        "{e}"
+    );
+}

@@ -510,6 +510,13 @@ pub struct BenchArgs {
     /// Largest detector batch.
     #[arg(long)]
     pub batch: Option<usize>,
+    /// Detector: onnx (ONNX Runtime, CPU) or tensorrt (the --engine plan).
+    /// The leak audit always uses ONNX Runtime, the reference.
+    #[arg(long)]
+    pub detector: Option<String>,
+    /// TensorRT plan for --detector tensorrt (`livecensor engine build`).
+    #[arg(long)]
+    pub engine: Option<PathBuf>,
     /// Raise the stream count from 1 with short runs until real time is
     /// missed; report the most streams held.
     #[arg(long)]
@@ -543,6 +550,14 @@ impl BenchArgs {
         if let Some(b) = self.batch {
             cfg.batcher.max_batch = b;
             cfg.batcher.capacity = cfg.batcher.capacity.max(b);
+        }
+        if let Some(d) = &self.detector {
+            cfg.detector.backend = d
+                .parse()
+                .map_err(|e| other(format!("bad value for --detector: {e}")))?;
+        }
+        if let Some(e) = &self.engine {
+            cfg.detector.engine = e.clone();
         }
         bench_config(cfg)
     }

@@ -2,11 +2,10 @@
 //! encode and the sidecar, with decoding kept a few frames ahead so the
 //! detector thread and this thread overlap.
 
-use super::service::{DetectBackend, DetectService};
+use super::service::DetectService;
 use super::sidecar::{sidecar_path, SidecarWriter, Status};
 use super::stream::{Released, StageTimes, StreamOptions, StreamPipeline};
 use crate::config::Config;
-use crate::detect::Detector;
 use crate::error::{Error, PipelineError};
 use crate::sink::{OutputInfo, VideoWriter};
 use crate::source::VideoReader;
@@ -17,10 +16,11 @@ use std::time::{Duration, Instant};
 /// Builds the shared detector service from the configuration: one ort
 /// session per execution context.
 pub fn start_service(cfg: &Config) -> Result<Arc<DetectService>, Error> {
-    let mut backends: Vec<Box<dyn DetectBackend>> = Vec::new();
-    for _ in 0..cfg.batcher.contexts.max(1) {
-        backends.push(Box::new(Detector::new(&cfg.detector)?));
-    }
+    let backends = crate::detect::backends(
+        &cfg.detector,
+        cfg.batcher.contexts.max(1),
+        cfg.batcher.max_batch,
+    )?;
     Ok(Arc::new(DetectService::start(
         backends,
         cfg.batcher_config(),
