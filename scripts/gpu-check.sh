@@ -149,6 +149,18 @@ run() {
     -o "$out/censored1080.h264"
   step audit_1080p "$bin" audit --model "$model" -i "$out/clip1080.y4m" -o "$out/censored1080.h264" \
     --json "$out/audit1080.json"
+  # The device path: NVDEC -> kernels -> detector -> kernels -> one copy to
+  # the host -> CPU encoder; and Y4M uploaded. Both audited on the CPU.
+  step synth_1080p_mp4 "$bin" synth --scenario constant-pan --frames 60 --width 1920 --height 1080 \
+    --photos "$CARRY/models/photos" -o "$out/clip1080.mp4"
+  step censor_1080p_gpu "${timev[@]}" "$bin" censor --gpu --model "$model" -i "$out/clip1080.mp4" \
+    -o "$out/censored1080_gpu.h264"
+  step audit_1080p_gpu "$bin" audit --model "$model" -i "$out/clip1080.mp4" -o "$out/censored1080_gpu.h264" \
+    --json "$out/audit1080_gpu.json"
+  step censor_1080p_gpu_y4m "$bin" censor --gpu --model "$model" -i "$out/clip1080.y4m" \
+    -o "$out/censored1080_gpu_y4m.h264"
+  step audit_1080p_gpu_y4m "$bin" audit --model "$model" -i "$out/clip1080.y4m" \
+    -o "$out/censored1080_gpu_y4m.h264" --json "$out/audit1080_gpu_y4m.json"
   echo
   echo "=== summary"
   printf '%s\n' "${RESULTS[@]}"
@@ -156,6 +168,7 @@ run() {
   echo "=== kernel and stage timings"
   grep -h "TIMING\|NVDEC .*PSNR\|encode backend\|parity\|SKIPPED" "$out"/gpu_device.log 2>/dev/null | sed 's/^/  /'
   grep -h "Elapsed (wall\|Maximum resident" "$out"/censor_1080p.log 2>/dev/null | sed 's/^/  censor 1080p: /'
+  grep -h "^censored\|^per frame\|Elapsed (wall" "$out"/censor_1080p_gpu.log 2>/dev/null | sed 's/^/  censor 1080p --gpu: /'
   grep -h "^decode\|^preprocess\|^detect\|^censor\|^encode" "$out"/doctor.log 2>/dev/null | sed 's/^/  doctor: /'
 }
 

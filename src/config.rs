@@ -73,6 +73,17 @@ pub struct LiveKitSection {
     pub api_secret: String,
 }
 
+/// `[gpu]`: the file job's device path (feature `cuda`): NVDEC decodes into
+/// device memory, the CUDA kernels preprocess and censor there, and each
+/// censored frame is copied to the host once for the encoder.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GpuSection {
+    pub enabled: bool,
+    /// CUDA device ordinal.
+    pub device: usize,
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -85,6 +96,7 @@ pub struct Config {
     pub tracker: TrackerConfig,
     pub policy: PolicyFile,
     pub livekit: LiveKitSection,
+    pub gpu: GpuSection,
 }
 
 impl Default for Config {
@@ -97,6 +109,7 @@ impl Default for Config {
             tracker: TrackerConfig::default(),
             policy: PolicyFile::default(),
             livekit: LiveKitSection::default(),
+            gpu: GpuSection::default(),
         }
     }
 }

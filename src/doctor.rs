@@ -362,8 +362,8 @@ pub fn decide(f: &Findings) -> DoctorReport {
     let mut notes = Vec::new();
     if gpu {
         notes.push(
-            "`censor`/`serve` still run the CPU pipeline; the GPU stages above are what the \
-             device path (crate::gpu, tests/gpu_device.rs) selects on this machine"
+            "the GPU stages above are what `censor --gpu` (config [gpu] enabled) uses; \
+             without it, and always for `serve` and `bench`, the pipeline runs on the CPU"
                 .into(),
         );
     }

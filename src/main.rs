@@ -194,6 +194,13 @@ struct CensorArgs {
     input: PathBuf,
     #[arg(long, short)]
     output: PathBuf,
+    /// Decode with NVDEC into device memory and preprocess and censor with
+    /// the CUDA kernels (feature `cuda`; config `[gpu] enabled`).
+    #[arg(long)]
+    gpu: bool,
+    /// CUDA device for --gpu (config `[gpu] device`).
+    #[arg(long)]
+    gpu_device: Option<usize>,
     #[command(flatten)]
     p: PolicyArgs,
 }
@@ -653,7 +660,11 @@ fn main() -> Result<()> {
     let cfg_path = cli.config.as_deref();
     match cli.cmd {
         Cmd::Censor(a) => {
-            let cfg = load_config(cfg_path, Some(&a.p))?;
+            let mut cfg = load_config(cfg_path, Some(&a.p))?;
+            cfg.gpu.enabled |= a.gpu;
+            if let Some(d) = a.gpu_device {
+                cfg.gpu.device = d;
+            }
             run_censor(&a.input, &a.output, a.p.fps, &cfg)?;
         }
         Cmd::Audit(a) => {

@@ -273,3 +273,47 @@ fn serve_without_api_secret_is_a_clear_error() {
     let t = text(&o);
     assert!(t.contains("LIVEKIT_API_SECRET"), "{t}");
 }
+
+/// `censor --gpu` where the device path cannot run (no `cuda` feature, or
+/// no driver) stops with one clear line and writes no output: it never
+/// falls back silently and never lets a frame out unchecked.
+#[test]
+fn censor_gpu_without_a_gpu_is_a_clear_error_and_writes_nothing() {
+    if livecensor::gpu::probe().usable() {
+        eprintln!("skipped: this machine has a usable GPU (tests/gpu_device.rs covers it)");
+        return;
+    }
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["in.mp4", "in.y4m"] {
+        let input = synth(dir.path(), name, "static");
+        let out = dir.path().join(format!("out-{name}.mp4"));
+        let o = bin()
+            .env_remove("RUST_BACKTRACE")
+            .args(["censor", "--gpu", "--gpu-device", "0"])
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        let t = text(&o);
+        assert!(!o.status.success(), "{t}");
+        assert_ne!(o.status.code(), Some(101), "panicked: {t}");
+        assert!(
+            t.contains("cuda") || t.contains("CUDA") || t.contains("libcuda"),
+            "{t}"
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stderr)
+                .trim_end()
+                .lines()
+                .count(),
+            1,
+            "{t}"
+        );
+        assert!(!out.exists(), "{t}");
+    }
+}

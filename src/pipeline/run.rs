@@ -7,8 +7,10 @@ use super::sidecar::{sidecar_path, SidecarWriter, Status};
 use super::stream::{Released, StageTimes, StreamOptions, StreamPipeline};
 use crate::config::Config;
 use crate::error::{Error, PipelineError};
+use crate::gpu::GpuContext;
 use crate::sink::{OutputInfo, VideoWriter};
-use crate::source::VideoReader;
+use crate::source::device::DeviceReader;
+use crate::source::{VideoInfo, VideoReader};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -87,6 +89,41 @@ pub fn add_times(a: &mut StageTimes, b: &StageTimes) {
     a.encode += b.encode;
 }
 
+/// Where the file job's frames come from: host frames (openh264, Y4M) or
+/// device frames (NVDEC, uploaded Y4M).
+enum Source {
+    Host(Box<VideoReader>),
+    Device(Box<DeviceReader>),
+}
+
+impl Source {
+    fn info(&self) -> &VideoInfo {
+        match self {
+            Source::Host(r) => r.info(),
+            Source::Device(r) => r.info(),
+        }
+    }
+
+    /// Decodes the next frame into `stream`; `None` at the end.
+    fn push_next(&mut self, stream: &mut StreamPipeline) -> Option<Result<(), Error>> {
+        let t0 = Instant::now();
+        match self {
+            Source::Host(r) => r.next_frame().map(|res| {
+                res.map(|df| {
+                    let decode = t0.elapsed().as_secs_f64();
+                    stream.push(Instant::now(), df.pts, df.frame, df.corrupt, decode);
+                })
+            }),
+            Source::Device(r) => r.next_frame().map(|res| {
+                res.map(|df| {
+                    let decode = t0.elapsed().as_secs_f64();
+                    stream.push_device(Instant::now(), df.pts, df.frame, df.corrupt, decode);
+                })
+            }),
+        }
+    }
+}
+
 /// Censors `input` into `output` (+ `output.censor.jsonl`).
 pub fn censor_file(
     input: &Path,
@@ -97,11 +134,23 @@ pub fn censor_file(
 ) -> Result<Summary, Error> {
     cfg.validate()?;
     let svc = start_service(cfg)?;
-    let mut reader = VideoReader::open(input, fps_hint)?;
-    let info = reader.info().clone();
     let mut opts = stream_options(cfg)?;
     opts.scheduler.deadline = Duration::from_millis(cfg.scheduler.file_deadline_ms);
     let mut stream = StreamPipeline::new(0, svc, opts);
+    // With [gpu] enabled, frames are decoded into device memory (NVDEC) and
+    // preprocessed and censored there; the context lives as long as they do.
+    let _gpu;
+    let mut source = if cfg.gpu.enabled {
+        let ctx = GpuContext::new(cfg.gpu.device)?;
+        let reader = DeviceReader::open(input, fps_hint, &ctx)?;
+        stream = stream.with_gpu(ctx.stream()?);
+        _gpu = Some(ctx);
+        Source::Device(Box::new(reader))
+    } else {
+        _gpu = None;
+        Source::Host(Box::new(VideoReader::open(input, fps_hint)?))
+    };
+    let info = source.info().clone();
     let mut writer = VideoWriter::create(
         output,
         &OutputInfo {
@@ -142,12 +191,8 @@ pub fn censor_file(
     };
     loop {
         while !eof && stream.in_flight() < window {
-            let t0 = Instant::now();
-            match reader.next_frame() {
-                Some(Ok(df)) => {
-                    let decode = t0.elapsed().as_secs_f64();
-                    stream.push(Instant::now(), df.pts, df.frame, df.corrupt, decode);
-                }
+            match source.push_next(&mut stream) {
+                Some(Ok(())) => {}
                 Some(Err(e)) => return Err(e),
                 None => eof = true,
             }

@@ -9,7 +9,8 @@ use super::service::{Completion, DetectService};
 use super::sidecar::{FrameRecord, Status};
 use crate::censor;
 use crate::detect::preprocess_frame;
-use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape};
+use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
+use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
 use crate::policy::Policy;
 use crate::track::{TrackState, Tracker, TrackerConfig};
 use std::collections::VecDeque;
@@ -41,10 +42,25 @@ pub struct Released {
     pub times: StageTimes,
 }
 
+/// Where a pending frame's pixels live: host memory (openh264, Y4M) or
+/// device memory (NVDEC). A device frame is preprocessed and censored by the
+/// CUDA kernels and copied to the host once, censored, when it leaves.
+enum Picture {
+    Host(Frame),
+    Device(DeviceFrame),
+}
+
+/// The CUDA side of a stream: its own CUDA stream and a one-image detector
+/// input the preprocess kernel writes (then copied to the shared batcher).
+struct GpuLane {
+    stream: GpuStream,
+    input: Option<DeviceTensor>,
+}
+
 struct Pending {
     index: u64,
     pts: i64,
-    frame: Frame,
+    frame: Picture,
     arrived: Instant,
     corrupt: bool,
     times: StageTimes,
@@ -83,6 +99,7 @@ pub struct StreamPipeline {
     pending: VecDeque<Pending>,
     next_index: u64,
     counters: StreamCounters,
+    gpu: Option<GpuLane>,
 }
 
 impl StreamPipeline {
@@ -99,7 +116,18 @@ impl StreamPipeline {
             pending: VecDeque::new(),
             next_index: 0,
             counters: StreamCounters::default(),
+            gpu: None,
         }
+    }
+
+    /// Device frames ([`StreamPipeline::push_device`]) run their kernels on
+    /// `stream`.
+    pub fn with_gpu(mut self, stream: GpuStream) -> Self {
+        self.gpu = Some(GpuLane {
+            stream,
+            input: None,
+        });
+        self
     }
 
     /// Frames inside the stream (not yet released).
@@ -114,10 +142,28 @@ impl StreamPipeline {
     /// A frame enters. `corrupt` frames (decoder errors) are censored whole.
     /// Frame indices are assigned here so they are strictly increasing.
     pub fn push(&mut self, now: Instant, pts: i64, frame: Frame, corrupt: bool, decode: f64) {
-        let index = self.next_index;
-        self.next_index += 1;
         // A buffer that does not match its size cannot be inspected.
         let corrupt = corrupt || frame.data.len() != Frame::expected_len(frame.width, frame.height);
+        self.enter(now, pts, Picture::Host(frame), corrupt, decode);
+    }
+
+    /// A device NV12 frame (NVDEC) enters; needs [`StreamPipeline::with_gpu`],
+    /// without which it is censored whole.
+    pub fn push_device(
+        &mut self,
+        now: Instant,
+        pts: i64,
+        frame: DeviceFrame,
+        corrupt: bool,
+        decode: f64,
+    ) {
+        let corrupt = corrupt || self.gpu.is_none();
+        self.enter(now, pts, Picture::Device(frame), corrupt, decode);
+    }
+
+    fn enter(&mut self, now: Instant, pts: i64, frame: Picture, corrupt: bool, decode: f64) {
+        let index = self.next_index;
+        self.next_index += 1;
         self.counters.frames_in += 1;
         let mut times = StageTimes {
             decode,
@@ -131,21 +177,28 @@ impl StreamPipeline {
             } else {
                 let t0 = Instant::now();
                 let size = self.svc.input_size();
-                let mut tensor = vec![0f32; 3 * size * size];
-                let lb = preprocess_frame(&frame, size, &mut tensor);
+                let prepared = self.prepare(&frame, size);
                 times.preprocess = t0.elapsed().as_secs_f64();
-                let key = Key {
-                    stream: self.id,
-                    frame: index,
-                };
-                let expires = now + self.scheduler.config().deadline;
-                if self
-                    .svc
-                    .submit(key, expires, tensor, lb, self.tx.clone())
-                    .is_err()
-                {
-                    self.counters.backpressured += 1;
-                    self.scheduler.handle_submit_failed(now, index);
+                match prepared {
+                    Ok((tensor, lb)) => {
+                        let key = Key {
+                            stream: self.id,
+                            frame: index,
+                        };
+                        let expires = now + self.scheduler.config().deadline;
+                        if self
+                            .svc
+                            .submit(key, expires, tensor, lb, self.tx.clone())
+                            .is_err()
+                        {
+                            self.counters.backpressured += 1;
+                            self.scheduler.handle_submit_failed(now, index);
+                        }
+                    }
+                    Err(e) => {
+                        self.counters.detector_errors += 1;
+                        self.scheduler.handle_detections(now, index, Err(e));
+                    }
                 }
             }
         }
@@ -157,6 +210,43 @@ impl StreamPipeline {
             corrupt,
             times,
         });
+    }
+
+    /// The detector input of one picture: on the host, or by the preprocess
+    /// kernel and one copy of the tensor (the batcher takes host tensors).
+    fn prepare(
+        &mut self,
+        frame: &Picture,
+        size: usize,
+    ) -> Result<(Vec<f32>, crate::detect::Letterbox), String> {
+        match frame {
+            Picture::Host(f) => {
+                let mut tensor = vec![0f32; 3 * size * size];
+                let lb = preprocess_frame(f, size, &mut tensor);
+                Ok((tensor, lb))
+            }
+            Picture::Device(f) => {
+                let gpu = self
+                    .gpu
+                    .as_mut()
+                    .ok_or("device frame without a CUDA stream")?;
+                let input = match gpu.input.take() {
+                    Some(t) if t.len() == 3 * size * size => t,
+                    _ => gpu
+                        .stream
+                        .alloc_input(1, size, false)
+                        .map_err(|e| e.to_string())?,
+                };
+                let mut input = input;
+                let out = gpu
+                    .stream
+                    .preprocess_nv12(f, &mut input, size, 0)
+                    .and_then(|lb| Ok((gpu.stream.download_tensor(&input)?, lb)))
+                    .map_err(|e| format!("GPU preprocess: {e}"));
+                gpu.input = Some(input);
+                out
+            }
+        }
     }
 
     fn take(&mut self, now: Instant, c: Completion) {
@@ -237,7 +327,7 @@ impl StreamPipeline {
             None => Pending {
                 index: frame,
                 pts: 0,
-                frame: Frame::new(crate::frame::PixelFormat::I420, 2, 2),
+                frame: Picture::Host(Frame::new(PixelFormat::I420, 2, 2)),
                 arrived: now,
                 corrupt: true,
                 times: StageTimes::default(),
@@ -282,24 +372,36 @@ impl StreamPipeline {
                 ),
             }
         };
-        let masks = if status == Status::FailClosed {
-            self.counters.fail_closed += 1;
-            censor::censor_full(&mut p.frame, &self.policy.method);
-            vec![Mask {
-                bbox: BBox::new(0.0, 0.0, p.frame.width as f32, p.frame.height as f32),
-                shape: MaskShape::Rect,
-                origin: MaskOrigin::FullFrame,
-                class: 255,
-            }]
+        let (mut status, mut reason) = (status, reason);
+        let (out, masks) = if status == Status::FailClosed {
+            let mut out = self.host_picture(p.frame);
+            censor::censor_full(&mut out, &self.policy.method);
+            let m = full_frame_mask(&out);
+            (out, m)
         } else {
-            if status == Status::Verified {
-                self.counters.verified += 1;
-            } else {
-                self.counters.predicted += 1;
+            match self.censor_picture(p.frame, &masks) {
+                Ok(out) => (out, masks),
+                Err((mut out, e)) => {
+                    // The censored picture could not be made: the whole
+                    // frame is censored instead.
+                    tracing::warn!(
+                        stream = self.id,
+                        frame = p.index,
+                        "{e}; frame censored whole"
+                    );
+                    censor::censor_full(&mut out, &self.policy.method);
+                    status = Status::FailClosed;
+                    reason = Some(e);
+                    let m = full_frame_mask(&out);
+                    (out, m)
+                }
             }
-            censor::apply(&mut p.frame, &masks, &self.policy.method);
-            masks
         };
+        match status {
+            Status::FailClosed => self.counters.fail_closed += 1,
+            Status::Verified => self.counters.verified += 1,
+            _ => self.counters.predicted += 1,
+        }
         p.times.censor = t0.elapsed().as_secs_f64();
         let record = FrameRecord {
             frame: p.index,
@@ -313,10 +415,49 @@ impl StreamPipeline {
         Released {
             index: p.index,
             pts: p.pts,
-            frame: p.frame,
+            frame: out,
             record,
             arrived: p.arrived,
             times: p.times,
+        }
+    }
+
+    /// `masks` applied: on the host, or by the censor kernel and then one
+    /// copy to the host. `Err` carries the uncensored-or-grey host picture
+    /// for the caller to censor whole, and why.
+    fn censor_picture(&mut self, frame: Picture, masks: &[Mask]) -> Result<Frame, (Frame, String)> {
+        match frame {
+            Picture::Host(mut f) => {
+                censor::apply(&mut f, masks, &self.policy.method);
+                Ok(f)
+            }
+            Picture::Device(mut f) => {
+                let (w, h) = (f.width(), f.height());
+                let Some(gpu) = self.gpu.as_mut() else {
+                    return Err((grey(w, h), "device frame without a CUDA stream".into()));
+                };
+                let censored = gpu.stream.censor_nv12(&mut f, masks, &self.policy.method);
+                match (censored, gpu.stream.download(&f)) {
+                    (Ok(()), Ok(host)) => Ok(host),
+                    (Err(e), Ok(host)) => Err((host, format!("GPU censor: {e}"))),
+                    (_, Err(e)) => Err((grey(w, h), format!("GPU download: {e}"))),
+                }
+            }
+        }
+    }
+
+    /// The picture on the host, uncensored (the caller censors it whole); a
+    /// grey frame of its size if it cannot be copied.
+    fn host_picture(&mut self, frame: Picture) -> Frame {
+        match frame {
+            Picture::Host(f) => f,
+            Picture::Device(f) => {
+                let (w, h) = (f.width(), f.height());
+                match self.gpu.as_ref().map(|g| g.stream.download(&f)) {
+                    Some(Ok(host)) => host,
+                    _ => grey(w, h),
+                }
+            }
         }
     }
 
@@ -331,6 +472,22 @@ impl StreamPipeline {
             .map(|t| self.policy.mask(&t.bbox, t.class, MaskOrigin::Predicted))
             .collect()
     }
+}
+
+/// A mid-grey NV12 picture: what leaves when a device frame cannot be read.
+fn grey(width: usize, height: usize) -> Frame {
+    let mut f = Frame::new(PixelFormat::Nv12, width, height);
+    f.data.fill(128);
+    f
+}
+
+fn full_frame_mask(f: &Frame) -> Vec<Mask> {
+    vec![Mask {
+        bbox: BBox::new(0.0, 0.0, f.width as f32, f.height as f32),
+        shape: MaskShape::Rect,
+        origin: MaskOrigin::FullFrame,
+        class: 255,
+    }]
 }
 
 fn reason_text(r: &FailReason) -> String {

@@ -7,6 +7,7 @@
 //! frame at all is an error.
 
 mod demux;
+pub mod device;
 
 use crate::codec::{is_keyframe, Decoder};
 use crate::error::{Error, MediaError};

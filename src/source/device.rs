@@ -1,0 +1,241 @@
+//! Reading a video file into device memory: H.264 (Annex-B, MP4) through
+//! NVDEC, Y4M uploaded once per frame. The GPU counterpart of
+//! [`super::VideoReader`], with the same demuxers and the same promise:
+//! damaged data gives frames marked `corrupt` until the next IDR, never a
+//! stop; only a stream with no decodable picture is an error.
+
+use super::demux::{AnnexBDemux, Mp4Demux, Y4mDemux};
+use super::{detect_container, Container, Demux, VideoInfo, DEFAULT_FPS};
+use crate::codec::is_keyframe;
+use crate::error::{Error, MediaError};
+use crate::gpu::{nvdec::NvDecoder, DeviceFrame, GpuContext, GpuStream};
+use std::collections::VecDeque;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// One picture in device memory, in display order.
+pub struct DeviceDecoded {
+    pub index: u64,
+    /// Presentation time in `VideoInfo::timescale` units.
+    pub pts: i64,
+    pub frame: DeviceFrame,
+    /// Decoded from damaged data: censor the whole frame.
+    pub corrupt: bool,
+}
+
+enum Kind {
+    Nvdec {
+        demux: Box<Demux>,
+        decoder: Box<NvDecoder>,
+        last_pts: i64,
+        step: i64,
+        damaged_until_idr: bool,
+        finished: bool,
+    },
+    Upload {
+        y4m: Box<Y4mDemux>,
+        stream: Box<GpuStream>,
+    },
+}
+
+/// Decodes one file into device NV12 frames.
+pub struct DeviceReader {
+    path: PathBuf,
+    info: VideoInfo,
+    kind: Kind,
+    ready: VecDeque<(i64, DeviceFrame, bool)>,
+    next_index: u64,
+}
+
+impl DeviceReader {
+    pub fn open(path: &Path, fps_hint: Option<f64>, ctx: &GpuContext) -> Result<Self, Error> {
+        let hint = fps_hint.filter(|f| f.is_finite() && *f > 0.0);
+        let mut head = [0u8; 16];
+        let n = File::open(path)
+            .and_then(|mut f| f.read(&mut head))
+            .map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            return Err(MediaError::Empty { path: path.into() }.into());
+        }
+        let container =
+            detect_container(path, &head[..n]).ok_or_else(|| MediaError::Unsupported {
+                path: path.into(),
+                reason: "unknown container (expected H.264 Annex-B, MP4/MOV or Y4M)".into(),
+            })?;
+        let (demux, fps, timescale, frame_count) = match container {
+            Container::Y4m => {
+                let d = Y4mDemux::new(path)?;
+                let info = VideoInfo {
+                    width: d.width,
+                    height: d.height,
+                    fps: d.fps.or(hint).unwrap_or(DEFAULT_FPS),
+                    timescale: AnnexBDemux::TIMESCALE,
+                    frame_count: d.frame_count,
+                    container,
+                };
+                return Ok(DeviceReader {
+                    path: path.into(),
+                    info,
+                    kind: Kind::Upload {
+                        y4m: Box::new(d),
+                        stream: Box::new(ctx.stream()?),
+                    },
+                    ready: VecDeque::new(),
+                    next_index: 0,
+                });
+            }
+            Container::AnnexB => {
+                let fps = hint.unwrap_or(DEFAULT_FPS);
+                let d = Demux::AnnexB(AnnexBDemux::new(path, fps)?);
+                (d, fps, AnnexBDemux::TIMESCALE, None)
+            }
+            Container::Mp4 => {
+                let d = Mp4Demux::new(path)?;
+                let fps = d.fps.or(hint).unwrap_or(DEFAULT_FPS);
+                let (ts, count) = (d.timescale, Some(d.sample_count() as u64));
+                (Demux::Mp4(d), fps, ts, count)
+            }
+        };
+        let mut r = DeviceReader {
+            path: path.into(),
+            info: VideoInfo {
+                width: 0,
+                height: 0,
+                fps,
+                timescale,
+                frame_count,
+                container,
+            },
+            kind: Kind::Nvdec {
+                demux: Box::new(demux),
+                decoder: Box::new(NvDecoder::new(ctx)?),
+                last_pts: 0,
+                step: ((timescale as f64 / fps).round() as i64).max(1),
+                damaged_until_idr: false,
+                finished: false,
+            },
+            ready: VecDeque::new(),
+            next_index: 0,
+        };
+        r.fill()?;
+        let Some((_, f, _)) = r.ready.front() else {
+            return Err(MediaError::Malformed {
+                path: path.into(),
+                container: if container == Container::Mp4 {
+                    "MP4"
+                } else {
+                    "H.264 Annex-B"
+                },
+                reason: "no picture NVDEC could decode".into(),
+            }
+            .into());
+        };
+        r.info.width = f.width();
+        r.info.height = f.height();
+        Ok(r)
+    }
+
+    pub fn info(&self) -> &VideoInfo {
+        &self.info
+    }
+
+    /// Feeds NVDEC until it gives a picture or the file ends.
+    fn fill(&mut self) -> Result<(), Error> {
+        let Kind::Nvdec {
+            demux,
+            decoder,
+            last_pts,
+            step,
+            damaged_until_idr,
+            finished,
+        } = &mut self.kind
+        else {
+            return Ok(());
+        };
+        while self.ready.is_empty() && !*finished {
+            let frames = match demux.next_packet() {
+                None => {
+                    *finished = true;
+                    decoder.flush()?
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(path = %self.path.display(), "{e}; frames censored until the next IDR");
+                    *finished = true;
+                    decoder.flush()?
+                }
+                Some(Ok(p)) => {
+                    let pts = p.pts.unwrap_or(*last_pts + *step);
+                    *last_pts = pts;
+                    match p.data {
+                        Ok(au) => {
+                            if is_keyframe(&au) {
+                                *damaged_until_idr = false;
+                            }
+                            match decoder.decode(&au, pts) {
+                                Ok(f) => f,
+                                Err(e) => {
+                                    tracing::warn!(
+                                        "NVDEC: {e}; frames censored until the next IDR"
+                                    );
+                                    *damaged_until_idr = true;
+                                    Vec::new()
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!("{e}; frames censored until the next IDR");
+                            *damaged_until_idr = true;
+                            Vec::new()
+                        }
+                    }
+                }
+            };
+            let errors = decoder.take_errors();
+            if !errors.is_empty() {
+                tracing::warn!("NVDEC: {}", errors.join("; "));
+                *damaged_until_idr = true;
+            }
+            for f in frames {
+                let damaged = f.damaged || *damaged_until_idr;
+                self.ready.push_back((f.timestamp, f.frame, damaged));
+            }
+        }
+        Ok(())
+    }
+
+    /// The next frame in display order; `None` at the end.
+    pub fn next_frame(&mut self) -> Option<Result<DeviceDecoded, Error>> {
+        let (pts, frame, corrupt) = match &mut self.kind {
+            Kind::Upload { y4m, stream } => {
+                let host = match y4m.next_picture()? {
+                    Ok(f) => f,
+                    Err(e) => return Some(Err(e)),
+                };
+                let pts = (self.next_index as f64 * self.info.timescale as f64 / self.info.fps)
+                    .round() as i64;
+                let up = stream
+                    .alloc_frame(host.width, host.height)
+                    .and_then(|mut d| stream.upload(&host, &mut d).map(|()| d));
+                match up {
+                    Ok(d) => (pts, d, false),
+                    Err(e) => return Some(Err(e)),
+                }
+            }
+            Kind::Nvdec { .. } => {
+                if let Err(e) = self.fill() {
+                    return Some(Err(e));
+                }
+                self.ready.pop_front()?
+            }
+        };
+        let index = self.next_index;
+        self.next_index += 1;
+        Some(Ok(DeviceDecoded {
+            index,
+            pts,
+            frame,
+            corrupt,
+        }))
+    }
+}
