@@ -161,6 +161,9 @@ run() {
     -o "$out/censored1080_gpu_y4m.h264"
   step audit_1080p_gpu_y4m "$bin" audit --model "$model" -i "$out/clip1080.y4m" \
     -o "$out/censored1080_gpu_y4m.h264" --json "$out/audit1080_gpu_y4m.json"
+  # Streams held on the device path (detector on the CPU unless TensorRT).
+  step bench_1080p_gpu "$bin" bench --gpu \
+    --width 1920 --height 1080 --streams 2 --duration 5 --json "$out/bench1080_gpu.json"
   echo
   echo "=== summary"
   printf '%s\n' "${RESULTS[@]}"
@@ -168,6 +171,7 @@ run() {
   echo "=== kernel and stage timings"
   grep -h "TIMING\|NVDEC .*PSNR\|encode backend\|parity\|SKIPPED" "$out"/gpu_device.log 2>/dev/null | sed 's/^/  /'
   grep -h "Elapsed (wall\|Maximum resident" "$out"/censor_1080p.log 2>/dev/null | sed 's/^/  censor 1080p: /'
+  grep -h "fps held\|added latency\|decode \|preprocess \|censor \|encode " "$out"/bench_1080p_gpu.log 2>/dev/null | sed 's/^/  bench 1080p --gpu: /'
   grep -h "^censored\|^per frame\|Elapsed (wall" "$out"/censor_1080p_gpu.log 2>/dev/null | sed 's/^/  censor 1080p --gpu: /'
   grep -h "^decode\|^preprocess\|^detect\|^censor\|^encode" "$out"/doctor.log 2>/dev/null | sed 's/^/  doctor: /'
 }

@@ -362,8 +362,8 @@ pub fn decide(f: &Findings) -> DoctorReport {
     let mut notes = Vec::new();
     if gpu {
         notes.push(
-            "the GPU stages above are what `censor --gpu` (config [gpu] enabled) uses; \
-             without it, and always for `serve` and `bench`, the pipeline runs on the CPU"
+            "the GPU stages above are what `censor --gpu` and `bench --gpu` (config [gpu] \
+             enabled) use; without it, and always for `serve`, the pipeline runs on the CPU"
                 .into(),
         );
     }

@@ -316,4 +316,16 @@ fn censor_gpu_without_a_gpu_is_a_clear_error_and_writes_nothing() {
         );
         assert!(!out.exists(), "{t}");
     }
+    let o = bin()
+        .env_remove("RUST_BACKTRACE")
+        .args(["bench", "--gpu", "--frames", "2", "--no-audit"])
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert_ne!(o.status.code(), Some(101), "panicked: {t}");
+    assert!(
+        t.contains("cuda") || t.contains("CUDA") || t.contains("libcuda"),
+        "{t}"
+    );
 }

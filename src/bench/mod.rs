@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::detect::Detector;
 use crate::error::{Error, PipelineError};
 use crate::frame::{BBox, Frame, PixelFormat};
+use crate::gpu::{nvdec::NvDecoder, GpuContext};
 use crate::pipeline::run::{start_service, stream_options};
 use crate::pipeline::service::DetectService;
 use crate::pipeline::stream::{Released, StreamPipeline};
@@ -178,6 +179,16 @@ struct Stream<'a> {
     start: Instant,
     /// Pacing phase of this stream (streams are spread over a frame interval).
     offset: Duration,
+    /// `--gpu`: NVDEC into device memory, kernels on this stream's own CUDA
+    /// stream (the device path of `censor --gpu`).
+    gpu: Option<&'a GpuContext>,
+}
+
+/// The stream's decoder: openh264 into host frames, or NVDEC into device
+/// frames.
+enum StreamDecoder {
+    Cpu(Decoder),
+    Gpu(Box<NvDecoder>),
 }
 
 impl Stream<'_> {
@@ -185,9 +196,15 @@ impl Stream<'_> {
         self.start + self.offset + Duration::from_secs_f64(k as f64 / self.opts.fps)
     }
 
-    fn run(&self, mut pipe: StreamPipeline, scenario: Scenario) -> Result<StreamRun, Error> {
+    fn run(&self, pipe: StreamPipeline, scenario: Scenario) -> Result<StreamRun, Error> {
         let o = self.opts;
-        let mut dec = Decoder::new()?;
+        let (mut dec, mut pipe) = match self.gpu {
+            Some(ctx) => (
+                StreamDecoder::Gpu(Box::new(NvDecoder::new(ctx)?)),
+                pipe.with_gpu(ctx.stream()?),
+            ),
+            None => (StreamDecoder::Cpu(Decoder::new()?), pipe),
+        };
         let mut enc = Encoder::new(EncoderConfig::new(o.width, o.height, o.fps as f32))?;
         let n = self.aus.len();
         let mut samples: Vec<FrameSample> = Vec::with_capacity(n);
@@ -233,21 +250,50 @@ impl Stream<'_> {
                 }
                 let arrival = if o.paced { self.due(next) } else { now };
                 let t0 = Instant::now();
-                let decoded = dec.decode(&self.aus[next]);
-                let decode = t0.elapsed().as_secs_f64();
+                let au = &self.aus[next];
                 next += 1;
-                match decoded {
-                    Ok(frames) => {
-                        for f in frames {
-                            pipe.push(arrival, pts(pushed), f, false, decode);
-                            pushed += 1;
+                match &mut dec {
+                    StreamDecoder::Cpu(d) => {
+                        let decoded = d.decode(au);
+                        let decode = t0.elapsed().as_secs_f64();
+                        match decoded {
+                            Ok(frames) => {
+                                for f in frames {
+                                    pipe.push(arrival, pts(pushed), f, false, decode);
+                                    pushed += 1;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("stream {}: {e}", self.id);
+                                let black = Frame::new(PixelFormat::I420, o.width, o.height);
+                                pipe.push(arrival, pts(pushed), black, true, decode);
+                                pushed += 1;
+                            }
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!("stream {}: {e}", self.id);
-                        let black = Frame::new(PixelFormat::I420, o.width, o.height);
-                        pipe.push(arrival, pts(pushed), black, true, decode);
-                        pushed += 1;
+                    StreamDecoder::Gpu(d) => {
+                        let decoded = d.decode(au, pts(pushed));
+                        let decode = t0.elapsed().as_secs_f64();
+                        match decoded {
+                            Ok(frames) => {
+                                for f in frames {
+                                    pipe.push_device(
+                                        arrival,
+                                        pts(pushed),
+                                        f.frame,
+                                        f.damaged,
+                                        decode,
+                                    );
+                                    pushed += 1;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::warn!("stream {}: NVDEC: {e}", self.id);
+                                let black = Frame::new(PixelFormat::I420, o.width, o.height);
+                                pipe.push(arrival, pts(pushed), black, true, decode);
+                                pushed += 1;
+                            }
+                        }
                     }
                 }
                 while let Some(r) = pipe.poll_output(Instant::now()) {
@@ -257,10 +303,28 @@ impl Stream<'_> {
             if next == n && !flushed {
                 flushed = true;
                 // Baseline streams hold nothing back; anything held goes in.
-                if let Ok(rest) = dec.flush() {
-                    for f in rest {
-                        pipe.push(Instant::now(), pts(pushed), f, false, 0.0);
-                        pushed += 1;
+                match &mut dec {
+                    StreamDecoder::Cpu(d) => {
+                        if let Ok(rest) = d.flush() {
+                            for f in rest {
+                                pipe.push(Instant::now(), pts(pushed), f, false, 0.0);
+                                pushed += 1;
+                            }
+                        }
+                    }
+                    StreamDecoder::Gpu(d) => {
+                        if let Ok(rest) = d.flush() {
+                            for f in rest {
+                                pipe.push_device(
+                                    Instant::now(),
+                                    pts(pushed),
+                                    f.frame,
+                                    f.damaged,
+                                    0.0,
+                                );
+                                pushed += 1;
+                            }
+                        }
                     }
                 }
             }
@@ -305,6 +369,7 @@ fn setup_of(cfg: &Config, o: &BenchOptions) -> RunSetup {
         detector_threads: cfg.detector.threads,
         contexts: cfg.batcher.contexts,
         max_batch: cfg.batcher.max_batch,
+        gpu: cfg.gpu.enabled,
     }
 }
 
@@ -324,6 +389,17 @@ pub fn run(
     o: &BenchOptions,
     clips: &Clips,
     svc: &Arc<DetectService>,
+) -> Result<(RunReport, Vec<StreamRun>), Error> {
+    run_on(cfg, o, clips, svc, None)
+}
+
+/// [`run`], on the device path when `gpu` is given (`bench --gpu`).
+pub fn run_on(
+    cfg: &Config,
+    o: &BenchOptions,
+    clips: &Clips,
+    svc: &Arc<DetectService>,
+    gpu: Option<&GpuContext>,
 ) -> Result<(RunReport, Vec<StreamRun>), Error> {
     if o.streams == 0 || o.frames == 0 || o.frames > clips.frames {
         return Err(other("bench: need at least 1 stream and 1 frame"));
@@ -355,6 +431,7 @@ pub fn run(
                     window: win,
                     start,
                     offset: Duration::from_secs_f64(*k as f64 / (o.streams as f64 * o.fps)),
+                    gpu,
                 };
                 let s = *s;
                 sc.spawn(move || st.run(pipe, s))
@@ -517,6 +594,10 @@ pub struct BenchArgs {
     /// TensorRT plan for --detector tensorrt (`livecensor engine build`).
     #[arg(long)]
     pub engine: Option<PathBuf>,
+    /// The device path: NVDEC, preprocess and censor kernels (feature
+    /// `cuda`; config `[gpu] enabled`). The encoder stays on the CPU.
+    #[arg(long)]
+    pub gpu: bool,
     /// Raise the stream count from 1 with short runs until real time is
     /// missed; report the most streams held.
     #[arg(long)]
@@ -559,6 +640,7 @@ impl BenchArgs {
         if let Some(e) = &self.engine {
             cfg.detector.engine = e.clone();
         }
+        cfg.gpu.enabled |= self.gpu;
         bench_config(cfg)
     }
 
@@ -633,7 +715,13 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
     );
     let clips = prepare_clips(&o, max)?;
     let svc = start_service(&cfg)?;
-    warm_up(&cfg, &o, &clips, &svc)?;
+    let gpu = if cfg.gpu.enabled {
+        Some(GpuContext::new(cfg.gpu.device)?)
+    } else {
+        None
+    };
+    let gpu = gpu.as_ref();
+    warm_up_on(&cfg, &o, &clips, &svc, gpu)?;
     let mut last_runs = Vec::new();
     if args.find_capacity {
         let (steps, best) = find_capacity(max, |n| -> Result<RunReport, Error> {
@@ -641,7 +729,7 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
                 streams: n,
                 ..o.clone()
             };
-            let (r, runs) = run(&cfg, &step, &clips, &svc)?;
+            let (r, runs) = run_on(&cfg, &step, &clips, &svc, gpu)?;
             println!("{}", r.table());
             last_runs = runs;
             Ok(r)
@@ -653,7 +741,7 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
         report.runs = steps;
         report.capacity = Some(best);
     } else {
-        let (r, runs) = run(&cfg, &o, &clips, &svc)?;
+        let (r, runs) = run_on(&cfg, &o, &clips, &svc, gpu)?;
         println!("{}", r.table());
         report.runs.push(r);
         last_runs = runs;
@@ -676,6 +764,16 @@ pub fn warm_up(
     clips: &Clips,
     svc: &Arc<DetectService>,
 ) -> Result<(), Error> {
+    warm_up_on(cfg, o, clips, svc, None)
+}
+
+fn warm_up_on(
+    cfg: &Config,
+    o: &BenchOptions,
+    clips: &Clips,
+    svc: &Arc<DetectService>,
+    gpu: Option<&GpuContext>,
+) -> Result<(), Error> {
     let w = BenchOptions {
         streams: 1,
         frames: o
@@ -685,7 +783,7 @@ pub fn warm_up(
         audit: false,
         ..o.clone()
     };
-    run(cfg, &w, clips, svc).map(|_| ())
+    run_on(cfg, &w, clips, svc, gpu).map(|_| ())
 }
 
 /// Today's date (UTC), YYYY-MM-DD.

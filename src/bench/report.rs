@@ -102,6 +102,9 @@ pub struct RunSetup {
     pub detector_threads: usize,
     pub contexts: usize,
     pub max_batch: usize,
+    /// `--gpu`: NVDEC decode and CUDA kernels (the encoder stays on the CPU).
+    #[serde(default)]
+    pub gpu: bool,
 }
 
 /// Process resources over the timed part.
@@ -434,7 +437,7 @@ impl RunReport {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s), batch <= {}",
+            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s), batch <= {}{}",
             s.streams,
             s.width,
             s.height,
@@ -449,7 +452,12 @@ impl RunReport {
             s.frames_per_stream,
             s.detector_threads,
             s.contexts,
-            s.max_batch
+            s.max_batch,
+            if s.gpu {
+                ", GPU (NVDEC + kernels)"
+            } else {
+                ""
+            }
         );
         let l = &self.latency_ms;
         let _ = writeln!(
