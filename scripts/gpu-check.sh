@@ -151,19 +151,25 @@ run() {
     --json "$out/audit1080.json"
   # The device path: NVDEC -> kernels -> detector -> kernels -> one copy to
   # the host -> CPU encoder; and Y4M uploaded. Both audited on the CPU.
-  step synth_1080p_mp4 "$bin" synth --scenario constant-pan --frames 60 --width 1920 --height 1080 \
-    --photos "$CARRY/models/photos" -o "$out/clip1080.mp4"
-  step censor_1080p_gpu "${timev[@]}" "$bin" censor --gpu --model "$model" -i "$out/clip1080.mp4" \
-    -o "$out/censored1080_gpu.h264"
-  step audit_1080p_gpu "$bin" audit --model "$model" -i "$out/clip1080.mp4" -o "$out/censored1080_gpu.h264" \
-    --json "$out/audit1080_gpu.json"
-  step censor_1080p_gpu_y4m "$bin" censor --gpu --model "$model" -i "$out/clip1080.y4m" \
-    -o "$out/censored1080_gpu_y4m.h264"
-  step audit_1080p_gpu_y4m "$bin" audit --model "$model" -i "$out/clip1080.y4m" \
-    -o "$out/censored1080_gpu_y4m.h264" --json "$out/audit1080_gpu_y4m.json"
-  # Streams held on the device path (detector on the CPU unless TensorRT).
-  step bench_1080p_gpu "$bin" bench --gpu \
-    --width 1920 --height 1080 --streams 2 --duration 5 --json "$out/bench1080_gpu.json"
+  # Skipped, with the reason, where doctor finds no usable CUDA backend.
+  if ! grep -q "^CUDA backend  *yes" "$LOGS/doctor.log" 2>/dev/null; then
+    echo "SKIPPED device path (censor --gpu, bench --gpu): $(grep "^CUDA backend" "$LOGS/doctor.log" 2>/dev/null)"
+    RESULTS+=("$(printf '%-24s %-7s' device_path skipped)")
+  else
+    step synth_1080p_mp4 "$bin" synth --scenario constant-pan --frames 60 --width 1920 --height 1080 \
+      --photos "$CARRY/models/photos" -o "$out/clip1080.mp4"
+    step censor_1080p_gpu "${timev[@]}" "$bin" censor --gpu --model "$model" -i "$out/clip1080.mp4" \
+      -o "$out/censored1080_gpu.h264"
+    step audit_1080p_gpu "$bin" audit --model "$model" -i "$out/clip1080.mp4" -o "$out/censored1080_gpu.h264" \
+      --json "$out/audit1080_gpu.json"
+    step censor_1080p_gpu_y4m "$bin" censor --gpu --model "$model" -i "$out/clip1080.y4m" \
+      -o "$out/censored1080_gpu_y4m.h264"
+    step audit_1080p_gpu_y4m "$bin" audit --model "$model" -i "$out/clip1080.y4m" \
+      -o "$out/censored1080_gpu_y4m.h264" --json "$out/audit1080_gpu_y4m.json"
+    # Streams held on the device path (detector on the CPU unless TensorRT).
+    step bench_1080p_gpu "$bin" bench --gpu \
+      --width 1920 --height 1080 --streams 2 --duration 5 --json "$out/bench1080_gpu.json"
+  fi
   echo
   echo "=== summary"
   printf '%s\n' "${RESULTS[@]}"
