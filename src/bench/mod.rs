@@ -272,6 +272,9 @@ impl Stream<'_> {
                         }
                     }
                     StreamDecoder::Gpu(d) => {
+                        for f in pipe.take_spent_device_frames() {
+                            d.recycle(f);
+                        }
                         let decoded = d.decode(au, pts(pushed));
                         let decode = t0.elapsed().as_secs_f64();
                         match decoded {

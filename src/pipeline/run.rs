@@ -114,12 +114,17 @@ impl Source {
                     stream.push(Instant::now(), df.pts, df.frame, df.corrupt, decode);
                 })
             }),
-            Source::Device(r) => r.next_frame().map(|res| {
-                res.map(|df| {
-                    let decode = t0.elapsed().as_secs_f64();
-                    stream.push_device(Instant::now(), df.pts, df.frame, df.corrupt, decode);
+            Source::Device(r) => {
+                for f in stream.take_spent_device_frames() {
+                    r.recycle(f);
+                }
+                r.next_frame().map(|res| {
+                    res.map(|df| {
+                        let decode = t0.elapsed().as_secs_f64();
+                        stream.push_device(Instant::now(), df.pts, df.frame, df.corrupt, decode);
+                    })
                 })
-            }),
+            }
         }
     }
 }

@@ -55,6 +55,19 @@ enum Picture {
 struct GpuLane {
     stream: GpuStream,
     input: Option<DeviceTensor>,
+    /// Frames already copied to the host, for the decoder's pool.
+    spent: Vec<DeviceFrame>,
+}
+
+/// More spent frames than this are freed rather than kept for the decoder.
+const MAX_SPENT: usize = 16;
+
+impl GpuLane {
+    fn spend(&mut self, f: DeviceFrame) {
+        if self.spent.len() < MAX_SPENT {
+            self.spent.push(f);
+        }
+    }
 }
 
 struct Pending {
@@ -126,8 +139,18 @@ impl StreamPipeline {
         self.gpu = Some(GpuLane {
             stream,
             input: None,
+            spent: Vec::new(),
         });
         self
+    }
+
+    /// Device frames that have left (censored and copied to the host), for
+    /// the decoder to reuse instead of allocating one per frame.
+    pub fn take_spent_device_frames(&mut self) -> Vec<DeviceFrame> {
+        self.gpu
+            .as_mut()
+            .map(|g| std::mem::take(&mut g.spent))
+            .unwrap_or_default()
     }
 
     /// Frames inside the stream (not yet released).
@@ -437,7 +460,9 @@ impl StreamPipeline {
                     return Err((grey(w, h), "device frame without a CUDA stream".into()));
                 };
                 let censored = gpu.stream.censor_nv12(&mut f, masks, &self.policy.method);
-                match (censored, gpu.stream.download(&f)) {
+                let host = gpu.stream.download(&f);
+                gpu.spend(f);
+                match (censored, host) {
                     (Ok(()), Ok(host)) => Ok(host),
                     (Err(e), Ok(host)) => Err((host, format!("GPU censor: {e}"))),
                     (_, Err(e)) => Err((grey(w, h), format!("GPU download: {e}"))),
@@ -453,10 +478,12 @@ impl StreamPipeline {
             Picture::Host(f) => f,
             Picture::Device(f) => {
                 let (w, h) = (f.width(), f.height());
-                match self.gpu.as_ref().map(|g| g.stream.download(&f)) {
-                    Some(Ok(host)) => host,
-                    _ => grey(w, h),
-                }
+                let Some(gpu) = self.gpu.as_mut() else {
+                    return grey(w, h);
+                };
+                let host = gpu.stream.download(&f);
+                gpu.spend(f);
+                host.unwrap_or_else(|_| grey(w, h))
             }
         }
     }

@@ -204,6 +204,14 @@ impl DeviceReader {
         Ok(())
     }
 
+    /// Gives a frame back to NVDEC's pool (frames of another size, and
+    /// uploaded Y4M frames, are freed).
+    pub fn recycle(&mut self, frame: DeviceFrame) {
+        if let Kind::Nvdec { decoder, .. } = &mut self.kind {
+            decoder.recycle(frame);
+        }
+    }
+
     /// The next frame in display order; `None` at the end.
     pub fn next_frame(&mut self) -> Option<Result<DeviceDecoded, Error>> {
         let (pts, frame, corrupt) = match &mut self.kind {
