@@ -299,13 +299,7 @@ fn censor_gpu_without_a_gpu_is_a_clear_error_and_writes_nothing() {
             .arg(&out)
             .output()
             .unwrap();
-        let t = text(&o);
-        assert!(!o.status.success(), "{t}");
-        assert_ne!(o.status.code(), Some(101), "panicked: {t}");
-        assert!(
-            t.contains("cuda") || t.contains("CUDA") || t.contains("libcuda"),
-            "{t}"
-        );
+        let t = assert_refused_for_cuda(&o);
         assert_eq!(
             String::from_utf8_lossy(&o.stderr)
                 .trim_end()
@@ -321,11 +315,17 @@ fn censor_gpu_without_a_gpu_is_a_clear_error_and_writes_nothing() {
         .args(["bench", "--gpu", "--frames", "2", "--no-audit"])
         .output()
         .unwrap();
-    let t = text(&o);
+    assert_refused_for_cuda(&o);
+}
+
+/// A non-zero exit, not a panic, whose message is about CUDA; its text.
+fn assert_refused_for_cuda(o: &Output) -> String {
+    let t = text(o);
     assert!(!o.status.success(), "{t}");
     assert_ne!(o.status.code(), Some(101), "panicked: {t}");
     assert!(
         t.contains("cuda") || t.contains("CUDA") || t.contains("libcuda"),
         "{t}"
     );
+    t
 }

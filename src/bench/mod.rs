@@ -191,6 +191,60 @@ enum StreamDecoder {
     Gpu(Box<NvDecoder>),
 }
 
+impl StreamDecoder {
+    /// Decodes `au` (`None`: flushes) and pushes every frame it gives into
+    /// `pipe` at `pts(pushed)`. A decoder error pushes nothing; the caller
+    /// decides what stands in.
+    fn feed(
+        &mut self,
+        pipe: &mut StreamPipeline,
+        au: Option<&[u8]>,
+        arrival: Instant,
+        pushed: &mut u64,
+        pts: impl Fn(u64) -> i64,
+    ) -> Result<(), String> {
+        let t0 = Instant::now();
+        // Frames given by a flush were decoded earlier: no decode time.
+        let took = |t0: Instant| {
+            if au.is_some() {
+                t0.elapsed().as_secs_f64()
+            } else {
+                0.0
+            }
+        };
+        match self {
+            StreamDecoder::Cpu(d) => {
+                let frames = match au {
+                    Some(au) => d.decode(au),
+                    None => d.flush(),
+                }
+                .map_err(|e| e.to_string())?;
+                let decode = took(t0);
+                for f in frames {
+                    pipe.push(arrival, pts(*pushed), f, false, decode);
+                    *pushed += 1;
+                }
+            }
+            StreamDecoder::Gpu(d) => {
+                for f in pipe.take_spent_device_frames() {
+                    d.recycle(f);
+                }
+                let frames = match au {
+                    Some(au) => d.decode(au, pts(*pushed)),
+                    None => d.flush(),
+                }
+                .map_err(|e| format!("NVDEC: {e}"))?;
+                let decode = took(t0);
+                for f in frames {
+                    pipe.push_device(arrival, pts(*pushed), f.frame, f.damaged, decode);
+                    *pushed += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Stream<'_> {
     fn due(&self, k: usize) -> Instant {
         self.start + self.offset + Duration::from_secs_f64(k as f64 / self.opts.fps)
@@ -252,52 +306,12 @@ impl Stream<'_> {
                 let t0 = Instant::now();
                 let au = &self.aus[next];
                 next += 1;
-                match &mut dec {
-                    StreamDecoder::Cpu(d) => {
-                        let decoded = d.decode(au);
-                        let decode = t0.elapsed().as_secs_f64();
-                        match decoded {
-                            Ok(frames) => {
-                                for f in frames {
-                                    pipe.push(arrival, pts(pushed), f, false, decode);
-                                    pushed += 1;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!("stream {}: {e}", self.id);
-                                let black = Frame::new(PixelFormat::I420, o.width, o.height);
-                                pipe.push(arrival, pts(pushed), black, true, decode);
-                                pushed += 1;
-                            }
-                        }
-                    }
-                    StreamDecoder::Gpu(d) => {
-                        for f in pipe.take_spent_device_frames() {
-                            d.recycle(f);
-                        }
-                        let decoded = d.decode(au, pts(pushed));
-                        let decode = t0.elapsed().as_secs_f64();
-                        match decoded {
-                            Ok(frames) => {
-                                for f in frames {
-                                    pipe.push_device(
-                                        arrival,
-                                        pts(pushed),
-                                        f.frame,
-                                        f.damaged,
-                                        decode,
-                                    );
-                                    pushed += 1;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::warn!("stream {}: NVDEC: {e}", self.id);
-                                let black = Frame::new(PixelFormat::I420, o.width, o.height);
-                                pipe.push(arrival, pts(pushed), black, true, decode);
-                                pushed += 1;
-                            }
-                        }
-                    }
+                if let Err(e) = dec.feed(&mut pipe, Some(au), arrival, &mut pushed, pts) {
+                    tracing::warn!("stream {}: {e}", self.id);
+                    let black = Frame::new(PixelFormat::I420, o.width, o.height);
+                    let decode = t0.elapsed().as_secs_f64();
+                    pipe.push(arrival, pts(pushed), black, true, decode);
+                    pushed += 1;
                 }
                 while let Some(r) = pipe.poll_output(Instant::now()) {
                     out(r, &mut samples)?;
@@ -306,30 +320,7 @@ impl Stream<'_> {
             if next == n && !flushed {
                 flushed = true;
                 // Baseline streams hold nothing back; anything held goes in.
-                match &mut dec {
-                    StreamDecoder::Cpu(d) => {
-                        if let Ok(rest) = d.flush() {
-                            for f in rest {
-                                pipe.push(Instant::now(), pts(pushed), f, false, 0.0);
-                                pushed += 1;
-                            }
-                        }
-                    }
-                    StreamDecoder::Gpu(d) => {
-                        if let Ok(rest) = d.flush() {
-                            for f in rest {
-                                pipe.push_device(
-                                    Instant::now(),
-                                    pts(pushed),
-                                    f.frame,
-                                    f.damaged,
-                                    0.0,
-                                );
-                                pushed += 1;
-                            }
-                        }
-                    }
-                }
+                let _ = dec.feed(&mut pipe, None, Instant::now(), &mut pushed, pts);
             }
             while let Some(r) = pipe.poll_output(Instant::now()) {
                 out(r, &mut samples)?;

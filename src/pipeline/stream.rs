@@ -253,14 +253,13 @@ impl StreamPipeline {
                     .gpu
                     .as_mut()
                     .ok_or("device frame without a CUDA stream")?;
-                let input = match gpu.input.take() {
+                let mut input = match gpu.input.take() {
                     Some(t) if t.len() == 3 * size * size => t,
                     _ => gpu
                         .stream
                         .alloc_input(1, size, false)
                         .map_err(|e| e.to_string())?,
                 };
-                let mut input = input;
                 let out = gpu
                     .stream
                     .preprocess_nv12(f, &mut input, size, 0)
@@ -358,7 +357,7 @@ impl StreamPipeline {
         };
         self.counters.released += 1;
         let t0 = Instant::now();
-        let (status, reason, masks, detections) = if p.corrupt {
+        let (mut status, mut reason, masks, detections) = if p.corrupt {
             (
                 Status::FailClosed,
                 Some("corrupt frame".to_string()),
@@ -395,7 +394,6 @@ impl StreamPipeline {
                 ),
             }
         };
-        let (mut status, mut reason) = (status, reason);
         let (out, masks) = if status == Status::FailClosed {
             let mut out = self.host_picture(p.frame);
             censor::censor_full(&mut out, &self.policy.method);

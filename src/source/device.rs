@@ -5,13 +5,11 @@
 //! stop; only a stream with no decodable picture is an error.
 
 use super::demux::{AnnexBDemux, Mp4Demux, Y4mDemux};
-use super::{detect_container, Container, Demux, VideoInfo, DEFAULT_FPS};
+use super::{sniff, usable_fps, Container, Demux, VideoInfo, DEFAULT_FPS};
 use crate::codec::is_keyframe;
 use crate::error::{Error, MediaError};
 use crate::gpu::{nvdec::NvDecoder, DeviceFrame, GpuContext, GpuStream};
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One picture in device memory, in display order.
@@ -36,6 +34,8 @@ enum Kind {
     Upload {
         y4m: Box<Y4mDemux>,
         stream: Box<GpuStream>,
+        /// Uploaded frames given back, reused instead of allocating.
+        free: Vec<DeviceFrame>,
     },
 }
 
@@ -50,36 +50,19 @@ pub struct DeviceReader {
 
 impl DeviceReader {
     pub fn open(path: &Path, fps_hint: Option<f64>, ctx: &GpuContext) -> Result<Self, Error> {
-        let hint = fps_hint.filter(|f| f.is_finite() && *f > 0.0);
-        let mut head = [0u8; 16];
-        let n = File::open(path)
-            .and_then(|mut f| f.read(&mut head))
-            .map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            return Err(MediaError::Empty { path: path.into() }.into());
-        }
-        let container =
-            detect_container(path, &head[..n]).ok_or_else(|| MediaError::Unsupported {
-                path: path.into(),
-                reason: "unknown container (expected H.264 Annex-B, MP4/MOV or Y4M)".into(),
-            })?;
+        let hint = usable_fps(fps_hint);
+        let container = sniff(path)?;
         let (demux, fps, timescale, frame_count) = match container {
             Container::Y4m => {
                 let d = Y4mDemux::new(path)?;
-                let info = VideoInfo {
-                    width: d.width,
-                    height: d.height,
-                    fps: d.fps.or(hint).unwrap_or(DEFAULT_FPS),
-                    timescale: AnnexBDemux::TIMESCALE,
-                    frame_count: d.frame_count,
-                    container,
-                };
+                let info = VideoInfo::of_y4m(&d, hint);
                 return Ok(DeviceReader {
                     path: path.into(),
                     info,
                     kind: Kind::Upload {
                         y4m: Box::new(d),
                         stream: Box::new(ctx.stream()?),
+                        free: Vec::new(),
                     },
                     ready: VecDeque::new(),
                     next_index: 0,
@@ -204,26 +187,36 @@ impl DeviceReader {
         Ok(())
     }
 
-    /// Gives a frame back to NVDEC's pool (frames of another size, and
-    /// uploaded Y4M frames, are freed).
+    /// Gives a frame back for reuse (NVDEC's pool, or the upload's); frames
+    /// of another size are freed.
     pub fn recycle(&mut self, frame: DeviceFrame) {
-        if let Kind::Nvdec { decoder, .. } = &mut self.kind {
-            decoder.recycle(frame);
+        match &mut self.kind {
+            Kind::Nvdec { decoder, .. } => decoder.recycle(frame),
+            Kind::Upload { free, .. } => {
+                if (frame.width(), frame.height()) == (self.info.width, self.info.height)
+                    && free.len() < 16
+                {
+                    free.push(frame);
+                }
+            }
         }
     }
 
     /// The next frame in display order; `None` at the end.
     pub fn next_frame(&mut self) -> Option<Result<DeviceDecoded, Error>> {
         let (pts, frame, corrupt) = match &mut self.kind {
-            Kind::Upload { y4m, stream } => {
+            Kind::Upload { y4m, stream, free } => {
                 let host = match y4m.next_picture()? {
                     Ok(f) => f,
                     Err(e) => return Some(Err(e)),
                 };
                 let pts = (self.next_index as f64 * self.info.timescale as f64 / self.info.fps)
                     .round() as i64;
-                let up = stream
-                    .alloc_frame(host.width, host.height)
+                let reused = free
+                    .pop()
+                    .filter(|d| (d.width(), d.height()) == (host.width, host.height));
+                let up = reused
+                    .map_or_else(|| stream.alloc_frame(host.width, host.height), Ok)
                     .and_then(|mut d| stream.upload(&host, &mut d).map(|()| d));
                 match up {
                     Ok(d) => (pts, d, false),

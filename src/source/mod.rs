@@ -240,40 +240,59 @@ pub struct VideoReader {
     done: bool,
 }
 
+/// The container of `path`, from its extension or first bytes; an empty
+/// file or an unknown format is an error naming the file.
+fn sniff(path: &Path) -> Result<Container, Error> {
+    let mut head = [0u8; 16];
+    let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut n = 0;
+    while n < head.len() {
+        match file.read(&mut head[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    }
+    if n == 0 {
+        return Err(MediaError::Empty { path: path.into() }.into());
+    }
+    detect_container(path, &head[..n]).ok_or_else(|| {
+        MediaError::Unsupported {
+            path: path.into(),
+            reason: "unknown container (expected H.264 Annex-B, MP4/MOV or Y4M)".into(),
+        }
+        .into()
+    })
+}
+
+/// A usable frame-rate hint (finite, positive) or none.
+fn usable_fps(hint: Option<f64>) -> Option<f64> {
+    hint.filter(|f| f.is_finite() && *f > 0.0)
+}
+
+impl VideoInfo {
+    /// A Y4M file's: its own size, frame count and rate (else `hint`).
+    fn of_y4m(d: &Y4mDemux, hint: Option<f64>) -> VideoInfo {
+        VideoInfo {
+            width: d.width,
+            height: d.height,
+            fps: d.fps.or(hint).unwrap_or(DEFAULT_FPS),
+            timescale: AnnexBDemux::TIMESCALE,
+            frame_count: d.frame_count,
+            container: Container::Y4m,
+        }
+    }
+}
+
 impl VideoReader {
     pub fn open(path: &Path, fps_hint: Option<f64>) -> Result<VideoReader, Error> {
-        let hint = fps_hint.filter(|f| f.is_finite() && *f > 0.0);
-        let mut head = [0u8; 16];
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let mut n = 0;
-        while n < head.len() {
-            match file.read(&mut head[n..]) {
-                Ok(0) => break,
-                Ok(k) => n += k,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(Error::io(path, e)),
-            }
-        }
-        drop(file);
-        if n == 0 {
-            return Err(MediaError::Empty { path: path.into() }.into());
-        }
-        let container =
-            detect_container(path, &head[..n]).ok_or_else(|| MediaError::Unsupported {
-                path: path.into(),
-                reason: "unknown container (expected H.264 Annex-B, MP4/MOV or Y4M)".into(),
-            })?;
+        let hint = usable_fps(fps_hint);
+        let container = sniff(path)?;
         match container {
             Container::Y4m => {
                 let d = Y4mDemux::new(path)?;
-                let info = VideoInfo {
-                    width: d.width,
-                    height: d.height,
-                    fps: d.fps.or(hint).unwrap_or(DEFAULT_FPS),
-                    timescale: AnnexBDemux::TIMESCALE,
-                    frame_count: d.frame_count,
-                    container,
-                };
+                let info = VideoInfo::of_y4m(&d, hint);
                 Ok(VideoReader {
                     path: path.into(),
                     info,
