@@ -12,94 +12,21 @@ model reports (score >= --score, after NMS) must be found by the INT8 model
 (same class, IoU >= 0.5, score >= --score - --margin). The script prints the
 recall and the largest score drop, and exits 1 (removing the model) when a
 box is missed, so a bad quantization never reaches the pipeline.
-Run it through scripts/quantize.sh (which makes the tool venv).
+Needs a venv with onnxruntime==1.32.0, onnx, sympy, pillow and numpy
+(docs/BENCHMARKS.md has the commands).
 """
 
 import argparse
 import glob
 import os
 import sys
-import time
 
-import numpy as np
 import onnx
-import onnxruntime as ort
 from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 from PIL import Image
 
-SIZE = 320
-
-
-def letterbox(img):
-    """The same letterbox as src/detect/preprocess.rs (black bottom/right)."""
-    w, h = img.size
-    s = max(w, h)
-    sq = Image.new("RGB", (s, s))
-    sq.paste(img, (0, 0))
-    a = np.asarray(sq.resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32) / 255.0
-    return a.transpose(2, 0, 1)[None].copy()
-
-
-def composite(photos, rng, w=1280, h=720):
-    """A photo (the subject) pasted over another (the background)."""
-    bg = photos[rng.integers(len(photos))].resize((w, h))
-    fg = photos[rng.integers(len(photos))]
-    k = rng.uniform(0.25, 0.9) * h / fg.size[1]
-    fg = fg.resize((max(8, int(fg.size[0] * k)), max(8, int(fg.size[1] * k))))
-    x = int(rng.integers(0, max(1, w - fg.size[0])))
-    y = int(rng.integers(0, max(1, h - fg.size[1])))
-    bg.paste(fg, (x, y))
-    return bg
-
-
-def frames(photos, seed, n):
-    rng = np.random.default_rng(seed)
-    out = [letterbox(p) for p in photos]
-    out += [letterbox(composite(photos, rng)) for _ in range(n)]
-    return out
-
-
-def boxes(y, score):
-    """Rows of output0 [4 + classes, anchors] -> (xyxy, class, score) after
-    class-wise NMS at IoU 0.45."""
-    cls = y[4:].argmax(0)
-    sc = y[4:].max(0)
-    keep = np.nonzero(sc >= score)[0]
-    cx, cy, bw, bh = y[0, keep], y[1, keep], y[2, keep], y[3, keep]
-    xyxy = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], 1)
-    order = np.argsort(-sc[keep])
-    out = []
-    for i in order:
-        if all(c != cls[keep[i]] or iou(xyxy[i], b) < 0.45 for b, c, _ in out):
-            out.append((xyxy[i], cls[keep[i]], sc[keep[i]]))
-    return out
-
-
-def iou(a, b):
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
-def session(path):
-    o = ort.SessionOptions()
-    o.intra_op_num_threads = 1
-    return ort.InferenceSession(path, o, providers=["CPUExecutionProvider"])
-
-
-def median_ms(s, name, x, n=30):
-    for _ in range(5):
-        s.run(None, {name: x})
-    ts = []
-    for _ in range(n):
-        t = time.perf_counter()
-        s.run(None, {name: x})
-        ts.append(time.perf_counter() - t)
-    return 1000 * float(np.median(ts))
-
+from modelcheck import boxes, frames, iou, median_ms, session
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

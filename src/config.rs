@@ -177,6 +177,13 @@ impl Config {
         if let Some(v) = get("LIVECENSOR_ENGINE") {
             self.detector.engine = PathBuf::from(v);
         }
+        if let Some(v) = get("LIVECENSOR_LETTERBOX") {
+            self.detector.letterbox = v.parse().map_err(|reason| ConfigError::Value {
+                key: "detector.letterbox (LIVECENSOR_LETTERBOX)".into(),
+                value: v.clone(),
+                reason,
+            })?;
+        }
         if let Some(v) = get("LIVEKIT_URL") {
             self.livekit.url = v;
         }
@@ -412,6 +419,19 @@ mod tests {
         assert_eq!(c.detector.backend, DetectorBackend::TensorRt);
         assert_eq!(c.detector.engine, PathBuf::from("m/x.plan"));
         assert!(toml::from_str::<Config>("[detector]\nbackend = \"cuda\"\n").is_err());
+        use crate::detect::LetterboxMode;
+        let c: Config = toml::from_str("[detector]\nletterbox = \"square\"\n").unwrap();
+        assert_eq!(c.detector.letterbox, LetterboxMode::Square);
+        assert_eq!(Config::default().detector.letterbox, LetterboxMode::Rect);
+        assert!(toml::from_str::<Config>("[detector]\nletterbox = \"round\"\n").is_err());
+        let mut c = Config::default();
+        c.apply_env(env(&[("LIVECENSOR_LETTERBOX", "square")]))
+            .unwrap();
+        assert_eq!(c.detector.letterbox, LetterboxMode::Square);
+        let e = Config::default()
+            .apply_env(env(&[("LIVECENSOR_LETTERBOX", "oval")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("LIVECENSOR_LETTERBOX"), "{e}");
         let mut c = Config::default();
         assert_eq!(c.detector.backend, DetectorBackend::Onnx);
         c.apply_env(env(&[

@@ -174,6 +174,16 @@ impl Policy {
         i < N && self.censored[i] && d.score >= self.threshold[i]
     }
 
+    /// The same policy with every threshold `margin` lower (at least 0):
+    /// what the pipeline applies under the rect letterbox.
+    pub fn lowered(&self, margin: f32) -> Policy {
+        let mut p = self.clone();
+        for t in p.threshold.iter_mut() {
+            *t = (*t - margin.max(0.0)).max(0.0);
+        }
+        p
+    }
+
     /// Whether a class is censored at all (tracks of other classes are ignored).
     pub fn censors_class(&self, class: u8) -> bool {
         (class as usize) < N && self.censored[class as usize]
@@ -243,6 +253,16 @@ mod tests {
         let m = p.mask(&BBox::new(10.0, 10.0, 30.0, 50.0), 2, MaskOrigin::Detected);
         assert_eq!(m.bbox, BBox::new(0.0, -10.0, 40.0, 70.0));
         assert_eq!(m.shape, MaskShape::Ellipse);
+        // Lowered (the rect letterbox): every class's bar moves, classes do not.
+        let l = p.lowered(0.05);
+        assert!(l.accepts(&det("FACE_FEMALE", 0.26)));
+        assert!(!p.accepts(&det("FACE_FEMALE", 0.26)));
+        assert!(l.accepts(&det("BUTTOCKS_EXPOSED", 0.56)));
+        assert!(!l.accepts(&det("BUTTOCKS_EXPOSED", 0.54)));
+        assert!(!l.accepts(&det("FACE_MALE", 0.99)));
+        assert_eq!(p.lowered(0.0), p);
+        assert_eq!(p.lowered(-1.0), p);
+        assert!(p.lowered(5.0).accepts(&det("FACE_FEMALE", 0.0)));
     }
 
     #[test]

@@ -10,7 +10,7 @@ pub mod report;
 
 use crate::codec::{Decoder, Encoder, EncoderConfig};
 use crate::config::Config;
-use crate::detect::Detector;
+use crate::detect::{Detector, DetectorBackend, Letterbox, LetterboxMode};
 use crate::error::{Error, PipelineError};
 use crate::frame::{BBox, Frame, PixelFormat};
 use crate::gpu::{nvdec::NvDecoder, GpuContext};
@@ -363,8 +363,22 @@ fn setup_of(cfg: &Config, o: &BenchOptions) -> RunSetup {
         detector_threads: cfg.detector.threads,
         contexts: cfg.batcher.contexts,
         max_batch: cfg.batcher.max_batch,
+        detector_input: detector_input(cfg, o.width, o.height),
         gpu: cfg.gpu.enabled,
     }
+}
+
+/// What the detector sees of a `width x height` frame: the letterbox the
+/// service uses (TensorRT and the GPU preprocess kernel take square) and
+/// the tensor's size.
+fn detector_input(cfg: &Config, width: usize, height: usize) -> String {
+    let mode = if cfg.detector.backend == DetectorBackend::Onnx && !cfg.gpu.enabled {
+        cfg.detector.letterbox
+    } else {
+        LetterboxMode::Square
+    };
+    let lb = Letterbox::with_mode(mode, width, height, cfg.detector.input_size);
+    format!("{mode} {}x{}", lb.cols, lb.rows)
 }
 
 /// Frames in flight per stream when unpaced.
@@ -588,6 +602,10 @@ pub struct BenchArgs {
     /// TensorRT plan for --detector tensorrt (`livecensor engine build`).
     #[arg(long)]
     pub engine: Option<PathBuf>,
+    /// Detector input: rect (16:9 runs 320x192) or square (NudeNet's
+    /// 320x320). The leak audit always uses square, the reference.
+    #[arg(long)]
+    pub letterbox: Option<String>,
     /// The device path: NVDEC, preprocess and censor kernels (feature
     /// `cuda`; config `[gpu] enabled`). The encoder stays on the CPU.
     #[arg(long)]
@@ -633,6 +651,11 @@ impl BenchArgs {
         }
         if let Some(e) = &self.engine {
             cfg.detector.engine = e.clone();
+        }
+        if let Some(l) = &self.letterbox {
+            cfg.detector.letterbox = l
+                .parse()
+                .map_err(|e| other(format!("bad value for --letterbox: {e}")))?;
         }
         cfg.gpu.enabled |= self.gpu;
         bench_config(cfg)

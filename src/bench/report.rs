@@ -102,6 +102,9 @@ pub struct RunSetup {
     pub detector_threads: usize,
     pub contexts: usize,
     pub max_batch: usize,
+    /// The detector input: letterbox and tensor size, e.g. `rect 320x192`.
+    #[serde(default)]
+    pub detector_input: String,
     /// `--gpu`: NVDEC decode and CUDA kernels (the encoder stays on the CPU).
     #[serde(default)]
     pub gpu: bool,
@@ -437,7 +440,7 @@ impl RunReport {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s), batch <= {}{}",
+            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s), batch <= {}, input {}{}",
             s.streams,
             s.width,
             s.height,
@@ -453,6 +456,7 @@ impl RunReport {
             s.detector_threads,
             s.contexts,
             s.max_batch,
+            s.detector_input,
             if s.gpu {
                 ", GPU (NVDEC + kernels)"
             } else {

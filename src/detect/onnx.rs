@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::backend::DetectorBackend;
 use super::postprocess::{decode_batch, output_anchors};
-use super::preprocess::{preprocess_frame, Letterbox};
+use super::preprocess::{preprocess_frame, Letterbox, LetterboxMode};
 use crate::error::DetectError;
 use crate::frame::{Detection, Frame};
 
@@ -38,8 +38,12 @@ pub struct DetectorConfig {
     pub ort_library: Option<PathBuf>,
     /// Intra-op threads of the session.
     pub threads: usize,
-    /// Side of the square model input.
+    /// Long side of the model input.
     pub input_size: usize,
+    /// How frames are fitted to the input in the pipeline: `rect` (padded
+    /// to the next multiple of 32 only; ~40% less inference for 16:9) or
+    /// `square` (NudeNet's own). `audit` always uses `square`.
+    pub letterbox: LetterboxMode,
     /// Candidate threshold on the best class score.
     pub min_score: f32,
     /// NMS IoU above which the lower-scored box is dropped.
@@ -57,6 +61,7 @@ impl Default for DetectorConfig {
             ort_library: None,
             threads: 2,
             input_size: 320,
+            letterbox: LetterboxMode::default(),
             min_score: 0.2,
             nms_iou: 0.45,
             nms_score: 0.25,
@@ -110,6 +115,7 @@ fn environment(library: &Path) -> Result<Environment, DetectError> {
 pub struct Detector {
     session: Session,
     input_size: usize,
+    letterbox: LetterboxMode,
     min_score: f32,
     nms_iou: f32,
     nms_score: f32,
@@ -146,6 +152,8 @@ impl Detector {
             )));
         }
         let env = environment(&library)?;
+        // The rect letterbox lowers the bar (see `RECT_SCORE_MARGIN`).
+        let margin = cfg.letterbox.score_margin();
         let rt = |e: ort::Error<_>| DetectError::Runtime(e.to_string());
         let session = Session::builder(&env)
             .map_err(|e| DetectError::Runtime(e.to_string()))?
@@ -163,40 +171,47 @@ impl Detector {
         Ok(Detector {
             session,
             input_size: cfg.input_size,
-            min_score: cfg.min_score,
+            letterbox: cfg.letterbox,
+            min_score: (cfg.min_score - margin).max(0.0),
             nms_iou: cfg.nms_iou,
-            nms_score: cfg.nms_score,
+            nms_score: (cfg.nms_score - margin).max(0.0),
             scratch: Vec::new(),
         })
     }
 
-    /// Side of the square input that `tensors` slots must be preprocessed to.
+    /// Long side of the input that `tensors` slots are preprocessed to.
     pub fn input_size(&self) -> usize {
         self.input_size
     }
 
-    /// Runs one batch: `tensors` holds `batch` NCHW slots of
-    /// `3 * input_size^2` floats, `letterboxes[i]` maps slot `i` back to its
-    /// frame. Returns each image's detections after decode and NMS.
+    /// The letterbox the pipeline preprocesses frames with for this session.
+    pub fn letterbox_mode(&self) -> LetterboxMode {
+        self.letterbox
+    }
+
+    /// Runs one batch: `tensors` holds `batch` NCHW slots, all of the
+    /// letterboxes' one input shape (`3 * rows * cols` floats each);
+    /// `letterboxes[i]` maps slot `i` back to its frame. Returns each
+    /// image's detections after decode and NMS.
     pub fn detect(
         &mut self,
         tensors: &[f32],
         batch: usize,
         letterboxes: &[Letterbox],
     ) -> Result<Vec<Vec<Detection>>, DetectError> {
-        let s = self.input_size;
         if batch == 0 {
             return Ok(Vec::new());
         }
-        if tensors.len() != batch * 3 * s * s || letterboxes.len() != batch {
+        let (rows, cols) = batch_dims(letterboxes, self.input_size)?;
+        if tensors.len() != batch * 3 * rows * cols || letterboxes.len() != batch {
             return Err(DetectError::Runtime(format!(
-                "batch of {batch} needs {} input floats and {batch} letterboxes, got {} and {}",
-                batch * 3 * s * s,
+                "batch of {batch} {cols}x{rows} inputs needs {} floats and {batch} letterboxes, got {} and {}",
+                batch * 3 * rows * cols,
                 tensors.len(),
                 letterboxes.len()
             )));
         }
-        let input = TensorRef::from_array_view(([batch, 3, s, s], tensors))
+        let input = TensorRef::from_array_view(([batch, 3, rows, cols], tensors))
             .map_err(|e| DetectError::Runtime(e.to_string()))?;
         let outputs = self
             .session
@@ -219,7 +234,8 @@ impl Detector {
         ))
     }
 
-    /// Preprocesses and detects one frame.
+    /// Preprocesses (square, NudeNet's letterbox: this is the audit's
+    /// reference) and detects one frame.
     pub fn detect_frame(&mut self, frame: &Frame) -> Result<Vec<Detection>, DetectError> {
         let s = self.input_size;
         let mut buf = std::mem::take(&mut self.scratch);
@@ -229,6 +245,28 @@ impl Detector {
         self.scratch = buf;
         Ok(result?.into_iter().next().unwrap_or_default())
     }
+}
+
+/// The one input shape `(rows, cols)` of a batch: every letterbox must
+/// share it, sides multiples of 32 and at most `size`.
+pub(crate) fn batch_dims(
+    letterboxes: &[Letterbox],
+    size: usize,
+) -> Result<(usize, usize), DetectError> {
+    let Some(first) = letterboxes.first() else {
+        return Ok((size, size));
+    };
+    let dims = first.dims();
+    let ok = |(r, c): (usize, usize)| {
+        r > 0 && c > 0 && r <= size && c <= size && r % 32 == 0 && c % 32 == 0
+    };
+    if !ok(dims) || letterboxes.iter().any(|lb| lb.dims() != dims) {
+        let all: Vec<_> = letterboxes.iter().map(|lb| lb.dims()).collect();
+        return Err(DetectError::Runtime(format!(
+            "batch input shapes {all:?} (rows, cols) are not one shape of multiples of 32 within {size}"
+        )));
+    }
+    Ok(dims)
 }
 
 #[cfg(test)]
@@ -343,6 +381,43 @@ mod tests {
             "{:?}",
             batched[1]
         );
+    }
+
+    /// The astronaut photo pasted into a grey 16:9 (and 9:16) frame: the
+    /// rectangular input finds what the square one finds, and a batch of
+    /// two shapes is refused rather than misread.
+    #[test]
+    fn rect_letterbox_finds_what_square_finds() {
+        let mut det = Detector::new(&config(1)).expect("detector");
+        let (rgb, pw, ph) = load_photo("astronaut.png");
+        for (w, h, x0, y0) in [(1280, 720, 600, 150), (720, 1280, 100, 600)] {
+            let mut canvas = vec![90u8; w * h * 3];
+            for y in 0..ph {
+                let dst = ((y0 + y) * w + x0) * 3;
+                canvas[dst..dst + pw * 3].copy_from_slice(&rgb[y * pw * 3..(y + 1) * pw * 3]);
+            }
+            let frame = Frame::from_rgb(PixelFormat::I420, w, h, &canvas);
+            let square = det.detect_frame(&frame).expect("square");
+            let lb = Letterbox::rect(w, h, 320);
+            let mut t = vec![0.0; lb.len()];
+            crate::detect::preprocess_frame_as(&frame, LetterboxMode::Rect, 320, &mut t);
+            let rect = det.detect(&t, 1, &[lb]).expect("rect").remove(0);
+            assert!(square.iter().any(|d| d.score > 0.5), "{w}x{h}: {square:?}");
+            for d in square.iter().filter(|d| d.score >= 0.3) {
+                let hit = rect.iter().any(|r| {
+                    r.class == d.class
+                        && r.bbox.iou(&d.bbox) > 0.7
+                        && (r.score - d.score).abs() < 0.1
+                });
+                assert!(hit, "{w}x{h}: {d:?} not in {rect:?}");
+            }
+            let mixed = [lb, Letterbox::new(w, h, 320)];
+            let r = det.detect(&vec![0.0; lb.len() + mixed[1].len()], 2, &mixed);
+            assert!(
+                matches!(r, Err(DetectError::Runtime(ref m)) if m.contains("one shape")),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! stream's channel by (stream, frame). Every stream of the process shares it.
 
 use super::batcher::{Batcher, BatcherConfig, Key};
-use crate::detect::{Detector, Letterbox};
+use crate::detect::{Detector, Letterbox, LetterboxMode};
 use crate::error::DetectError;
 use crate::frame::Detection;
 use crate::metrics::{Histogram, BATCH_BUCKETS};
@@ -15,9 +15,15 @@ use std::time::{Duration, Instant};
 
 /// Anything that turns a batch of prepared tensors into detections.
 pub trait DetectBackend: Send {
-    /// Side of the square input tensor.
+    /// Long side of the input tensor.
     fn input_size(&self) -> usize;
-    /// Runs one batch (`batch` images laid out NCHW one after another).
+    /// The letterbox the backend takes: square unless it accepts any
+    /// input of whole strides up to `input_size` (ONNX Runtime does).
+    fn letterbox_mode(&self) -> LetterboxMode {
+        LetterboxMode::Square
+    }
+    /// Runs one batch (`batch` images laid out NCHW one after another, all
+    /// of the letterboxes' one shape).
     fn detect(
         &mut self,
         tensors: &[f32],
@@ -31,6 +37,10 @@ impl DetectBackend for Detector {
         Detector::input_size(self)
     }
 
+    fn letterbox_mode(&self) -> LetterboxMode {
+        Detector::letterbox_mode(self)
+    }
+
     fn detect(
         &mut self,
         tensors: &[f32],
@@ -41,19 +51,67 @@ impl DetectBackend for Detector {
     }
 }
 
-/// Runs every batch size from 1 to `max_batch` once on a blank input. A
-/// failure here is not fatal: the same error comes back on the first job.
-fn warm_up(backend: &mut dyn DetectBackend, max_batch: usize, input: &mut Vec<f32>) {
-    let size = backend.input_size();
-    let lb = Letterbox::new(size, size, size);
-    for n in 1..=max_batch {
-        input.clear();
-        input.resize(n * 3 * size * size, 0.5);
-        if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
-            tracing::warn!("detector warm-up at batch {n}: {e}");
-            return;
+/// The input shapes warmed up at start: the square one, and for a
+/// rectangular letterbox the landscape and portrait 16:9 ones (what live
+/// video is); other shapes plan their memory on their first batch.
+fn warm_shapes(mode: LetterboxMode, size: usize) -> Vec<Letterbox> {
+    let mut shapes = vec![Letterbox::new(size, size, size)];
+    if mode == LetterboxMode::Rect {
+        for (w, h) in [(1280, 720), (720, 1280)] {
+            let lb = Letterbox::rect(w, h, size);
+            if !shapes.iter().any(|s| s.dims() == lb.dims()) {
+                shapes.push(lb);
+            }
         }
     }
+    shapes
+}
+
+/// Runs every batch size from 1 to `max_batch` of every warm shape once on
+/// a blank input. A failure here is not fatal: the same error comes back on
+/// the first job.
+fn warm_up(backend: &mut dyn DetectBackend, max_batch: usize, input: &mut Vec<f32>) {
+    for lb in warm_shapes(backend.letterbox_mode(), backend.input_size()) {
+        for n in 1..=max_batch {
+            input.clear();
+            input.resize(n * lb.len(), 0.5);
+            if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
+                tracing::warn!("detector warm-up at batch {n}: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Lays the jobs' tensors out as one batch of the largest rows and columns
+/// among them. Padding is black at the bottom/right in every letterbox, so
+/// a tensor padded further equals that frame preprocessed at the larger
+/// shape: mixing shapes in a batch changes no pixel the model sees.
+/// `None` when a tensor does not match its letterbox.
+fn gather(jobs: &[(&[f32], Letterbox)], input: &mut Vec<f32>) -> Option<Vec<Letterbox>> {
+    let rows = jobs.iter().map(|(_, lb)| lb.rows).max()?;
+    let cols = jobs.iter().map(|(_, lb)| lb.cols).max()?;
+    input.clear();
+    input.reserve(jobs.len() * 3 * rows * cols);
+    let mut lbs = Vec::with_capacity(jobs.len());
+    for (t, lb) in jobs {
+        if t.len() != lb.len() || lb.is_empty() {
+            return None;
+        }
+        if lb.dims() == (rows, cols) {
+            input.extend_from_slice(t);
+        } else {
+            for plane in t.chunks_exact(lb.rows * lb.cols) {
+                for row in plane.chunks_exact(lb.cols) {
+                    input.extend_from_slice(row);
+                    input.resize(input.len() + cols - lb.cols, 0.0);
+                }
+                input.resize(input.len() + (rows - lb.rows) * cols, 0.0);
+            }
+        }
+        lbs.push(Letterbox { rows, cols, ..*lb });
+    }
+    Some(lbs)
 }
 
 /// One frame's detection, as it comes back to its stream.
@@ -104,6 +162,7 @@ pub struct DetectService {
     shared: Arc<Shared>,
     workers: Vec<JoinHandle<()>>,
     input_size: usize,
+    letterbox: LetterboxMode,
 }
 
 impl DetectService {
@@ -116,6 +175,14 @@ impl DetectService {
             .first()
             .map(|b| b.input_size())
             .ok_or_else(|| DetectError::Runtime("no detector backend".into()))?;
+        let letterbox = if backends
+            .iter()
+            .all(|b| b.letterbox_mode() == LetterboxMode::Rect)
+        {
+            LetterboxMode::Rect
+        } else {
+            LetterboxMode::Square
+        };
         cfg.contexts = backends.len();
         let max_batch = cfg.max_batch.max(1);
         let shared = Arc::new(Shared {
@@ -155,11 +222,17 @@ impl DetectService {
             shared,
             workers,
             input_size,
+            letterbox,
         })
     }
 
     pub fn input_size(&self) -> usize {
         self.input_size
+    }
+
+    /// The letterbox every backend takes (square unless all take rect).
+    pub fn letterbox_mode(&self) -> LetterboxMode {
+        self.letterbox
     }
 
     /// Queues one frame, to be inferred before `expires` or not at all.
@@ -249,8 +322,6 @@ fn worker(
     max_batch: usize,
     ready: Sender<()>,
 ) {
-    let size = backend.input_size();
-    let slot = 3 * size * size;
     let mut input: Vec<f32> = Vec::new();
     warm_up(backend.as_mut(), max_batch, &mut input);
     let _ = ready.send(());
@@ -303,20 +374,18 @@ fn worker(
             shared.cv.notify_all();
             continue;
         }
-        input.clear();
-        input.reserve(n * slot);
-        let mut lbs = Vec::with_capacity(n);
-        for q in &live {
-            input.extend_from_slice(&q.item.tensor);
-            lbs.push(q.item.letterbox);
-        }
-        let result = if input.len() == n * slot {
-            backend.detect(&input, n, &lbs)
-        } else {
-            Err(DetectError::Runtime(format!(
-                "tensor size {} does not match {n} x 3 x {size} x {size}",
-                input.len()
-            )))
+        let jobs: Vec<(&[f32], Letterbox)> = live
+            .iter()
+            .map(|q| (q.item.tensor.as_slice(), q.item.letterbox))
+            .collect();
+        let result = match gather(&jobs, &mut input) {
+            Some(lbs) => backend.detect(&input, n, &lbs),
+            None => Err(DetectError::Runtime(format!(
+                "a tensor of this batch does not match its letterbox: {:?}",
+                jobs.iter()
+                    .map(|(t, lb)| (t.len(), lb.dims()))
+                    .collect::<Vec<_>>()
+            ))),
         };
         let infer = start.elapsed();
         shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -431,12 +500,120 @@ mod tests {
     }
 
     fn lb() -> Letterbox {
-        Letterbox {
-            size: 2,
-            scale: 1.0,
-            width: 2,
-            height: 2,
+        Letterbox::new(2, 2, 2)
+    }
+
+    /// A frame padded further by `gather` is that frame preprocessed at the
+    /// larger shape, bit for bit.
+    #[test]
+    fn gather_pads_smaller_inputs_exactly() {
+        use crate::detect::{preprocess_frame, preprocess_frame_as};
+        use crate::frame::{Frame, PixelFormat};
+        let (w, h, s) = (192, 108, 96);
+        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+        let f = Frame::from_rgb(PixelFormat::I420, w, h, &rgb);
+        let rect = Letterbox::rect(w, h, s);
+        assert_eq!(rect.dims(), (64, 96));
+        let mut a = vec![0.0; rect.len()];
+        preprocess_frame_as(&f, LetterboxMode::Rect, s, &mut a);
+        let mut sq = vec![0.0; 3 * s * s];
+        let square = preprocess_frame(&f, s, &mut sq);
+        let mut input = Vec::new();
+        let lbs = gather(&[(&a, rect), (&sq, square)], &mut input).expect("gathered");
+        assert_eq!(lbs, vec![square, square]);
+        assert_eq!(input.len(), 2 * sq.len());
+        assert_eq!(&input[..sq.len()], &sq[..]);
+        assert_eq!(&input[sq.len()..], &sq[..]);
+        // One shape: copied as is; a tensor that does not fit its letterbox: refused.
+        let lbs = gather(&[(&a, rect), (&a, rect)], &mut input).expect("one shape");
+        assert_eq!((lbs[0].dims(), input.len()), ((64, 96), 2 * a.len()));
+        assert!(gather(&[(&a[1..], rect)], &mut input).is_none());
+        assert!(gather(&[], &mut input).is_none());
+    }
+
+    /// (batch size, (rows, cols)) of every batch run.
+    type Seen = Arc<Mutex<Vec<(usize, (usize, usize))>>>;
+
+    /// Records the input shape of every batch it runs.
+    struct Shapes {
+        mode: LetterboxMode,
+        seen: Seen,
+    }
+
+    impl DetectBackend for Shapes {
+        fn input_size(&self) -> usize {
+            96
         }
+        fn letterbox_mode(&self) -> LetterboxMode {
+            self.mode
+        }
+        fn detect(
+            &mut self,
+            t: &[f32],
+            batch: usize,
+            lbs: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            assert_eq!(t.len(), batch * lbs[0].len());
+            if let Ok(mut s) = self.seen.lock() {
+                s.push((batch, lbs[0].dims()));
+            }
+            Ok(vec![Vec::new(); batch])
+        }
+    }
+
+    #[test]
+    fn rect_backends_warm_up_16_9_shapes_and_mixed_batches_are_padded() {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let cfg = BatcherConfig {
+            max_batch: 2,
+            ..BatcherConfig::default()
+        };
+        let backend = Shapes {
+            mode: LetterboxMode::Rect,
+            seen: seen.clone(),
+        };
+        let svc = DetectService::start(vec![Box::new(backend)], cfg).unwrap();
+        assert_eq!(svc.letterbox_mode(), LetterboxMode::Rect);
+        let warm: Vec<_> = seen.lock().unwrap().drain(..).collect();
+        assert_eq!(
+            warm,
+            vec![
+                (1, (96, 96)),
+                (2, (96, 96)),
+                (1, (64, 96)),
+                (2, (64, 96)),
+                (1, (96, 64)),
+                (2, (96, 64)),
+            ]
+        );
+        let (tx, rx) = channel();
+        for (frame, lb) in [Letterbox::rect(192, 108, 96), Letterbox::rect(108, 192, 96)]
+            .into_iter()
+            .enumerate()
+        {
+            let key = Key {
+                stream: frame as u32,
+                frame: frame as u64,
+            };
+            svc.submit(key, later(), vec![0.0; lb.len()], lb, tx.clone())
+                .unwrap();
+        }
+        for _ in 0..2 {
+            let c = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert!(c.result.is_ok(), "{c:?}");
+        }
+        let ran: Vec<_> = seen.lock().unwrap().clone();
+        assert!(
+            ran == vec![(2, (96, 96))] || ran == vec![(1, (64, 96)), (1, (96, 64))],
+            "{ran:?}"
+        );
+        // A square backend makes the service square.
+        let square = Shapes {
+            mode: LetterboxMode::Square,
+            seen: Arc::new(Mutex::new(Vec::new())),
+        };
+        let svc = DetectService::start(vec![Box::new(square)], BatcherConfig::default()).unwrap();
+        assert_eq!(svc.letterbox_mode(), LetterboxMode::Square);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Ve
 use super::service::{Completion, DetectService};
 use super::sidecar::{FrameRecord, Status};
 use crate::censor;
-use crate::detect::preprocess_frame;
+use crate::detect::preprocess_frame_as;
 use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
 use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
 use crate::policy::Policy;
@@ -118,6 +118,7 @@ pub struct StreamPipeline {
 impl StreamPipeline {
     pub fn new(id: u32, svc: Arc<DetectService>, opts: StreamOptions) -> Self {
         let (tx, rx) = channel();
+        let policy = opts.policy.lowered(svc.letterbox_mode().score_margin());
         StreamPipeline {
             id,
             svc,
@@ -125,7 +126,7 @@ impl StreamPipeline {
             rx,
             scheduler: Scheduler::new(opts.scheduler),
             tracker: opts.tracker.map(Tracker::new),
-            policy: opts.policy,
+            policy,
             pending: VecDeque::new(),
             next_index: 0,
             counters: StreamCounters::default(),
@@ -244,8 +245,10 @@ impl StreamPipeline {
     ) -> Result<(Vec<f32>, crate::detect::Letterbox), String> {
         match frame {
             Picture::Host(f) => {
-                let mut tensor = vec![0f32; 3 * size * size];
-                let lb = preprocess_frame(f, size, &mut tensor);
+                let mode = self.svc.letterbox_mode();
+                let lb = crate::detect::Letterbox::with_mode(mode, f.width, f.height, size);
+                let mut tensor = vec![0f32; lb.len()];
+                let lb = preprocess_frame_as(f, mode, size, &mut tensor);
                 Ok((tensor, lb))
             }
             Picture::Device(f) => {

@@ -671,6 +671,12 @@ impl TrtDetector {
         }
         let s = self.layout.input_size;
         let n_in = batch * 3 * s * s;
+        if let Some(lb) = letterboxes.iter().find(|lb| lb.dims() != (s, s)) {
+            return Err(trt(format!(
+                "the engine takes {s}x{s} inputs, not {}x{} (a square letterbox)",
+                lb.cols, lb.rows
+            )));
+        }
         if tensors.len() != n_in || letterboxes.len() != batch {
             return Err(trt(format!(
                 "batch of {batch} needs {n_in} input floats and {batch} letterboxes, got {} and {}",
