@@ -173,6 +173,24 @@ fn bad_inputs_get_clear_errors() {
         .output()
         .unwrap();
     assert!(text(&o).contains("BATCH_SIZE"), "{}", text(&o));
+    for (cmd, args) in [
+        ("censor", vec!["--input", "x.mp4", "--output", "y.mp4"]),
+        ("bench", vec!["--frames", "1"]),
+    ] {
+        let o = bin()
+            .arg(cmd)
+            .args(&args)
+            .args(["--letterbox", "oval"])
+            .output()
+            .unwrap();
+        assert!(!o.status.success());
+        let t = text(&o);
+        assert!(
+            t.contains("--letterbox") && t.contains("oval"),
+            "{cmd}: {t}"
+        );
+        assert!(!t.contains("panicked"), "{t}");
+    }
 }
 
 #[test]
