@@ -1,10 +1,12 @@
 // Detector preprocessing: a pitched NV12 device frame -> one letterboxed,
 // normalised NCHW RGB slot of the detector's input tensor.
 //
-// Mirrors detect::preprocess::preprocess_frame exactly: pad bottom/right to a
-// square of side S = max(W, H), OpenCV INTER_LINEAR taps
+// Mirrors detect::preprocess::preprocess_frame_as exactly: pad bottom/right to
+// a square of side S = max(W, H), OpenCV INTER_LINEAR taps
 // (s = (d + 0.5) * scale - 0.5, clamped at 0 and S - 1), BT.601 conversion of
-// the four sampled pixels only, bilinear mix in f32, divided by 255. One
+// the four sampled pixels only, bilinear mix in f32, divided by 255. The
+// slot is `rows x cols`: the square `size x size`, or the rectangular
+// letterbox (its top-left corner, the sides Letterbox::rect gives). One
 // thread per output pixel; the three channel planes are written coalesced.
 // `common.cuh` is prepended by the build.
 
@@ -65,18 +67,18 @@ LC_FN void lc_letterbox_px(const uint8_t* yp, int y_pitch, const uint8_t* uvp, i
     }
 }
 
-// `out` is the whole batch tensor [batch, 3, size, size]; this writes slot
+// `out` is the whole batch tensor [batch, 3, rows, cols]; this writes slot
 // `slot`. `scale` is detect::preprocess::Letterbox::scale (host-computed).
 extern "C" __global__ void preprocess_nv12(const uint8_t* yp, int y_pitch, const uint8_t* uvp,
-                                           int uv_pitch, int width, int height, int size,
-                                           float scale, float* out, int slot) {
+                                           int uv_pitch, int width, int height, int rows,
+                                           int cols, float scale, float* out, int slot) {
     int dx = blockIdx.x * blockDim.x + threadIdx.x;
     int dy = blockIdx.y * blockDim.y + threadIdx.y;
-    if (dx >= size || dy >= size) return;
+    if (dx >= cols || dy >= rows) return;
     float v[3];
     lc_letterbox_px(yp, y_pitch, uvp, uv_pitch, width, height, scale, dx, dy, v);
-    int64_t plane = (int64_t)size * size;
-    float* base = out + (int64_t)slot * 3 * plane + (int64_t)dy * size + dx;
+    int64_t plane = (int64_t)rows * cols;
+    float* base = out + (int64_t)slot * 3 * plane + (int64_t)dy * cols + dx;
     base[0] = v[0];
     base[plane] = v[1];
     base[2 * plane] = v[2];
@@ -85,15 +87,15 @@ extern "C" __global__ void preprocess_nv12(const uint8_t* yp, int y_pitch, const
 // Same values as preprocess_nv12, stored as IEEE half bits (round to nearest
 // even) for an f16 engine input.
 extern "C" __global__ void preprocess_nv12_f16(const uint8_t* yp, int y_pitch, const uint8_t* uvp,
-                                               int uv_pitch, int width, int height, int size,
-                                               float scale, uint16_t* out, int slot) {
+                                               int uv_pitch, int width, int height, int rows,
+                                               int cols, float scale, uint16_t* out, int slot) {
     int dx = blockIdx.x * blockDim.x + threadIdx.x;
     int dy = blockIdx.y * blockDim.y + threadIdx.y;
-    if (dx >= size || dy >= size) return;
+    if (dx >= cols || dy >= rows) return;
     float v[3];
     lc_letterbox_px(yp, y_pitch, uvp, uv_pitch, width, height, scale, dx, dy, v);
-    int64_t plane = (int64_t)size * size;
-    uint16_t* base = out + (int64_t)slot * 3 * plane + (int64_t)dy * size + dx;
+    int64_t plane = (int64_t)rows * cols;
+    uint16_t* base = out + (int64_t)slot * 3 * plane + (int64_t)dy * cols + dx;
     base[0] = lc_float_to_half(v[0]);
     base[plane] = lc_float_to_half(v[1]);
     base[2 * plane] = lc_float_to_half(v[2]);

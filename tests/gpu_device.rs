@@ -9,7 +9,7 @@
 use livecensor::censor;
 use livecensor::codec::{Decoder, Encoder, EncoderConfig};
 use livecensor::detect::postprocess::decode;
-use livecensor::detect::preprocess::{preprocess_frame, Letterbox};
+use livecensor::detect::preprocess::{preprocess_frame_as, Letterbox, LetterboxMode};
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
 };
@@ -113,25 +113,30 @@ fn preprocess_kernel_matches_cpu_reference() {
     let mut s = ctx.stream().expect("stream");
     let mut rng = SmallRng::seed_from_u64(78);
     let size = 320;
-    for (w, h) in [(1920, 1080), (1080, 1920), (641, 359), (320, 320)] {
+    let cases = [(1920, 1080), (1080, 1920), (641, 359), (320, 320)];
+    for ((w, h), mode) in cases
+        .into_iter()
+        .flat_map(|c| [(c, LetterboxMode::Square), (c, LetterboxMode::Rect)])
+    {
         let frame = random_frame(&mut rng, w, h);
-        let mut want = vec![0f32; 3 * size * size];
-        let lb_want = preprocess_frame(&frame, size, &mut want);
+        let lb_want = Letterbox::with_mode(mode, w, h, size);
+        let mut want = vec![0f32; lb_want.len()];
+        preprocess_frame_as(&frame, mode, size, &mut want);
         let d = upload(&s, &frame);
         let mut input = s.alloc_input(2, size, false).expect("input");
         let lb = s
-            .preprocess_nv12(&d, &mut input, size, 1)
+            .preprocess_nv12(&d, &mut input, mode, size, 1)
             .expect("preprocess");
         assert_eq!(lb, lb_want);
         let got = s.download_tensor(&input).expect("download");
-        let slot = &got[3 * size * size..];
+        let slot = &got[lb.len()..2 * lb.len()];
         let max = slot
             .iter()
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(max <= 1e-5, "{w}x{h}: max difference {max}");
-        eprintln!("preprocess parity {w}x{h}: max |diff| {max:e}");
+        assert!(max <= 1e-5, "{w}x{h} {mode}: max difference {max}");
+        eprintln!("preprocess parity {w}x{h} {mode}: max |diff| {max:e}");
     }
 }
 
@@ -383,7 +388,7 @@ fn kernel_timings() {
     let mut times = Vec::new();
     for _ in 0..runs + 3 {
         let t = s.start_timer().expect("timer");
-        s.preprocess_nv12(&d, &mut input, 320, 0)
+        s.preprocess_nv12(&d, &mut input, LetterboxMode::Square, 320, 0)
             .expect("preprocess");
         s.stop(&t).expect("stop");
         times.push(t.elapsed_ms().expect("elapsed"));

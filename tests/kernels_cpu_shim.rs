@@ -18,7 +18,9 @@ use std::sync::OnceLock;
 
 use livecensor::censor;
 use livecensor::detect::postprocess::decode;
-use livecensor::detect::preprocess::{preprocess_frame, Letterbox};
+use livecensor::detect::preprocess::{
+    preprocess_frame, preprocess_frame_as, Letterbox, LetterboxMode,
+};
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
 };
@@ -30,10 +32,35 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 type Cfg = *const u32;
-type PreprocessFn =
-    unsafe extern "C" fn(Cfg, *const u8, i32, *const u8, i32, i32, i32, i32, f32, *mut f32, i32);
-type PreprocessF16Fn =
-    unsafe extern "C" fn(Cfg, *const u8, i32, *const u8, i32, i32, i32, i32, f32, *mut u16, i32);
+/// (cfg, y, y pitch, uv, uv pitch, width, height, rows, cols, scale, out, slot)
+type PreprocessFn = unsafe extern "C" fn(
+    Cfg,
+    *const u8,
+    i32,
+    *const u8,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    f32,
+    *mut f32,
+    i32,
+);
+type PreprocessF16Fn = unsafe extern "C" fn(
+    Cfg,
+    *const u8,
+    i32,
+    *const u8,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    f32,
+    *mut u16,
+    i32,
+);
 type BlurVFn = unsafe extern "C" fn(
     Cfg,
     *const u8,
@@ -471,14 +498,19 @@ fn censor_matches_on_a_720p_frame() {
 
 /// Runs the preprocess kernel into slot 1 of a 2-slot tensor; slot 0 must
 /// stay untouched.
-fn shim_preprocess(frame: &Frame, size: usize, extra_pitch: usize) -> Vec<f32> {
+fn shim_preprocess(
+    frame: &Frame,
+    mode: LetterboxMode,
+    size: usize,
+    extra_pitch: usize,
+) -> Vec<f32> {
     let dev = PitchedFrame::from_frame(frame, extra_pitch);
-    let lb = Letterbox::new(frame.width, frame.height, size);
-    let plane = 3 * size * size;
+    let lb = Letterbox::with_mode(mode, frame.width, frame.height, size);
+    let plane = lb.len();
     let mut out = vec![-7.0f32; 2 * plane];
-    let cfg = preprocess_dims(size).cfg();
+    let cfg = preprocess_dims(lb.rows, lb.cols).cfg();
     // SAFETY: the frame buffer holds both planes at the given pitch; the
-    // tensor holds two slots of `size`.
+    // tensor holds two slots of the letterbox's shape.
     unsafe {
         (shim().preprocess)(
             cfg.as_ptr(),
@@ -488,7 +520,8 @@ fn shim_preprocess(frame: &Frame, size: usize, extra_pitch: usize) -> Vec<f32> {
             dev.pitch as i32,
             frame.width as i32,
             frame.height as i32,
-            size as i32,
+            lb.rows as i32,
+            lb.cols as i32,
             lb.scale,
             out.as_mut_ptr(),
             1,
@@ -514,18 +547,23 @@ fn preprocess_matches_cpu_reference() {
         (1, 1, 32),
         (2, 3, 16),
         (639, 480, 640),
+        (1919, 1079, 320),
     ];
-    for (w, h, size) in cases {
+    for ((w, h, size), mode) in cases
+        .into_iter()
+        .flat_map(|c| [(c, LetterboxMode::Square), (c, LetterboxMode::Rect)])
+    {
         let frame = random_frame(&mut rng, w, h);
-        let mut want = vec![0.0f32; 3 * size * size];
-        preprocess_frame(&frame, size, &mut want);
-        let got = shim_preprocess(&frame, size, 3);
+        let mut want = vec![0.0f32; Letterbox::with_mode(mode, w, h, size).len()];
+        preprocess_frame_as(&frame, mode, size, &mut want);
+        let got = shim_preprocess(&frame, mode, size, 3);
+        assert_eq!(got.len(), want.len());
         let max = got
             .iter()
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        assert!(max <= 1e-5, "{w}x{h} -> {size}: max abs diff {max}");
+        assert!(max <= 1e-5, "{w}x{h} -> {size} {mode}: max abs diff {max}");
         // With FMA contraction off the arithmetic is the same IEEE sequence.
         let exact = got
             .iter()
@@ -533,7 +571,7 @@ fn preprocess_matches_cpu_reference() {
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(
             exact,
-            "{w}x{h} -> {size}: not bit-identical (max diff {max})"
+            "{w}x{h} -> {size} {mode}: not bit-identical (max diff {max})"
         );
     }
 }
@@ -548,7 +586,7 @@ fn preprocess_f16_rounds_like_half() {
     let dev = PitchedFrame::from_frame(&frame, 0);
     let lb = Letterbox::new(w, h, size);
     let mut out = vec![0u16; 3 * size * size];
-    let cfg = preprocess_dims(size).cfg();
+    let cfg = preprocess_dims(size, size).cfg();
     // SAFETY: as in shim_preprocess, one slot.
     unsafe {
         (shim().preprocess_f16)(
@@ -559,6 +597,7 @@ fn preprocess_f16_rounds_like_half() {
             dev.pitch as i32,
             w as i32,
             h as i32,
+            size as i32,
             size as i32,
             lb.scale,
             out.as_mut_ptr(),

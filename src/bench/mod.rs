@@ -741,7 +741,7 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
     warm_up_on(&cfg, &o, &clips, &svc, gpu)?;
     let mut last_runs = Vec::new();
     if args.find_capacity {
-        let (steps, best) = find_capacity(max, |n| -> Result<RunReport, Error> {
+        let (steps, cap) = find_capacity(max, |n| -> Result<RunReport, Error> {
             let step = BenchOptions {
                 streams: n,
                 ..o.clone()
@@ -752,11 +752,18 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
             Ok(r)
         })?;
         println!(
-            "capacity: {best} stream(s) of {}x{} @ {} fps held in real time (p99 <= {} ms)",
-            o.width, o.height, o.fps, o.latency_budget_ms
+            "capacity: {} stream(s) of {}x{} @ {} fps held in real time (every frame verified and out at >= {:.0}% of the frame rate); {} of them within the latency budget (p99 <= {} ms)",
+            cap.realtime,
+            o.width,
+            o.height,
+            o.fps,
+            100.0 * report::HELD_SHARE,
+            cap.within_budget,
+            o.latency_budget_ms
         );
         report.runs = steps;
-        report.capacity = Some(best);
+        report.capacity = Some(cap.within_budget);
+        report.capacity_realtime = Some(cap.realtime);
     } else {
         let (r, runs) = run_on(&cfg, &o, &clips, &svc, gpu)?;
         println!("{}", r.table());

@@ -17,7 +17,7 @@ use super::plan::{
     Kernel, KernelMask, LaunchDims, Plane,
 };
 use super::{GpuDevice, GpuProbe};
-use crate::detect::preprocess::Letterbox;
+use crate::detect::preprocess::{Letterbox, LetterboxMode};
 use crate::error::{Error, Result};
 use crate::frame::{CensorMethod, Detection, Frame, Mask, PixelFormat};
 
@@ -796,30 +796,36 @@ impl GpuStream {
         Ok(v)
     }
 
-    /// Letterboxes `frame` into slot `slot` of `input` (`[batch, 3, size,
-    /// size]`, f32 or f16), exactly like `detect::preprocess::preprocess_frame`.
+    /// Letterboxes `frame` into slot `slot` of `input` (`[batch, 3, rows,
+    /// cols]` of the letterbox `mode` gives for `size`, f32 or f16),
+    /// exactly like `detect::preprocess::preprocess_frame_as`.
     pub fn preprocess_nv12(
         &mut self,
         frame: &DeviceFrame,
         input: &mut DeviceTensor,
+        mode: LetterboxMode,
         size: usize,
         slot: usize,
     ) -> Result<Letterbox> {
-        let plane = 3 * size * size;
-        if size == 0 || (slot + 1).checked_mul(plane).is_none_or(|n| n > input.len) {
+        let lb = Letterbox::with_mode(mode, frame.width, frame.height, size);
+        let plane = lb.len();
+        if plane == 0 || (slot + 1).checked_mul(plane).is_none_or(|n| n > input.len) {
             return Err(Error::Gpu(format!(
-                "input slot {slot} of size {size} does not fit a tensor of {} values",
-                input.len
+                "input slot {slot} of {}x{} does not fit a tensor of {} values",
+                lb.cols, lb.rows, input.len
             )));
         }
-        let lb = Letterbox::new(frame.width, frame.height, size);
-        let dims = preprocess_dims(size);
+        let dims = preprocess_dims(lb.rows, lb.cols);
         let (w, h, p) = (
             to_i32(frame.width, "width")?,
             to_i32(frame.height, "height")?,
             to_i32(frame.pitch, "pitch")?,
         );
-        let (size_i, slot_i) = (to_i32(size, "input size")?, to_i32(slot, "slot")?);
+        let (rows, cols, slot_i) = (
+            to_i32(lb.rows, "input rows")?,
+            to_i32(lb.cols, "input columns")?,
+            to_i32(slot, "slot")?,
+        );
         let (base, _g) = frame.data.device_ptr(&self.stream);
         let (yp, uvp) = (base, base + frame.uv_offset as u64);
         let (kernel, out) = match &mut input.data {
@@ -833,7 +839,8 @@ impl GpuStream {
             .arg(&p)
             .arg(&w)
             .arg(&h)
-            .arg(&size_i)
+            .arg(&rows)
+            .arg(&cols)
             .arg(&lb.scale)
             .arg(&out)
             .arg(&slot_i);

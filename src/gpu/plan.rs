@@ -338,11 +338,13 @@ impl CensorPlan {
     }
 }
 
-/// Launch geometry of `preprocess_nv12[_f16]` for a `size x size` input.
-pub fn preprocess_dims(size: usize) -> LaunchDims {
-    let s = u32::try_from(size).unwrap_or(u32::MAX);
+/// Launch geometry of `preprocess_nv12[_f16]` for a `rows x cols` input
+/// (a letterbox's `dims()`).
+pub fn preprocess_dims(rows: usize, cols: usize) -> LaunchDims {
+    let r = u32::try_from(rows).unwrap_or(u32::MAX);
+    let c = u32::try_from(cols).unwrap_or(u32::MAX);
     LaunchDims {
-        grid: (s.div_ceil(16), s.div_ceil(16), 1),
+        grid: (c.div_ceil(16), r.div_ceil(16), 1),
         block: (16, 16, 1),
     }
 }

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 
 use super::{GpuDevice, GpuProbe};
-use crate::detect::preprocess::Letterbox;
+use crate::detect::preprocess::{Letterbox, LetterboxMode};
 use crate::error::{Error, Result};
 use crate::frame::{CensorMethod, Detection, Frame, Mask};
 
@@ -167,6 +167,7 @@ impl GpuStream {
         &mut self,
         _frame: &DeviceFrame,
         _input: &mut DeviceTensor,
+        _mode: LetterboxMode,
         _size: usize,
         _slot: usize,
     ) -> Result<Letterbox> {

@@ -263,10 +263,15 @@ impl StreamPipeline {
                         .alloc_input(1, size, false)
                         .map_err(|e| e.to_string())?,
                 };
+                let mode = self.svc.letterbox_mode();
                 let out = gpu
                     .stream
-                    .preprocess_nv12(f, &mut input, size, 0)
-                    .and_then(|lb| Ok((gpu.stream.download_tensor(&input)?, lb)))
+                    .preprocess_nv12(f, &mut input, mode, size, 0)
+                    .and_then(|lb| {
+                        let mut t = gpu.stream.download_tensor(&input)?;
+                        t.truncate(lb.len());
+                        Ok((t, lb))
+                    })
                     .map_err(|e| format!("GPU preprocess: {e}"));
                 gpu.input = Some(input);
                 out
