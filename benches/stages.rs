@@ -347,6 +347,7 @@ fn batcher(c: &mut Criterion) {
             max_wait: Duration::ZERO,
             capacity: 64,
             contexts,
+            max_per_stream: 0,
         });
         let now = Instant::now();
         let mut item = 0u64;

@@ -23,15 +23,20 @@ pub struct BatcherSection {
     pub capacity: usize,
     /// Execution contexts (concurrent batches).
     pub contexts: usize,
+    /// Most frames of one live stream in a batch (0 = no limit; file jobs
+    /// lift it).
+    pub max_per_stream: usize,
 }
 
 impl Default for BatcherSection {
     fn default() -> Self {
+        let b = BatcherConfig::default();
         BatcherSection {
-            max_batch: 8,
+            max_batch: b.max_batch,
             max_wait_ms: 0,
-            capacity: 64,
-            contexts: 1,
+            capacity: b.capacity,
+            contexts: b.contexts,
+            max_per_stream: b.max_per_stream,
         }
     }
 }
@@ -317,6 +322,7 @@ impl Config {
             max_wait: Duration::from_millis(self.batcher.max_wait_ms),
             capacity: self.batcher.capacity,
             contexts: self.batcher.contexts,
+            max_per_stream: self.batcher.max_per_stream,
         }
     }
 

@@ -59,7 +59,7 @@ impl Default for DetectorConfig {
             model: PathBuf::from("models/320n.onnx"),
             engine: PathBuf::from("models/320n.plan"),
             ort_library: None,
-            threads: 2,
+            threads: 1,
             input_size: 320,
             letterbox: LetterboxMode::default(),
             min_score: 0.2,

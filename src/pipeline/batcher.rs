@@ -17,7 +17,8 @@ pub const ENV_BATCH_SIZE: &str = "BATCH_SIZE";
 /// Environment variable of the seed that overrides [`BatcherConfig::max_wait`] (milliseconds).
 pub const ENV_BATCH_MAX_WAIT_MS: &str = "BATCH_MAX_WAIT_MS";
 
-/// Batching limits. In TOML: `max_batch`, `max_wait_ms`, `capacity`, `contexts`.
+/// Batching limits. In TOML: `max_batch`, `max_wait_ms`, `capacity`,
+/// `contexts`, `max_per_stream`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BatcherConfig {
@@ -31,6 +32,12 @@ pub struct BatcherConfig {
     pub capacity: usize,
     /// Execution contexts, i.e. batches in flight at once.
     pub contexts: usize,
+    /// Most frames of one stream in a batch (0 = no limit). Live streams: 1,
+    /// so a backlog never puts a stream's frames behind each other in one
+    /// batch (on the CPU a batch costs its images one after another: a big
+    /// batch only adds latency). A file job, one stream with a window of
+    /// frames in flight, lifts it.
+    pub max_per_stream: usize,
 }
 
 impl Default for BatcherConfig {
@@ -39,7 +46,8 @@ impl Default for BatcherConfig {
             max_batch: 8,
             max_wait: Duration::ZERO,
             capacity: 64,
-            contexts: 1,
+            contexts: 2,
+            max_per_stream: 1,
         }
     }
 }
@@ -106,6 +114,8 @@ pub(crate) mod millis {
 pub struct Queued<T> {
     pub item: T,
     pub enqueued: Instant,
+    /// The stream it belongs to (`max_per_stream`).
+    pub group: u64,
 }
 
 /// Items dispatched together to one execution context.
@@ -159,14 +169,43 @@ impl<T> Batcher<T> {
     /// Queues an item; `Err(item)` when the queue is full, so the caller can
     /// fail that frame closed rather than drop it silently.
     pub fn push(&mut self, now: Instant, item: T) -> Result<(), T> {
+        self.push_grouped(now, 0, item)
+    }
+
+    /// [`Batcher::push`] for an item of stream `group`.
+    pub fn push_grouped(&mut self, now: Instant, group: u64, item: T) -> Result<(), T> {
         if self.queue.len() >= self.cfg.capacity {
             return Err(item);
         }
         self.queue.push_back(Queued {
             item,
             enqueued: now,
+            group,
         });
         Ok(())
+    }
+
+    /// Queue positions of the next batch: FIFO, at most `max_batch`, at most
+    /// `max_per_stream` of one group (skipped items keep their place).
+    fn selection(&self) -> Vec<usize> {
+        let cap = self.cfg.max_per_stream;
+        if cap == 0 {
+            return (0..self.queue.len().min(self.cfg.max_batch)).collect();
+        }
+        let mut taken: Vec<(u64, usize)> = Vec::new();
+        let mut picked = Vec::new();
+        for (i, q) in self.queue.iter().enumerate() {
+            if picked.len() == self.cfg.max_batch {
+                break;
+            }
+            match taken.iter_mut().find(|(g, _)| *g == q.group) {
+                Some((_, n)) if *n >= cap => continue,
+                Some((_, n)) => *n += 1,
+                None => taken.push((q.group, 1)),
+            }
+            picked.push(i);
+        }
+        picked
     }
 
     /// Next batch to run, if a context is free and the dispatch rule allows.
@@ -176,8 +215,13 @@ impl<T> Batcher<T> {
         if !self.ready(now) {
             return None;
         }
-        let n = self.queue.len().min(self.cfg.max_batch);
-        let items: Vec<Queued<T>> = self.queue.drain(..n).collect();
+        let picked = self.selection();
+        let mut items = Vec::with_capacity(picked.len());
+        for (removed, i) in picked.into_iter().enumerate() {
+            if let Some(q) = self.queue.remove(i - removed) {
+                items.push(q);
+            }
+        }
         let id = self.next_id;
         self.next_id = self.next_id.wrapping_add(1);
         if let Some(slot) = self.running.get_mut(context) {
@@ -193,7 +237,7 @@ impl<T> Batcher<T> {
             return false;
         };
         self.busy() == 0
-            || self.queue.len() >= self.cfg.max_batch
+            || self.selection().len() >= self.cfg.max_batch
             || now.saturating_duration_since(oldest.enqueued) >= self.cfg.max_wait
     }
 
@@ -218,7 +262,7 @@ impl<T> Batcher<T> {
             return None;
         }
         let oldest = self.queue.front()?.enqueued;
-        if self.busy() == 0 || self.queue.len() >= self.cfg.max_batch {
+        if self.busy() == 0 || self.selection().len() >= self.cfg.max_batch {
             return Some(oldest);
         }
         oldest.checked_add(self.cfg.max_wait)
@@ -276,6 +320,7 @@ mod tests {
             max_wait: Duration::from_millis(wait_ms),
             capacity,
             contexts,
+            max_per_stream: 0,
         }
     }
 
@@ -287,8 +332,14 @@ mod tests {
     fn defaults_match_design() {
         let c = BatcherConfig::default();
         assert_eq!(
-            (c.max_batch, c.max_wait, c.capacity, c.contexts),
-            (8, Duration::ZERO, 64, 1)
+            (
+                c.max_batch,
+                c.max_wait,
+                c.capacity,
+                c.contexts,
+                c.max_per_stream
+            ),
+            (8, Duration::ZERO, 64, 2, 1)
         );
     }
 
@@ -439,6 +490,85 @@ mod tests {
         assert_eq!(r, vec![(keys[0], "a"), (keys[1], "b")]);
         assert!(route(&keys, vec!["a"]).is_err());
         assert!(route(&keys, vec!["a", "b", "c"]).is_err());
+    }
+
+    #[test]
+    fn one_frame_per_stream_per_batch() {
+        let t = Instant::now();
+        let mut b = Batcher::new(BatcherConfig {
+            max_per_stream: 1,
+            ..cfg(4, 0, 16, 1)
+        });
+        // Stream 1 has a backlog of three; streams 2 and 3 one frame each.
+        for (group, item) in [(1, 10), (1, 11), (2, 20), (1, 12), (3, 30)] {
+            b.push_grouped(t, group, item).unwrap();
+        }
+        let first = b.poll_batch(t).unwrap();
+        assert_eq!(ids(&first), vec![10, 20, 30]);
+        assert!(first.items.iter().all(|q| q.enqueued == t));
+        assert!(b.poll_batch(t).is_none(), "one context, busy");
+        assert!(b.complete(first.id));
+        assert_eq!(ids(&b.poll_batch(t).unwrap()), vec![11]);
+        // No limit: FIFO up to max_batch, as before.
+        let mut b = Batcher::new(cfg(4, 0, 16, 1));
+        for (group, item) in [(1, 10), (1, 11), (2, 20), (1, 12), (3, 30)] {
+            b.push_grouped(t, group, item).unwrap();
+        }
+        assert_eq!(ids(&b.poll_batch(t).unwrap()), vec![10, 11, 20, 12]);
+    }
+
+    proptest! {
+        /// With a per-stream limit: nothing lost or duplicated, every batch
+        /// within both limits, each stream's frames in order.
+        #[test]
+        fn per_stream_limit_holds(
+            max_batch in 1usize..6,
+            cap in 1usize..3,
+            contexts in 1usize..3,
+            groups in proptest::collection::vec(0u64..4, 1..60),
+            completes in proptest::collection::vec(any::<bool>(), 60),
+        ) {
+            let t = Instant::now();
+            let mut b = Batcher::new(BatcherConfig {
+                max_per_stream: cap,
+                ..cfg(max_batch, 0, 64, contexts)
+            });
+            let mut out: Vec<(u64, u32)> = Vec::new();
+            let mut running = Vec::new();
+            let take = |b: &mut Batcher<u32>, running: &mut Vec<u64>, out: &mut Vec<(u64, u32)>| {
+                while let Some(batch) = b.poll_batch(t) {
+                    prop_assert!(!batch.is_empty() && batch.len() <= max_batch);
+                    for g in 0..4 {
+                        let n = batch.items.iter().filter(|q| q.group == g).count();
+                        prop_assert!(n <= cap, "{} frames of stream {} in one batch", n, g);
+                    }
+                    out.extend(batch.items.iter().map(|q| (q.group, q.item)));
+                    running.push(batch.id);
+                }
+                Ok(())
+            };
+            for (i, &g) in groups.iter().enumerate() {
+                b.push_grouped(t, g, i as u32).unwrap();
+                if completes[i] && !running.is_empty() {
+                    let id = running.remove(0);
+                    prop_assert!(b.complete(id));
+                }
+                take(&mut b, &mut running, &mut out)?;
+            }
+            while !running.is_empty() || b.queued() > 0 {
+                for id in running.drain(..) {
+                    prop_assert!(b.complete(id));
+                }
+                take(&mut b, &mut running, &mut out)?;
+            }
+            prop_assert_eq!(out.len(), groups.len());
+            for g in 0..4 {
+                let mine: Vec<u32> = out.iter().filter(|(h, _)| *h == g).map(|p| p.1).collect();
+                let want: Vec<u32> = groups.iter().enumerate()
+                    .filter(|(_, h)| **h == g).map(|(i, _)| i as u32).collect();
+                prop_assert_eq!(mine, want);
+            }
+        }
     }
 
     #[derive(Clone, Debug)]

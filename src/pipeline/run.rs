@@ -138,6 +138,11 @@ pub fn censor_file(
     progress: Progress,
 ) -> Result<Summary, Error> {
     cfg.validate()?;
+    // One stream with a window of frames in flight: its frames may share a
+    // batch (throughput; a file job has no live deadline to keep).
+    let mut cfg = cfg.clone();
+    cfg.batcher.max_per_stream = 0;
+    let cfg = &cfg;
     let svc = start_service(cfg)?;
     let mut opts = stream_options(cfg)?;
     opts.scheduler.deadline = Duration::from_millis(cfg.scheduler.file_deadline_ms);

@@ -51,28 +51,31 @@ impl DetectBackend for Detector {
     }
 }
 
-/// The input shapes warmed up at start: the square one, and for a
-/// rectangular letterbox the landscape and portrait 16:9 ones (what live
-/// video is); other shapes plan their memory on their first batch.
-fn warm_shapes(mode: LetterboxMode, size: usize) -> Vec<Letterbox> {
-    let mut shapes = vec![Letterbox::new(size, size, size)];
-    if mode == LetterboxMode::Rect {
-        for (w, h) in [(1280, 720), (720, 1280)] {
-            let lb = Letterbox::rect(w, h, size);
-            if !shapes.iter().any(|s| s.dims() == lb.dims()) {
-                shapes.push(lb);
-            }
+/// The input shapes warmed up at start, each with the largest batch run:
+/// the service's main shape (square, or for a rectangular letterbox the
+/// landscape 16:9 one, what live video is) at every batch size; the other
+/// 16:9 shapes once. Other shapes plan their memory on their first batch.
+fn warm_shapes(mode: LetterboxMode, size: usize, max_batch: usize) -> Vec<(Letterbox, usize)> {
+    let square = Letterbox::new(size, size, size);
+    if mode == LetterboxMode::Square {
+        return vec![(square, max_batch)];
+    }
+    let mut shapes = vec![(Letterbox::rect(1280, 720, size), max_batch)];
+    for lb in [square, Letterbox::rect(720, 1280, size)] {
+        if !shapes.iter().any(|(s, _)| s.dims() == lb.dims()) {
+            shapes.push((lb, 1));
         }
     }
     shapes
 }
 
-/// Runs every batch size from 1 to `max_batch` of every warm shape once on
-/// a blank input. A failure here is not fatal: the same error comes back on
-/// the first job.
+/// Runs every warm shape once per batch size up to its largest on a blank
+/// input. A failure here is not fatal: the same error comes back on the
+/// first job.
 fn warm_up(backend: &mut dyn DetectBackend, max_batch: usize, input: &mut Vec<f32>) {
-    for lb in warm_shapes(backend.letterbox_mode(), backend.input_size()) {
-        for n in 1..=max_batch {
+    let shapes = warm_shapes(backend.letterbox_mode(), backend.input_size(), max_batch);
+    for (lb, most) in shapes {
+        for n in 1..=most {
             input.clear();
             input.resize(n * lb.len(), 0.5);
             if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
@@ -259,7 +262,10 @@ impl DetectService {
             letterbox,
             reply,
         };
-        match st.batcher.push(Instant::now(), job) {
+        match st
+            .batcher
+            .push_grouped(Instant::now(), u64::from(key.stream), job)
+        {
             Ok(()) => {
                 self.shared.cv.notify_one();
                 Ok(())
@@ -577,14 +583,7 @@ mod tests {
         let warm: Vec<_> = seen.lock().unwrap().drain(..).collect();
         assert_eq!(
             warm,
-            vec![
-                (1, (96, 96)),
-                (2, (96, 96)),
-                (1, (64, 96)),
-                (2, (64, 96)),
-                (1, (96, 64)),
-                (2, (96, 64)),
-            ]
+            vec![(1, (64, 96)), (2, (64, 96)), (1, (96, 96)), (1, (96, 64))]
         );
         let (tx, rx) = channel();
         for (frame, lb) in [Letterbox::rect(192, 108, 96), Letterbox::rect(108, 192, 96)]
