@@ -32,8 +32,9 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 type Cfg = *const u32;
-/// (cfg, y, y pitch, uv, uv pitch, width, height, rows, cols, scale, out, slot)
-type PreprocessFn = unsafe extern "C" fn(
+/// (cfg, y, y pitch, uv, uv pitch, width, height, rows, cols, scale, out, slot);
+/// `T` is f32, or u16 for the half-precision kernel.
+type PreprocessFn<T> = unsafe extern "C" fn(
     Cfg,
     *const u8,
     i32,
@@ -44,21 +45,7 @@ type PreprocessFn = unsafe extern "C" fn(
     i32,
     i32,
     f32,
-    *mut f32,
-    i32,
-);
-type PreprocessF16Fn = unsafe extern "C" fn(
-    Cfg,
-    *const u8,
-    i32,
-    *const u8,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    f32,
-    *mut u16,
+    *mut T,
     i32,
 );
 type BlurVFn = unsafe extern "C" fn(
@@ -105,8 +92,8 @@ type HalfFn = unsafe extern "C" fn(f32) -> u16;
 
 /// The kernels compiled for the CPU.
 struct Shim {
-    preprocess: PreprocessFn,
-    preprocess_f16: PreprocessF16Fn,
+    preprocess: PreprocessFn<f32>,
+    preprocess_f16: PreprocessFn<u16>,
     blur_h: BlurHFn,
     blur_v: BlurVFn,
     pix_means: PixMeansFn,
