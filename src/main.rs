@@ -388,9 +388,10 @@ fn run_censor(input: &Path, output: &Path, fps: Option<f64>, cfg: &Config) -> Re
         s.latency_percentile(100.0)
     );
     println!(
-        "output: {}  sidecar: {}",
+        "output: {}  sidecar: {}  encoder: {}",
         output.display(),
-        s.sidecar.display()
+        s.sidecar.display(),
+        s.encoder
     );
     Ok(s)
 }

@@ -352,6 +352,16 @@ pub struct DeviceFrame {
     uv_offset: usize,
 }
 
+impl std::fmt::Debug for DeviceFrame {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceFrame")
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .field("pitch", &self.pitch)
+            .finish_non_exhaustive()
+    }
+}
+
 impl DeviceFrame {
     pub fn width(&self) -> usize {
         self.width

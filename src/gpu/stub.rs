@@ -54,6 +54,7 @@ impl GpuContext {
     }
 }
 
+#[derive(Debug)]
 pub struct DeviceFrame {
     never: Infallible,
 }

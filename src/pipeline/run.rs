@@ -5,8 +5,10 @@
 use super::service::DetectService;
 use super::sidecar::{sidecar_path, SidecarWriter, Status};
 use super::stream::{Released, StageTimes, StreamOptions, StreamPipeline};
+use crate::codec::EncoderConfig;
 use crate::config::Config;
 use crate::error::{Error, PipelineError};
+use crate::gpu::nvenc::{GpuEncoder, Preset};
 use crate::gpu::GpuContext;
 use crate::sink::{OutputInfo, VideoWriter};
 use crate::source::device::DeviceReader;
@@ -51,6 +53,8 @@ pub struct Summary {
     /// Added latency per frame (in -> censored, before encoding), ms, sorted.
     pub latencies_ms: Vec<f64>,
     pub sidecar: PathBuf,
+    /// The encoder used and, on the device path, why (NVENC or openh264).
+    pub encoder: String,
 }
 
 impl Summary {
@@ -129,6 +133,31 @@ impl Source {
     }
 }
 
+/// An access unit NVENC made, with its picture's size.
+struct Encoded {
+    au: Vec<u8>,
+    width: usize,
+    height: usize,
+}
+
+/// NVENC's access unit for a released frame when the stream has one (the
+/// frame itself then carries no host picture); `None` for openh264.
+fn encode_on_device(
+    stream: &mut StreamPipeline,
+    nvenc: Option<&mut GpuEncoder>,
+    r: &mut Released,
+) -> Result<Option<Encoded>, Error> {
+    let Some(enc) = nvenc else {
+        return Ok(None);
+    };
+    let (width, height) = match &r.device {
+        Some(f) => (f.width(), f.height()),
+        None => (r.frame.width, r.frame.height),
+    };
+    let au = stream.encode_device(enc, r, false)?;
+    Ok(Some(Encoded { au, width, height }))
+}
+
 /// Censors `input` into `output` (+ `output.censor.jsonl`).
 pub fn censor_file(
     input: &Path,
@@ -171,10 +200,30 @@ pub fn censor_file(
             bitrate_bps: None,
         },
     )?;
+    // On a GPU with NVENC, censored device frames are encoded where they
+    // are (no copy to the host); elsewhere openh264 after one copy.
+    let mut nvenc = None;
+    let mut encoder = if writer.takes_encoded() {
+        "CPU openh264"
+    } else {
+        "none (Y4M pictures)"
+    }
+    .to_string();
+    if let (Some(ctx), true) = (_gpu.as_ref(), writer.takes_encoded()) {
+        let config = EncoderConfig::new(info.width, info.height, info.fps as f32);
+        let (enc, why) = GpuEncoder::new(Some(&ctx.stream()?), config, Preset::P1)?;
+        tracing::info!("encoder: {why}");
+        encoder = why;
+        if enc.is_nvenc() {
+            stream = stream.keep_on_device(true);
+            nvenc = Some(enc);
+        }
+    }
     let side = sidecar_path(output);
     let mut sidecar = SidecarWriter::create(&side)?;
     let mut summary = Summary {
         sidecar: side,
+        encoder,
         ..Summary::default()
     };
     // Enough frames in flight to keep the detector busy while this thread
@@ -182,23 +231,27 @@ pub fn censor_file(
     let window = (cfg.batcher.max_batch * cfg.batcher.contexts).clamp(3, 16);
     let start = Instant::now();
     let mut eof = false;
-    let mut write = |r: Released, summary: &mut Summary| -> Result<(), Error> {
-        let t0 = Instant::now();
-        writer.write(&r.frame, r.pts)?;
-        let mut times = r.times;
-        times.encode = t0.elapsed().as_secs_f64();
-        sidecar.write(&r.record)?;
-        add_times(&mut summary.stage_totals, &times);
-        summary.latencies_ms.push(r.record.latency_ms);
-        summary.frames += 1;
-        match r.record.status {
-            Status::Verified => summary.verified += 1,
-            Status::Predicted => summary.predicted += 1,
-            Status::FailClosed => summary.fail_closed += 1,
-        }
-        progress(summary.frames, info.frame_count);
-        Ok(())
-    };
+    let mut write =
+        |r: Released, au: Option<Encoded>, summary: &mut Summary| -> Result<(), Error> {
+            let t0 = Instant::now();
+            match au {
+                Some(e) => writer.write_encoded(&e.au, e.width, e.height, r.pts)?,
+                None => writer.write(&r.frame, r.pts)?,
+            };
+            let mut times = r.times;
+            times.encode = t0.elapsed().as_secs_f64();
+            sidecar.write(&r.record)?;
+            add_times(&mut summary.stage_totals, &times);
+            summary.latencies_ms.push(r.record.latency_ms);
+            summary.frames += 1;
+            match r.record.status {
+                Status::Verified => summary.verified += 1,
+                Status::Predicted => summary.predicted += 1,
+                Status::FailClosed => summary.fail_closed += 1,
+            }
+            progress(summary.frames, info.frame_count);
+            Ok(())
+        };
     loop {
         while !eof && stream.in_flight() < window {
             match source.push_next(&mut stream) {
@@ -206,12 +259,14 @@ pub fn censor_file(
                 Some(Err(e)) => return Err(e),
                 None => eof = true,
             }
-            while let Some(r) = stream.poll_output(Instant::now()) {
-                write(r, &mut summary)?;
+            while let Some(mut r) = stream.poll_output(Instant::now()) {
+                let au = encode_on_device(&mut stream, nvenc.as_mut(), &mut r)?;
+                write(r, au, &mut summary)?;
             }
         }
-        while let Some(r) = stream.poll_output(Instant::now()) {
-            write(r, &mut summary)?;
+        while let Some(mut r) = stream.poll_output(Instant::now()) {
+            let au = encode_on_device(&mut stream, nvenc.as_mut(), &mut r)?;
+            write(r, au, &mut summary)?;
         }
         if eof && stream.in_flight() == 0 {
             break;

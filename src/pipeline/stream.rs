@@ -10,6 +10,7 @@ use super::sidecar::{FrameRecord, Status};
 use crate::censor;
 use crate::detect::preprocess_frame_as;
 use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
+use crate::gpu::nvenc::GpuEncoder;
 use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
 use crate::policy::Policy;
 use crate::track::{TrackState, Tracker, TrackerConfig};
@@ -35,7 +36,13 @@ pub struct StageTimes {
 pub struct Released {
     pub index: u64,
     pub pts: i64,
+    /// The censored picture on the host; empty (0x0) when it stayed on the
+    /// device (`device`).
     pub frame: Frame,
+    /// The censored picture left on the device for NVENC
+    /// ([`StreamPipeline::keep_on_device`]); encode it with
+    /// [`StreamPipeline::encode_device`].
+    pub device: Option<DeviceFrame>,
     pub record: FrameRecord,
     /// When the frame entered the stream.
     pub arrived: Instant,
@@ -57,6 +64,8 @@ struct GpuLane {
     input: Option<DeviceTensor>,
     /// Frames already copied to the host, for the decoder's pool.
     spent: Vec<DeviceFrame>,
+    /// Censored device frames stay on the device (an NVENC encoder follows).
+    keep: bool,
 }
 
 /// More spent frames than this are freed rather than kept for the decoder.
@@ -141,8 +150,57 @@ impl StreamPipeline {
             stream,
             input: None,
             spent: Vec::new(),
+            keep: false,
         });
         self
+    }
+
+    /// Censored device frames leave as [`Released::device`] instead of one
+    /// copy to the host: for an NVENC encoder (see [`Self::encode_device`]).
+    /// Frames censored whole on the host still leave as host frames.
+    pub fn keep_on_device(mut self, keep: bool) -> Self {
+        if let Some(g) = self.gpu.as_mut() {
+            g.keep = keep;
+        }
+        self
+    }
+
+    /// Encodes a released frame with `enc` (NVENC) on this stream's CUDA
+    /// stream: the device picture as it is, or a host picture (one censored
+    /// whole) uploaded first. The device frame then goes back to the pool.
+    pub fn encode_device(
+        &mut self,
+        enc: &mut GpuEncoder,
+        r: &mut Released,
+        force_keyframe: bool,
+    ) -> Result<Vec<u8>, crate::error::Error> {
+        let Some(gpu) = self.gpu.as_mut() else {
+            return Err(crate::error::Error::Gpu(
+                "encode_device on a stream without a CUDA stream".into(),
+            ));
+        };
+        let frame = match r.device.take() {
+            Some(f) => f,
+            None => {
+                let (w, h) = (r.frame.width, r.frame.height);
+                let reuse = gpu
+                    .spent
+                    .iter()
+                    .position(|f| (f.width(), f.height()) == (w, h));
+                let mut f = match reuse {
+                    Some(i) => gpu.spent.swap_remove(i),
+                    None => gpu.stream.alloc_frame(w, h)?,
+                };
+                if let Err(e) = gpu.stream.upload(&r.frame, &mut f) {
+                    gpu.spend(f);
+                    return Err(e);
+                }
+                f
+            }
+        };
+        let au = enc.encode(&gpu.stream, &frame, force_keyframe);
+        gpu.spend(frame);
+        au
     }
 
     /// Device frames that have left (censored and copied to the host), for
@@ -402,14 +460,14 @@ impl StreamPipeline {
                 ),
             }
         };
-        let (out, masks) = if status == Status::FailClosed {
+        let (out, device, masks) = if status == Status::FailClosed {
             let mut out = self.host_picture(p.frame);
             censor::censor_full(&mut out, &self.policy.method);
             let m = full_frame_mask(&out);
-            (out, m)
+            (out, None, m)
         } else {
             match self.censor_picture(p.frame, &masks) {
-                Ok(out) => (out, masks),
+                Ok((out, device)) => (out, device, masks),
                 Err((mut out, e)) => {
                     // The censored picture could not be made: the whole
                     // frame is censored instead.
@@ -422,7 +480,7 @@ impl StreamPipeline {
                     status = Status::FailClosed;
                     reason = Some(e);
                     let m = full_frame_mask(&out);
-                    (out, m)
+                    (out, None, m)
                 }
             }
         };
@@ -445,6 +503,7 @@ impl StreamPipeline {
             index: p.index,
             pts: p.pts,
             frame: out,
+            device,
             record,
             arrived: p.arrived,
             times: p.times,
@@ -454,11 +513,15 @@ impl StreamPipeline {
     /// `masks` applied: on the host, or by the censor kernel and then one
     /// copy to the host. `Err` carries the uncensored-or-grey host picture
     /// for the caller to censor whole, and why.
-    fn censor_picture(&mut self, frame: Picture, masks: &[Mask]) -> Result<Frame, (Frame, String)> {
+    fn censor_picture(
+        &mut self,
+        frame: Picture,
+        masks: &[Mask],
+    ) -> Result<(Frame, Option<DeviceFrame>), (Frame, String)> {
         match frame {
             Picture::Host(mut f) => {
                 censor::apply(&mut f, masks, &self.policy.method);
-                Ok(f)
+                Ok((f, None))
             }
             Picture::Device(mut f) => {
                 let (w, h) = (f.width(), f.height());
@@ -466,10 +529,13 @@ impl StreamPipeline {
                     return Err((grey(w, h), "device frame without a CUDA stream".into()));
                 };
                 let censored = gpu.stream.censor_nv12(&mut f, masks, &self.policy.method);
+                if gpu.keep && censored.is_ok() {
+                    return Ok((Frame::new(PixelFormat::Nv12, 0, 0), Some(f)));
+                }
                 let host = gpu.stream.download(&f);
                 gpu.spend(f);
                 match (censored, host) {
-                    (Ok(()), Ok(host)) => Ok(host),
+                    (Ok(()), Ok(host)) => Ok((host, None)),
                     (Err(e), Ok(host)) => Err((host, format!("GPU censor: {e}"))),
                     (_, Err(e)) => Err((grey(w, h), format!("GPU download: {e}"))),
                 }

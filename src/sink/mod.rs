@@ -252,17 +252,44 @@ impl VideoWriter {
         let au = encoder.encode(frame, self.force_keyframe)?;
         let encode_time = t0.elapsed();
         self.force_keyframe = false;
-        let keyframe = is_keyframe(&au);
+        let mut stats = self.write_encoded(&au, frame.width, frame.height, pts)?;
+        stats.encode_time = encode_time;
+        Ok(stats)
+    }
+
+    /// Writes one access unit encoded elsewhere (NVENC) for a `width x
+    /// height` picture shown at `pts`. The first one must carry SPS/PPS.
+    /// A Y4M output holds pictures, not H.264: an error.
+    pub fn write_encoded(
+        &mut self,
+        au: &[u8],
+        width: usize,
+        height: usize,
+        pts: i64,
+    ) -> Result<WriteStats, Error> {
+        let path = self.path.as_path();
+        let keyframe = is_keyframe(au);
         match &mut self.sink {
-            Sink::AnnexB(file) => file.write_all(&au).map_err(io_err(path))?,
-            Sink::Mp4(m) => m.push(path, frame, &au, pts, keyframe)?,
-            Sink::Y4m(_) => {}
+            Sink::AnnexB(file) => file.write_all(au).map_err(io_err(path))?,
+            Sink::Mp4(m) => m.push(path, width, height, au, pts, keyframe)?,
+            Sink::Y4m(_) => {
+                return Err(MediaError::Encode(format!(
+                    "{}: a Y4M output takes pictures, not encoded H.264",
+                    path.display()
+                ))
+                .into())
+            }
         }
         Ok(WriteStats {
-            encode_time,
+            encode_time: Duration::ZERO,
             bytes: au.len(),
             keyframe,
         })
+    }
+
+    /// Whether the output holds H.264 (so `write_encoded` can be used).
+    pub fn takes_encoded(&self) -> bool {
+        !matches!(self.sink, Sink::Y4m(_))
     }
 
     /// Flushes and completes the file.
@@ -286,7 +313,8 @@ impl Mp4Sink {
     fn push(
         &mut self,
         path: &Path,
-        frame: &Frame,
+        width: usize,
+        height: usize,
         au: &[u8],
         pts: i64,
         keyframe: bool,
@@ -306,10 +334,7 @@ impl Mp4Sink {
                 .into());
             };
             // The encoder pads odd sizes to even.
-            let (w, h) = (
-                frame.width.next_multiple_of(2),
-                frame.height.next_multiple_of(2),
-            );
+            let (w, h) = (width.next_multiple_of(2), height.next_multiple_of(2));
             let track = mp4::TrackConfig {
                 track_type: mp4::TrackType::Video,
                 timescale: self.timescale,
@@ -431,6 +456,50 @@ mod tests {
         for (a, d) in inputs.iter().zip(&out) {
             assert!(psnr(a, &d.frame) > 30.0 && !d.corrupt);
         }
+    }
+
+    /// Access units encoded elsewhere (as NVENC's would be) reach the file
+    /// exactly like the writer's own: same frames back, same timing.
+    #[test]
+    fn pre_encoded_access_units_round_trip() {
+        use crate::codec::{Encoder, EncoderConfig};
+        let (w, h) = (160, 120);
+        for name in ["e.mp4", "e.h264"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(name);
+            let mut wr = VideoWriter::create(&path, &out_info(w, h, 30.0, 90_000)).unwrap();
+            assert!(wr.takes_encoded());
+            let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+            let inputs: Vec<Frame> = (0..12).map(|i| pattern(w, h, i)).collect();
+            for (i, f) in inputs.iter().enumerate() {
+                let au = enc.encode(f, false).unwrap();
+                let st = wr.write_encoded(&au, w, h, i as i64 * 3000).unwrap();
+                assert_eq!((st.bytes, st.keyframe), (au.len(), i == 0));
+            }
+            wr.finish().unwrap();
+            let rd = VideoReader::open(&path, Some(30.0)).unwrap();
+            assert_eq!((rd.info().width, rd.info().height), (w, h));
+            let out: Vec<DecodedFrame> = rd.map(|r| r.unwrap()).collect();
+            assert_eq!(out.len(), 12, "{name}");
+            for (i, (a, d)) in inputs.iter().zip(&out).enumerate() {
+                assert_eq!(d.pts, i as i64 * 3000, "{name}");
+                assert!(psnr(a, &d.frame) > 30.0, "{name} frame {i}");
+            }
+        }
+        // Y4M holds pictures: refused, and says so.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("e.y4m");
+        let mut wr = VideoWriter::create(&path, &out_info(w, h, 30.0, 90_000)).unwrap();
+        assert!(!wr.takes_encoded());
+        let e = wr.write_encoded(&[0, 0, 0, 1, 0x65], w, h, 0).unwrap_err();
+        assert!(e.to_string().contains("Y4M"), "{e}");
+        // An MP4 whose first access unit has no SPS/PPS cannot be started.
+        let path = dir.path().join("bad.mp4");
+        let mut wr = VideoWriter::create(&path, &out_info(w, h, 30.0, 90_000)).unwrap();
+        let e = wr
+            .write_encoded(&[0, 0, 0, 1, 0x41, 0x9a], w, h, 0)
+            .unwrap_err();
+        assert!(e.to_string().contains("SPS/PPS"), "{e}");
     }
 
     #[test]
