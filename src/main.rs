@@ -199,8 +199,9 @@ struct CensorArgs {
     input: PathBuf,
     #[arg(long, short)]
     output: PathBuf,
-    /// Decode with NVDEC into device memory and preprocess and censor with
-    /// the CUDA kernels (feature `cuda`; config `[gpu] enabled`).
+    /// Decode with NVDEC into device memory, preprocess and censor with the
+    /// CUDA kernels and encode with NVENC where the GPU has it, else
+    /// openh264 (feature `cuda`; config `[gpu] enabled`).
     #[arg(long)]
     gpu: bool,
     /// CUDA device for --gpu (config `[gpu] device`).

@@ -34,20 +34,8 @@ use rand::{Rng, SeedableRng};
 type Cfg = *const u32;
 /// (cfg, y, y pitch, uv, uv pitch, width, height, rows, cols, scale, out, slot);
 /// `T` is f32, or u16 for the half-precision kernel.
-type PreprocessFn<T> = unsafe extern "C" fn(
-    Cfg,
-    *const u8,
-    i32,
-    *const u8,
-    i32,
-    i32,
-    i32,
-    i32,
-    i32,
-    f32,
-    *mut T,
-    i32,
-);
+type PreprocessFn<T> =
+    unsafe extern "C" fn(Cfg, *const u8, i32, *const u8, i32, i32, i32, i32, i32, f32, *mut T, i32);
 type BlurVFn = unsafe extern "C" fn(
     Cfg,
     *const u8,
