@@ -178,7 +178,7 @@ run() {
   grep -h "TIMING\|NVDEC .*PSNR\|encode backend\|parity\|SKIPPED" "$out"/gpu_device.log 2>/dev/null | sed 's/^/  /'
   grep -h "Elapsed (wall\|Maximum resident" "$out"/censor_1080p.log 2>/dev/null | sed 's/^/  censor 1080p: /'
   grep -h "fps held\|added latency\|decode \|preprocess \|censor \|encode " "$out"/bench_1080p_gpu.log 2>/dev/null | sed 's/^/  bench 1080p --gpu: /'
-  grep -h "^censored\|^per frame\|Elapsed (wall" "$out"/censor_1080p_gpu.log 2>/dev/null | sed 's/^/  censor 1080p --gpu: /'
+  grep -h "^censored\|^per frame\|encoder: \|Elapsed (wall" "$out"/censor_1080p_gpu.log 2>/dev/null | sed 's/^/  censor 1080p --gpu: /'
   grep -h "^decode\|^preprocess\|^detect\|^censor\|^encode" "$out"/doctor.log 2>/dev/null | sed 's/^/  doctor: /'
 }
 
