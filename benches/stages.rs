@@ -24,7 +24,7 @@ use rand::{Rng, SeedableRng};
 
 use livecensor::censor;
 use livecensor::codec::{Decoder, Encoder, EncoderConfig};
-use livecensor::detect::{self, Detector, DetectorConfig, Letterbox, OUTPUT_ROWS};
+use livecensor::detect::{self, Detector, DetectorConfig, Letterbox, LetterboxMode, OUTPUT_ROWS};
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
 };
@@ -190,6 +190,16 @@ fn preprocess(c: &mut Criterion) {
             let id = BenchmarkId::new(format!("to{size}"), format!("{w}x{h}-{}", fmt_name(format)));
             g.bench_function(id, |b| {
                 b.iter(|| detect::preprocess_frame(black_box(&f), size, &mut out))
+            });
+            // The rectangular letterbox (the default): 320x192 for 16:9.
+            let id = BenchmarkId::new(
+                format!("rect{size}"),
+                format!("{w}x{h}-{}", fmt_name(format)),
+            );
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    detect::preprocess_frame_as(black_box(&f), LetterboxMode::Rect, size, &mut out)
+                })
             });
         }
     }
@@ -436,6 +446,9 @@ fn detector(c: &mut Criterion) {
     let f = frame(1280, 720, PixelFormat::I420);
     let mut input = vec![0f32; 3 * size * size];
     let lb = detect::preprocess_frame(&f, size, &mut input);
+    let rect = Letterbox::rect(f.width, f.height, size);
+    let mut rect_input = vec![0f32; rect.len()];
+    detect::preprocess_frame_as(&f, LetterboxMode::Rect, size, &mut rect_input);
     let mut g = c.benchmark_group("detector");
     g.throughput(Throughput::Elements(1));
     for threads in [1usize, 2] {
@@ -453,6 +466,14 @@ fn detector(c: &mut Criterion) {
         let id = BenchmarkId::new("320n-batch1", format!("threads{threads}"));
         g.bench_function(id, |b| {
             b.iter(|| d.detect(black_box(&input), 1, &[lb]).expect("detect"))
+        });
+        // The same frame through the rectangular letterbox (320x192).
+        let id = BenchmarkId::new("320n-rect-batch1", format!("threads{threads}"));
+        g.bench_function(id, |b| {
+            b.iter(|| {
+                d.detect(black_box(&rect_input), 1, &[rect])
+                    .expect("detect")
+            })
         });
         // The same plus preprocessing, as the detect lane runs it per frame.
         let id = BenchmarkId::new("320n-frame720p", format!("threads{threads}"));
