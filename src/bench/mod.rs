@@ -10,7 +10,7 @@ pub mod report;
 
 use crate::codec::{Decoder, Encoder, EncoderConfig};
 use crate::config::Config;
-use crate::detect::{Detector, DetectorBackend, Letterbox, LetterboxMode};
+use crate::detect::{Detector, Letterbox, LetterboxMode};
 use crate::error::{Error, PipelineError};
 use crate::frame::{BBox, Frame, PixelFormat};
 use crate::gpu::{nvdec::NvDecoder, GpuContext};
@@ -349,7 +349,7 @@ impl Stream<'_> {
 }
 
 /// The run's setup as reported.
-fn setup_of(cfg: &Config, o: &BenchOptions) -> RunSetup {
+fn setup_of(cfg: &Config, o: &BenchOptions, mode: LetterboxMode) -> RunSetup {
     RunSetup {
         streams: o.streams,
         width: o.width,
@@ -363,20 +363,14 @@ fn setup_of(cfg: &Config, o: &BenchOptions) -> RunSetup {
         detector_threads: cfg.detector.threads,
         contexts: cfg.batcher.contexts,
         max_batch: cfg.batcher.max_batch,
-        detector_input: detector_input(cfg, o.width, o.height),
+        detector_input: detector_input(cfg, mode, o.width, o.height),
         gpu: cfg.gpu.enabled,
     }
 }
 
-/// What the detector sees of a `width x height` frame: the letterbox the
-/// service uses (TensorRT and the GPU preprocess kernel take square) and
-/// the tensor's size.
-fn detector_input(cfg: &Config, width: usize, height: usize) -> String {
-    let mode = if cfg.detector.backend == DetectorBackend::Onnx && !cfg.gpu.enabled {
-        cfg.detector.letterbox
-    } else {
-        LetterboxMode::Square
-    };
+/// What the detector sees of a `width x height` frame: the service's
+/// letterbox (`mode`) and the tensor's size.
+fn detector_input(cfg: &Config, mode: LetterboxMode, width: usize, height: usize) -> String {
     let lb = Letterbox::with_mode(mode, width, height, cfg.detector.input_size);
     format!("{mode} {}x{}", lb.cols, lb.rows)
 }
@@ -462,7 +456,10 @@ pub fn run_on(
         cpu_s: cpu,
         peak_rss_mib: peak_rss_mib(),
     };
-    Ok((aggregate(setup_of(cfg, o), &runs, res), runs))
+    Ok((
+        aggregate(setup_of(cfg, o, svc.letterbox_mode()), &runs, res),
+        runs,
+    ))
 }
 
 /// Fills every sample's score: ground-truth coverage and over-censoring,

@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::backend::DetectorBackend;
 use super::postprocess::{decode_batch, output_anchors};
-use super::preprocess::{preprocess_frame, Letterbox, LetterboxMode};
+use super::preprocess::{preprocess_frame, Letterbox, LetterboxMode, STRIDE};
 use crate::error::DetectError;
 use crate::frame::{Detection, Frame};
 
@@ -248,22 +248,19 @@ impl Detector {
 }
 
 /// The one input shape `(rows, cols)` of a batch: every letterbox must
-/// share it, sides multiples of 32 and at most `size`.
-pub(crate) fn batch_dims(
-    letterboxes: &[Letterbox],
-    size: usize,
-) -> Result<(usize, usize), DetectError> {
+/// share it, sides multiples of [`STRIDE`] and at most `size`.
+fn batch_dims(letterboxes: &[Letterbox], size: usize) -> Result<(usize, usize), DetectError> {
     let Some(first) = letterboxes.first() else {
         return Ok((size, size));
     };
     let dims = first.dims();
     let ok = |(r, c): (usize, usize)| {
-        r > 0 && c > 0 && r <= size && c <= size && r % 32 == 0 && c % 32 == 0
+        r > 0 && c > 0 && r <= size && c <= size && r % STRIDE == 0 && c % STRIDE == 0
     };
     if !ok(dims) || letterboxes.iter().any(|lb| lb.dims() != dims) {
         let all: Vec<_> = letterboxes.iter().map(|lb| lb.dims()).collect();
         return Err(DetectError::Runtime(format!(
-            "batch input shapes {all:?} (rows, cols) are not one shape of multiples of 32 within {size}"
+            "batch input shapes {all:?} (rows, cols) are not one shape of multiples of {STRIDE} within {size}"
         )));
     }
     Ok(dims)

@@ -203,13 +203,13 @@ pub fn censor_file(
     // On a GPU with NVENC, censored device frames are encoded where they
     // are (no copy to the host); elsewhere openh264 after one copy.
     let mut nvenc = None;
-    let mut encoder = if writer.takes_encoded() {
+    let h264 = writer.takes_encoded();
+    let mut encoder = String::from(if h264 {
         "CPU openh264"
     } else {
         "none (Y4M pictures)"
-    }
-    .to_string();
-    if let (Some(ctx), true) = (_gpu.as_ref(), writer.takes_encoded()) {
+    });
+    if let (Some(ctx), true) = (_gpu.as_ref(), h264) {
         let config = EncoderConfig::new(info.width, info.height, info.fps as f32);
         let (enc, why) = GpuEncoder::new(Some(&ctx.stream()?), config, Preset::P1)?;
         tracing::info!("encoder: {why}");
