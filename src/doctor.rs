@@ -416,7 +416,7 @@ fn detect_stage(f: &Findings, gpu: bool, gpu_why: &str) -> StageChoice {
                 stage: "detect",
                 backend: format!("TensorRT ({})", f.engine.display()),
                 reason: format!(
-                    "detector.backend = tensorrt; one execution context per profile, device pointers in and out ({})",
+                    "detector.backend = tensorrt; one execution context per profile; device frames' inputs read in place and outputs decoded on the device, only boxes copied ({})",
                     f.trt.library.as_deref().unwrap_or("libnvinfer")
                 ),
             },
@@ -447,7 +447,13 @@ fn detect_stage(f: &Findings, gpu: bool, gpu_why: &str) -> StageChoice {
     StageChoice {
         stage: "detect",
         backend: format!("CPU onnxruntime ({} threads)", f.detector_threads),
-        reason: format!("detector.backend = onnx; {why_not_trt}"),
+        reason: if gpu {
+            format!(
+                "detector.backend = onnx; a device frame's input is copied to the host once; {why_not_trt}"
+            )
+        } else {
+            format!("detector.backend = onnx; {why_not_trt}")
+        },
     }
 }
 

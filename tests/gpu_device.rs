@@ -8,16 +8,30 @@
 
 use livecensor::censor;
 use livecensor::codec::{Decoder, Encoder, EncoderConfig};
+use livecensor::detect::class_index;
 use livecensor::detect::postprocess::decode;
 use livecensor::detect::preprocess::{preprocess_frame_as, Letterbox, LetterboxMode};
+use livecensor::error::DetectError;
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
 };
 use livecensor::gpu::nvdec::NvDecoder;
 use livecensor::gpu::nvenc::{GpuEncoder, Preset};
 use livecensor::gpu::{probe, GpuContext, GpuStream};
+use livecensor::pipeline::batcher::{BatcherConfig, Key};
+use livecensor::pipeline::scheduler::SchedulerConfig;
+use livecensor::pipeline::service::Completion;
+use livecensor::pipeline::{
+    DetectBackend, DetectInput, DetectService, DeviceInput, Status, StreamOptions, StreamPipeline,
+};
+use livecensor::policy::Policy;
+use livecensor::track::TrackerConfig;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::channel;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// The context, or None (test skipped) with the reason printed.
 fn gpu(test: &str) -> Option<GpuContext> {
@@ -407,4 +421,220 @@ fn kernel_timings() {
         "TIMING download 1080p NV12 to host (CPU-encoder fallback cost): {:.3} ms",
         median(times.split_off(3))
     );
+}
+
+/// A backend that reads device inputs in place, as TensorRT does: each
+/// image's tensor comes back to the host on the backend's own stream and
+/// is reported as one detection at a fixed place whose score encodes the
+/// tensor's sum; it counts which kind of input it was given.
+struct DeviceSum {
+    stream: GpuStream,
+    size: usize,
+    device_reads: Arc<AtomicUsize>,
+    host_reads: Arc<AtomicUsize>,
+}
+
+fn sum_detection(values: &[f32]) -> Detection {
+    let sum: f64 = values.iter().map(|&v| f64::from(v)).sum();
+    Detection {
+        bbox: BBox::new(8.0, 8.0, 24.0, 24.0),
+        class: class_index("FEMALE_BREAST_EXPOSED").unwrap_or(3),
+        score: 0.5 + (sum / values.len().max(1) as f64) as f32 * 0.1,
+    }
+}
+
+impl DetectBackend for DeviceSum {
+    fn input_size(&self) -> usize {
+        self.size
+    }
+
+    fn detect(
+        &mut self,
+        tensors: &[f32],
+        batch: usize,
+        _: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        self.host_reads.fetch_add(batch, Ordering::SeqCst);
+        let one = tensors.len() / batch.max(1);
+        Ok(tensors
+            .chunks_exact(one.max(1))
+            .map(|t| vec![sum_detection(t)])
+            .collect())
+    }
+
+    fn device_input(&self) -> Option<DeviceInput> {
+        Some(DeviceInput { f16: false })
+    }
+
+    fn detect_inputs(
+        &mut self,
+        inputs: &[&DetectInput],
+        _: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        inputs
+            .iter()
+            .map(|i| match i {
+                DetectInput::Device(t) => {
+                    self.device_reads.fetch_add(1, Ordering::SeqCst);
+                    let v = self
+                        .stream
+                        .download_tensor(t)
+                        .map_err(|e| DetectError::Runtime(e.to_string()))?;
+                    Ok(vec![sum_detection(&v)])
+                }
+                DetectInput::Host(v) => {
+                    self.host_reads.fetch_add(1, Ordering::SeqCst);
+                    Ok(vec![sum_detection(v)])
+                }
+            })
+            .collect()
+    }
+}
+
+fn device_sum_service(
+    ctx: &GpuContext,
+    size: usize,
+) -> (Arc<DetectService>, [Arc<AtomicUsize>; 2]) {
+    let device_reads = Arc::new(AtomicUsize::new(0));
+    let host_reads = Arc::new(AtomicUsize::new(0));
+    let backend = DeviceSum {
+        stream: ctx.stream().expect("stream"),
+        size,
+        device_reads: device_reads.clone(),
+        host_reads: host_reads.clone(),
+    };
+    let svc =
+        DetectService::start(vec![Box::new(backend)], BatcherConfig::default()).expect("service");
+    (Arc::new(svc), [device_reads, host_reads])
+}
+
+#[test]
+fn tensor_slots_copy_and_upload_exactly() {
+    let Some(ctx) = gpu("tensor_slots_copy_and_upload_exactly") else {
+        return;
+    };
+    let s = ctx.stream().expect("stream");
+    let mut rng = SmallRng::seed_from_u64(80);
+    for f16 in [false, true] {
+        let a: Vec<f32> = (0..300).map(|_| rng.random_range(0.0..1.0)).collect();
+        let b: Vec<f32> = (0..300).map(|_| rng.random_range(0.0..1.0)).collect();
+        let mut src = s.alloc_tensor(300, f16).expect("src");
+        s.upload_tensor(&a, &mut src).expect("upload a");
+        let mut batch = s.alloc_tensor(900, f16).expect("batch");
+        s.copy_tensor(&src, &mut batch, 600)
+            .expect("copy into slot 2");
+        s.upload_tensor_at(&b, &mut batch, 0)
+            .expect("upload into slot 0");
+        let got = s.download_tensor(&batch).expect("download");
+        let round = |v: f32| {
+            if f16 {
+                half::f16::from_f32(v).to_f32()
+            } else {
+                v
+            }
+        };
+        for i in 0..300 {
+            assert_eq!(got[i], round(b[i]), "f16={f16} slot 0 value {i}");
+            assert_eq!(got[300 + i], 0.0, "f16={f16} slot 1 untouched");
+            assert_eq!(got[600 + i], round(a[i]), "f16={f16} slot 2 value {i}");
+        }
+        let e = s
+            .copy_tensor(&src, &mut batch, 700)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("300 values at 700"), "{e}");
+    }
+    let f32_src = s.alloc_tensor(4, false).expect("f32");
+    let mut f16_dst = s.alloc_tensor(4, true).expect("f16");
+    assert!(s.copy_tensor(&f32_src, &mut f16_dst, 0).is_err());
+}
+
+/// A device frame's input goes to a device-reading backend without a host
+/// copy and comes back for reuse; its detections equal the host path's.
+#[test]
+fn device_inputs_reach_the_batcher_in_place() {
+    let Some(ctx) = gpu("device_inputs_reach_the_batcher_in_place") else {
+        return;
+    };
+    let size = 64;
+    let (svc, [device_reads, host_reads]) = device_sum_service(&ctx, size);
+    assert_eq!(svc.device_input(), Some(DeviceInput { f16: false }));
+    let mut s = ctx.stream().expect("stream");
+    let mut rng = SmallRng::seed_from_u64(81);
+    let frame = random_frame(&mut rng, 96, 54);
+    let d = upload(&s, &frame);
+    let mut t = s.alloc_input(1, size, false).expect("input");
+    let lb = s
+        .preprocess_nv12(&d, &mut t, LetterboxMode::Square, size, 0)
+        .expect("preprocess");
+    s.synchronize().expect("sync");
+    let mut host = vec![0f32; lb.len()];
+    preprocess_frame_as(&frame, LetterboxMode::Square, size, &mut host);
+    let (tx, rx) = channel();
+    let later = Instant::now() + Duration::from_secs(30);
+    let key = |frame| Key { stream: 1, frame };
+    svc.submit(key(0), later, DetectInput::Device(t), lb, tx.clone())
+        .expect("submit device");
+    svc.submit(key(1), later, DetectInput::Host(host), lb, tx)
+        .expect("submit host");
+    let mut got: Vec<Completion> = (0..2)
+        .map(|_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .expect("completion")
+        })
+        .collect();
+    got.sort_by_key(|c| c.key.frame);
+    let score = |c: &Completion| c.result.as_ref().expect("detections")[0].score;
+    assert!((score(&got[0]) - score(&got[1])).abs() < 1e-6);
+    assert_eq!(
+        got[0].spent.as_ref().map(|t| t.len()),
+        Some(3 * size * size)
+    );
+    assert!(got[1].spent.is_none());
+    assert!(device_reads.load(Ordering::SeqCst) >= 1);
+    assert!(host_reads.load(Ordering::SeqCst) >= 1);
+}
+
+/// The stream pipeline's device path end to end with a device-reading
+/// backend: every frame verified, every input read on the device.
+#[test]
+fn stream_device_path_feeds_device_inputs() {
+    let Some(ctx) = gpu("stream_device_path_feeds_device_inputs") else {
+        return;
+    };
+    let (svc, [device_reads, host_reads]) = device_sum_service(&ctx, 32);
+    let s = ctx.stream().expect("stream");
+    let opts = StreamOptions {
+        policy: Policy::default(),
+        scheduler: SchedulerConfig::default(),
+        tracker: Some(TrackerConfig::default()),
+    };
+    let mut p = StreamPipeline::new(3, svc, opts).with_gpu(ctx.stream().expect("stream"));
+    let mut rng = SmallRng::seed_from_u64(82);
+    let mut out = Vec::new();
+    for i in 0..12u64 {
+        let f = random_frame(&mut rng, 48, 40);
+        p.push_device(Instant::now(), i as i64, upload(&s, &f), false, 0.0);
+        while let Some(r) = p.poll_output(Instant::now()) {
+            out.push(r);
+        }
+    }
+    let give_up = Instant::now() + Duration::from_secs(20);
+    while p.in_flight() > 0 && Instant::now() < give_up {
+        p.wait(Duration::from_millis(20));
+        while let Some(r) = p.poll_output(Instant::now()) {
+            out.push(r);
+        }
+    }
+    assert_eq!(out.len(), 12);
+    for r in &out {
+        assert_eq!(r.record.status, Status::Verified, "frame {}", r.index);
+        assert!(r
+            .record
+            .masks
+            .iter()
+            .any(|m| m.origin == MaskOrigin::Detected));
+    }
+    assert_eq!(device_reads.load(Ordering::SeqCst), 12);
+    assert_eq!(host_reads.load(Ordering::SeqCst), 0);
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::onnx::{Detector, DetectorConfig};
 use super::tensorrt::TrtEngine;
 use crate::error::DetectError;
+use crate::gpu::GpuContext;
 use crate::pipeline::DetectBackend;
 
 /// The detector backend.
@@ -63,8 +64,16 @@ pub fn backends(
             .collect(),
         DetectorBackend::TensorRt => {
             let engine = TrtEngine::load(&cfg.engine, 0)?;
+            // With the kernels, the GPU pipeline's device inputs are read in
+            // place and outputs decoded on the device; without them the
+            // detector still runs, on host tensors.
+            let gpu = GpuContext::new(0)
+                .inspect_err(|e| {
+                    tracing::warn!("TensorRT without the CUDA kernels (host tensors only): {e}")
+                })
+                .ok();
             Ok(engine
-                .detectors(contexts, cfg, max_batch.max(1))?
+                .detectors(contexts, cfg, max_batch.max(1), gpu.as_ref())?
                 .into_iter()
                 .map(|d| Box::new(d) as Box<dyn DetectBackend>)
                 .collect())

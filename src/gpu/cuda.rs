@@ -466,6 +466,13 @@ impl DeviceTensor {
     }
 }
 
+impl std::fmt::Debug for DeviceTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = if self.is_f16() { "f16" } else { "f32" };
+        write!(f, "DeviceTensor({} {t})", self.len)
+    }
+}
+
 /// Start/stop events around GPU work on one stream.
 pub struct GpuTimer {
     start: CudaEvent,
@@ -525,6 +532,18 @@ fn cfg(d: &LaunchDims) -> LaunchConfig {
         block_dim: d.block,
         shared_mem_bytes: 0,
     }
+}
+
+/// End of `len` values written from `offset` into a tensor of `capacity`.
+fn slot_end(len: usize, offset: usize, capacity: usize) -> Result<usize> {
+    offset
+        .checked_add(len)
+        .filter(|&e| e <= capacity)
+        .ok_or_else(|| {
+            Error::Gpu(format!(
+                "{len} values at {offset} do not fit a tensor of {capacity}"
+            ))
+        })
 }
 
 fn to_i32(v: usize, what: &str) -> Result<i32> {
@@ -776,15 +795,62 @@ impl GpuStream {
         Ok(DeviceTensor { data, len })
     }
 
-    /// Copies host f32 values into an f32 tensor (tests, CPU-side outputs).
+    /// Copies host f32 values into a tensor (tests, CPU-side outputs).
     pub fn upload_tensor(&self, values: &[f32], dst: &mut DeviceTensor) -> Result<()> {
+        self.upload_tensor_at(values, dst, 0)
+    }
+
+    /// Copies host f32 values into `dst` from value `offset`, converted to
+    /// its data type (a host image in a batch slot); waits.
+    pub fn upload_tensor_at(
+        &self,
+        values: &[f32],
+        dst: &mut DeviceTensor,
+        offset: usize,
+    ) -> Result<()> {
+        let end = slot_end(values.len(), offset, dst.len)?;
         match &mut dst.data {
-            TensorData::F32(s) if values.len() <= s.len() => self
+            TensorData::F32(d) => self
                 .stream
-                .memcpy_htod(values, s)
-                .map_err(gpu_err("uploading a tensor")),
-            _ => Err(Error::Gpu("tensor is f16 or too small".into())),
+                .memcpy_htod(values, &mut d.slice_mut(offset..end))
+                .map_err(gpu_err("uploading a tensor"))?,
+            TensorData::F16(d) => {
+                let bits: Vec<u16> = values
+                    .iter()
+                    .map(|&v| half::f16::from_f32(v).to_bits())
+                    .collect();
+                self.stream
+                    .memcpy_htod(&bits[..], &mut d.slice_mut(offset..end))
+                    .map_err(gpu_err("uploading a tensor"))?;
+            }
         }
+        // The source is pageable host memory that must outlive the copy.
+        self.synchronize()
+    }
+
+    /// Queues a copy of all of `src` into `dst` from value `offset`, both
+    /// of one data type (a stream's preprocessed image into a batch slot).
+    pub fn copy_tensor(
+        &self,
+        src: &DeviceTensor,
+        dst: &mut DeviceTensor,
+        offset: usize,
+    ) -> Result<()> {
+        let end = slot_end(src.len, offset, dst.len)?;
+        match (&src.data, &mut dst.data) {
+            (TensorData::F32(s), TensorData::F32(d)) => self
+                .stream
+                .memcpy_dtod(&s.slice(..src.len), &mut d.slice_mut(offset..end)),
+            (TensorData::F16(s), TensorData::F16(d)) => self
+                .stream
+                .memcpy_dtod(&s.slice(..src.len), &mut d.slice_mut(offset..end)),
+            _ => {
+                return Err(Error::Gpu(
+                    "copying between an f32 and an f16 tensor".into(),
+                ))
+            }
+        }
+        .map_err(gpu_err("copying a tensor"))
     }
 
     /// Copies an f32 tensor back (waits); f16 tensors come back as f32.

@@ -91,6 +91,7 @@ impl FramePool {
     }
 }
 
+#[derive(Debug)]
 pub struct DeviceTensor {
     never: Infallible,
 }
@@ -157,6 +158,24 @@ impl GpuStream {
     }
 
     pub fn upload_tensor(&self, _values: &[f32], _dst: &mut DeviceTensor) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn upload_tensor_at(
+        &self,
+        _values: &[f32],
+        _dst: &mut DeviceTensor,
+        _offset: usize,
+    ) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn copy_tensor(
+        &self,
+        _src: &DeviceTensor,
+        _dst: &mut DeviceTensor,
+        _offset: usize,
+    ) -> Result<()> {
         match self.never {}
     }
 

@@ -6,12 +6,56 @@ use super::batcher::{Batcher, BatcherConfig, Key};
 use crate::detect::{Detector, Letterbox, LetterboxMode};
 use crate::error::DetectError;
 use crate::frame::Detection;
+use crate::gpu::DeviceTensor;
 use crate::metrics::{Histogram, BATCH_BUCKETS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
+
+/// One frame's detector input as it enters the service.
+pub enum DetectInput {
+    /// `[3, rows, cols]` f32 on the host.
+    Host(Vec<f32>),
+    /// `[1, 3, size, size]` in device memory, in the data type the backends
+    /// read ([`DetectService::device_input`]), written by the stream's
+    /// preprocess kernel and complete (its stream synchronised) before it is
+    /// submitted. It goes back to its stream in [`Completion::spent`].
+    Device(DeviceTensor),
+}
+
+impl DetectInput {
+    fn host(&self) -> Option<&[f32]> {
+        match self {
+            DetectInput::Host(t) => Some(t),
+            DetectInput::Device(_) => None,
+        }
+    }
+
+    fn into_device(self) -> Option<DeviceTensor> {
+        match self {
+            DetectInput::Device(t) => Some(t),
+            DetectInput::Host(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DetectInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DetectInput::Host(t) => write!(f, "Host({} values)", t.len()),
+            DetectInput::Device(t) => write!(f, "Device({t:?})"),
+        }
+    }
+}
+
+/// The device tensors a backend reads in place ([`DetectBackend::detect_inputs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInput {
+    /// IEEE half rather than f32 values.
+    pub f16: bool,
+}
 
 /// Anything that turns a batch of prepared tensors into detections.
 pub trait DetectBackend: Send {
@@ -30,6 +74,27 @@ pub trait DetectBackend: Send {
         batch: usize,
         letterboxes: &[Letterbox],
     ) -> Result<Vec<Vec<Detection>>, DetectError>;
+
+    /// `Some` when [`DetectBackend::detect_inputs`] reads device tensors in
+    /// place (TensorRT with the CUDA kernels): the GPU pipeline then hands
+    /// its preprocessed tensors over without a copy to the host.
+    fn device_input(&self) -> Option<DeviceInput> {
+        None
+    }
+
+    /// Runs one batch of which at least one input is on the device, all of
+    /// one shape (the backend's square). Only backends that report
+    /// [`DetectBackend::device_input`] are given one.
+    fn detect_inputs(
+        &mut self,
+        inputs: &[&DetectInput],
+        letterboxes: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        let _ = (inputs, letterboxes);
+        Err(DetectError::Runtime(
+            "this detector takes host tensors only".into(),
+        ))
+    }
 }
 
 impl DetectBackend for Detector {
@@ -127,6 +192,8 @@ pub struct Completion {
     /// Inference time of the whole batch.
     pub infer: Duration,
     pub batch_size: usize,
+    /// The frame's device input, handed back for its stream to reuse.
+    pub spent: Option<DeviceTensor>,
 }
 
 struct Job {
@@ -134,7 +201,7 @@ struct Job {
     /// After this the frame has been censored whole: inferring it would
     /// only delay frames that can still be verified.
     expires: Instant,
-    tensor: Vec<f32>,
+    input: DetectInput,
     letterbox: Letterbox,
     reply: Sender<Completion>,
 }
@@ -166,6 +233,7 @@ pub struct DetectService {
     workers: Vec<JoinHandle<()>>,
     input_size: usize,
     letterbox: LetterboxMode,
+    device_input: Option<DeviceInput>,
 }
 
 impl DetectService {
@@ -186,6 +254,12 @@ impl DetectService {
         } else {
             LetterboxMode::Square
         };
+        let device_input = backends.first().and_then(|b| b.device_input());
+        let device_input = device_input.filter(|d| {
+            backends
+                .iter()
+                .all(|b| b.device_input().as_ref() == Some(d))
+        });
         cfg.contexts = backends.len();
         let max_batch = cfg.max_batch.max(1);
         let shared = Arc::new(Shared {
@@ -226,6 +300,7 @@ impl DetectService {
             workers,
             input_size,
             letterbox,
+            device_input,
         })
     }
 
@@ -238,27 +313,38 @@ impl DetectService {
         self.letterbox
     }
 
+    /// The device tensors every backend reads in place, if they all do:
+    /// a device frame's input may then be submitted as
+    /// [`DetectInput::Device`] in this data type.
+    pub fn device_input(&self) -> Option<DeviceInput> {
+        self.device_input
+    }
+
     /// Queues one frame, to be inferred before `expires` or not at all.
-    /// `Err` hands the tensor back: the queue is full (backpressure) and the
-    /// caller must censor that frame whole.
+    /// `Err` hands the input back: the queue is full (backpressure), or a
+    /// device input reached a service whose backends read host tensors
+    /// only; the caller must censor that frame whole.
     pub fn submit(
         &self,
         key: Key,
         expires: Instant,
-        tensor: Vec<f32>,
+        input: DetectInput,
         letterbox: Letterbox,
         reply: Sender<Completion>,
-    ) -> Result<(), Vec<f32>> {
+    ) -> Result<(), DetectInput> {
+        if input.host().is_none() && self.device_input.is_none() {
+            return Err(input);
+        }
         let Ok(mut st) = self.shared.state.lock() else {
-            return Err(tensor);
+            return Err(input);
         };
         if st.shutdown {
-            return Err(tensor);
+            return Err(input);
         }
         let job = Job {
             key,
             expires,
-            tensor,
+            input,
             letterbox,
             reply,
         };
@@ -270,7 +356,7 @@ impl DetectService {
                 self.shared.cv.notify_one();
                 Ok(())
             }
-            Err(job) => Err(job.tensor),
+            Err(job) => Err(job.input),
         }
     }
 
@@ -369,6 +455,7 @@ fn worker(
                 queue_wait: start.saturating_duration_since(q.enqueued),
                 infer: Duration::ZERO,
                 batch_size: 0,
+                spent: q.item.input.into_device(),
             };
             let _ = q.item.reply.send(c);
         }
@@ -380,18 +467,25 @@ fn worker(
             shared.cv.notify_all();
             continue;
         }
-        let jobs: Vec<(&[f32], Letterbox)> = live
+        let host: Option<Vec<(&[f32], Letterbox)>> = live
             .iter()
-            .map(|q| (q.item.tensor.as_slice(), q.item.letterbox))
+            .map(|q| q.item.input.host().map(|t| (t, q.item.letterbox)))
             .collect();
-        let result = match gather(&jobs, &mut input) {
-            Some(lbs) => backend.detect(&input, n, &lbs),
-            None => Err(DetectError::Runtime(format!(
-                "a tensor of this batch does not match its letterbox: {:?}",
-                jobs.iter()
-                    .map(|(t, lb)| (t.len(), lb.dims()))
-                    .collect::<Vec<_>>()
-            ))),
+        let result = match host {
+            Some(jobs) => match gather(&jobs, &mut input) {
+                Some(lbs) => backend.detect(&input, n, &lbs),
+                None => Err(DetectError::Runtime(format!(
+                    "a tensor of this batch does not match its letterbox: {:?}",
+                    jobs.iter()
+                        .map(|(t, lb)| (t.len(), lb.dims()))
+                        .collect::<Vec<_>>()
+                ))),
+            },
+            None => {
+                let inputs: Vec<&DetectInput> = live.iter().map(|q| &q.item.input).collect();
+                let lbs: Vec<Letterbox> = live.iter().map(|q| q.item.letterbox).collect();
+                backend.detect_inputs(&inputs, &lbs)
+            }
         };
         let infer = start.elapsed();
         shared.batches.fetch_add(1, Ordering::Relaxed);
@@ -418,6 +512,7 @@ fn worker(
                 queue_wait: start.saturating_duration_since(q.enqueued),
                 infer,
                 batch_size: n,
+                spent: q.item.input.into_device(),
             };
             // A stream that went away no longer needs its result.
             let _ = q.item.reply.send(c);
@@ -480,7 +575,7 @@ mod tests {
                 frame: 0,
             },
             past,
-            vec![0.5; 12],
+            DetectInput::Host(vec![0.5; 12]),
             lb(),
             tx.clone(),
         )
@@ -491,7 +586,7 @@ mod tests {
                 frame: 1,
             },
             later(),
-            vec![0.25; 12],
+            DetectInput::Host(vec![0.25; 12]),
             lb(),
             tx,
         )
@@ -594,8 +689,14 @@ mod tests {
                 stream: frame as u32,
                 frame: frame as u64,
             };
-            svc.submit(key, later(), vec![0.0; lb.len()], lb, tx.clone())
-                .unwrap();
+            svc.submit(
+                key,
+                later(),
+                DetectInput::Host(vec![0.0; lb.len()]),
+                lb,
+                tx.clone(),
+            )
+            .unwrap();
         }
         for _ in 0..2 {
             let c = rx.recv_timeout(Duration::from_secs(5)).unwrap();
@@ -636,7 +737,7 @@ mod tests {
                     frame: f,
                 },
                 later(),
-                vec![v; 12],
+                DetectInput::Host(vec![v; 12]),
                 lb(),
                 tx.clone(),
             )
@@ -671,7 +772,7 @@ mod tests {
                     frame: f,
                 },
                 later(),
-                vec![0.0; 12],
+                DetectInput::Host(vec![0.0; 12]),
                 lb(),
                 tx.clone(),
             )
@@ -697,12 +798,55 @@ mod tests {
                 frame: 0,
             },
             later(),
-            vec![0.0; 5],
+            DetectInput::Host(vec![0.0; 5]),
             lb(),
             tx,
         )
         .unwrap();
         let c = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         assert!(c.result.is_err());
+    }
+
+    /// Says it reads device tensors of one data type, or not at all.
+    struct Reads(Option<DeviceInput>);
+
+    impl DetectBackend for Reads {
+        fn input_size(&self) -> usize {
+            2
+        }
+        fn detect(
+            &mut self,
+            _: &[f32],
+            batch: usize,
+            _: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            Ok(vec![Vec::new(); batch])
+        }
+        fn device_input(&self) -> Option<DeviceInput> {
+            self.0
+        }
+    }
+
+    #[test]
+    fn device_inputs_only_when_every_backend_reads_the_same() {
+        let (f32_in, f16_in) = (DeviceInput { f16: false }, DeviceInput { f16: true });
+        for (reads, want) in [
+            (vec![Some(f32_in), Some(f32_in)], Some(f32_in)),
+            (vec![Some(f16_in)], Some(f16_in)),
+            (vec![Some(f32_in), None], None),
+            (vec![Some(f32_in), Some(f16_in)], None),
+            (vec![None], None),
+        ] {
+            let backends = reads
+                .iter()
+                .map(|r| Box::new(Reads(*r)) as Box<dyn DetectBackend>)
+                .collect();
+            let svc = DetectService::start(backends, BatcherConfig::default()).unwrap();
+            assert_eq!(svc.device_input(), want, "{reads:?}");
+        }
+        // The default for a backend that reads host tensors only.
+        let mut echo = Echo { fail: false };
+        let e = echo.detect_inputs(&[], &[]).unwrap_err().to_string();
+        assert!(e.contains("host tensors only"), "{e}");
     }
 }

@@ -5,7 +5,7 @@
 
 use super::batcher::Key;
 use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Verdict};
-use super::service::{Completion, DetectService};
+use super::service::{Completion, DetectInput, DetectService};
 use super::sidecar::{FrameRecord, Status};
 use crate::censor;
 use crate::detect::preprocess_frame_as;
@@ -57,24 +57,44 @@ enum Picture {
     Device(DeviceFrame),
 }
 
-/// The CUDA side of a stream: its own CUDA stream and a one-image detector
-/// input the preprocess kernel writes (then copied to the shared batcher).
+/// The CUDA side of a stream: its own CUDA stream and the one-image
+/// detector inputs the preprocess kernel writes. They go to the shared
+/// batcher as they are when its backends read device tensors (TensorRT),
+/// else one copy to the host; either way they come back for reuse.
 struct GpuLane {
     stream: GpuStream,
-    input: Option<DeviceTensor>,
+    inputs: Vec<DeviceTensor>,
     /// Frames already copied to the host, for the decoder's pool.
     spent: Vec<DeviceFrame>,
     /// Censored device frames stay on the device (an NVENC encoder follows).
     keep: bool,
 }
 
-/// More spent frames than this are freed rather than kept for the decoder.
+/// More spent frames (or idle inputs) than this are freed rather than kept.
 const MAX_SPENT: usize = 16;
 
 impl GpuLane {
     fn spend(&mut self, f: DeviceFrame) {
         if self.spent.len() < MAX_SPENT {
             self.spent.push(f);
+        }
+    }
+
+    fn recycle(&mut self, t: DeviceTensor) {
+        if self.inputs.len() < MAX_SPENT {
+            self.inputs.push(t);
+        }
+    }
+
+    /// An idle one-image input of `size` in the given data type.
+    fn input(&mut self, size: usize, f16: bool) -> Result<DeviceTensor, String> {
+        let fits = |t: &DeviceTensor| t.len() == 3 * size * size && t.is_f16() == f16;
+        match self.inputs.iter().position(fits) {
+            Some(i) => Ok(self.inputs.swap_remove(i)),
+            None => self
+                .stream
+                .alloc_input(1, size, f16)
+                .map_err(|e| format!("GPU preprocess: {e}")),
         }
     }
 }
@@ -148,7 +168,7 @@ impl StreamPipeline {
     pub fn with_gpu(mut self, stream: GpuStream) -> Self {
         self.gpu = Some(GpuLane {
             stream,
-            input: None,
+            inputs: Vec::new(),
             spent: Vec::new(),
             keep: false,
         });
@@ -268,11 +288,11 @@ impl StreamPipeline {
                             frame: index,
                         };
                         let expires = now + self.scheduler.config().deadline;
-                        if self
-                            .svc
-                            .submit(key, expires, tensor, lb, self.tx.clone())
-                            .is_err()
-                        {
+                        let refused = self.svc.submit(key, expires, tensor, lb, self.tx.clone());
+                        if let Err(input) = refused {
+                            if let (DetectInput::Device(t), Some(g)) = (input, self.gpu.as_mut()) {
+                                g.recycle(t);
+                            }
                             self.counters.backpressured += 1;
                             self.scheduler.handle_submit_failed(now, index);
                         }
@@ -295,49 +315,60 @@ impl StreamPipeline {
     }
 
     /// The detector input of one picture: on the host, or by the preprocess
-    /// kernel and one copy of the tensor (the batcher takes host tensors).
+    /// kernel; a device input stays on the device when the service's
+    /// backends read it there, else it is copied to the host once.
     fn prepare(
         &mut self,
         frame: &Picture,
         size: usize,
-    ) -> Result<(Vec<f32>, crate::detect::Letterbox), String> {
+    ) -> Result<(DetectInput, crate::detect::Letterbox), String> {
+        let mode = self.svc.letterbox_mode();
         match frame {
             Picture::Host(f) => {
-                let mode = self.svc.letterbox_mode();
                 let lb = crate::detect::Letterbox::with_mode(mode, f.width, f.height, size);
                 let mut tensor = vec![0f32; lb.len()];
                 let lb = preprocess_frame_as(f, mode, size, &mut tensor);
-                Ok((tensor, lb))
+                Ok((DetectInput::Host(tensor), lb))
             }
             Picture::Device(f) => {
+                let device = self.svc.device_input();
                 let gpu = self
                     .gpu
                     .as_mut()
                     .ok_or("device frame without a CUDA stream")?;
-                let mut input = match gpu.input.take() {
-                    Some(t) if t.len() == 3 * size * size => t,
-                    _ => gpu
-                        .stream
-                        .alloc_input(1, size, false)
-                        .map_err(|e| e.to_string())?,
-                };
-                let mode = self.svc.letterbox_mode();
+                let mut input = gpu.input(size, device.is_some_and(|d| d.f16))?;
                 let out = gpu
                     .stream
                     .preprocess_nv12(f, &mut input, mode, size, 0)
-                    .and_then(|lb| {
-                        let mut t = gpu.stream.download_tensor(&input)?;
-                        t.truncate(lb.len());
-                        Ok((t, lb))
+                    .and_then(|lb| match device {
+                        // The batcher's context reads it on its own stream.
+                        Some(_) => gpu.stream.synchronize().map(|()| (None, lb)),
+                        None => {
+                            let mut t = gpu.stream.download_tensor(&input)?;
+                            t.truncate(lb.len());
+                            Ok((Some(t), lb))
+                        }
                     })
                     .map_err(|e| format!("GPU preprocess: {e}"));
-                gpu.input = Some(input);
-                out
+                match out {
+                    Ok((None, lb)) => Ok((DetectInput::Device(input), lb)),
+                    Ok((Some(t), lb)) => {
+                        gpu.recycle(input);
+                        Ok((DetectInput::Host(t), lb))
+                    }
+                    Err(e) => {
+                        gpu.recycle(input);
+                        Err(e)
+                    }
+                }
             }
         }
     }
 
-    fn take(&mut self, now: Instant, c: Completion) {
+    fn take(&mut self, now: Instant, mut c: Completion) {
+        if let (Some(t), Some(g)) = (c.spent.take(), self.gpu.as_mut()) {
+            g.recycle(t);
+        }
         if let Some(p) = self.pending.iter_mut().find(|p| p.index == c.key.frame) {
             p.times.queue_wait = c.queue_wait.as_secs_f64();
             p.times.infer = c.infer.as_secs_f64();

@@ -17,13 +17,14 @@ use super::{
     write_plan, BuildOptions, BuildReport, EngineLayout, IoTensor, PlanMeta, ProfileShape,
     TrtDataType, TrtProbe, TrtVersion, PLAN_FORMAT,
 };
-use crate::detect::postprocess::{decode_batch, output_anchors, OUTPUT_ROWS};
+use crate::detect::classes::CLASSES;
+use crate::detect::postprocess::{decode_batch, nms, output_anchors, OUTPUT_ROWS};
 use crate::detect::preprocess::preprocess_rgb;
 use crate::detect::{DetectorConfig, Letterbox};
 use crate::error::DetectError;
 use crate::frame::Detection;
-use crate::gpu::{DeviceTensor, GpuStream};
-use crate::pipeline::DetectBackend;
+use crate::gpu::{DeviceTensor, GpuContext, GpuStream};
+use crate::pipeline::{DetectBackend, DetectInput, DeviceInput};
 
 fn trt(msg: impl Into<String>) -> DetectError {
     DetectError::TensorRt(msg.into())
@@ -229,18 +230,21 @@ impl TrtEngine {
     }
 
     /// One detector per execution context, context `i` on profile `i`,
-    /// each able to run batches of 1 to `max_batch`.
+    /// each able to run batches of 1 to `max_batch`. With `gpu` (the
+    /// kernels loaded on this device) each also reads device inputs in
+    /// place and decodes its output on the device.
     pub fn detectors(
         &self,
         contexts: usize,
         cfg: &DetectorConfig,
         max_batch: usize,
+        gpu: Option<&GpuContext>,
     ) -> Result<Vec<TrtDetector>, DetectError> {
         self.layout
             .check_contexts(contexts, max_batch, cfg.input_size)
             .map_err(|r| bad_plan(&self.path, r))?;
         (0..contexts)
-            .map(|i| TrtDetector::new(self, i, max_batch, cfg))
+            .map(|i| TrtDetector::new(self, i, max_batch, cfg, gpu))
             .collect()
     }
 }
@@ -346,6 +350,15 @@ impl DeviceBuf {
     }
 }
 
+/// The device-input side of a detector: the batch assembled from the
+/// streams' device tensors, inference and the decode kernel queued on one
+/// CUDA stream; only the surviving candidates are copied to the host.
+struct DeviceSide {
+    stream: GpuStream,
+    input: DeviceTensor,
+    output: DeviceTensor,
+}
+
 /// One execution context of an engine, bound to its own optimisation
 /// profile and CUDA stream, with device input/output buffers for its
 /// largest batch: a [`DetectBackend`] for the shared detector service.
@@ -371,6 +384,7 @@ pub struct TrtDetector {
     nms_score: f32,
     host_half: Vec<u16>,
     host_out: Vec<f32>,
+    device: Option<DeviceSide>,
 }
 
 // SAFETY: the execution context is used by one thread at a time (`&mut
@@ -392,6 +406,7 @@ impl TrtDetector {
         profile: usize,
         max_batch: usize,
         cfg: &DetectorConfig,
+        gpu: Option<&GpuContext>,
     ) -> Result<TrtDetector, DetectError> {
         let h = &engine.handle;
         h.cuda
@@ -442,6 +457,7 @@ impl TrtDetector {
             nms_score: cfg.nms_score,
             host_half: Vec::new(),
             host_out: Vec::new(),
+            device: None,
         };
         det.anchors = det.set_batch(max_batch)?;
         det.output = DeviceBuf::alloc(
@@ -453,6 +469,22 @@ impl TrtDetector {
         det.stream
             .synchronize()
             .map_err(cuda_err("selecting the profile"))?;
+        if let Some(ctx) = gpu {
+            let half = |t: TrtDataType| t == TrtDataType::Half;
+            let gpu_err = |e: crate::error::Error| trt(format!("device input side: {e}"));
+            let stream = ctx.stream().map_err(gpu_err)?;
+            let input = stream
+                .alloc_input(max_batch, size, half(det.layout.input_dtype))
+                .map_err(gpu_err)?;
+            let output = stream
+                .alloc_tensor(det.output_len(max_batch), half(det.layout.output_dtype))
+                .map_err(gpu_err)?;
+            det.device = Some(DeviceSide {
+                stream,
+                input,
+                output,
+            });
+        }
         Ok(det)
     }
 
@@ -743,9 +775,117 @@ impl TrtDetector {
     }
 }
 
+impl TrtDetector {
+    /// The data type [`TrtDetector::detect_inputs`] reads device inputs
+    /// in; `None` without the device side (no CUDA kernels).
+    pub fn device_input(&self) -> Option<DeviceInput> {
+        self.device.as_ref().map(|d| DeviceInput {
+            f16: d.input.is_f16(),
+        })
+    }
+
+    /// A batch of device (and host) inputs: each is copied into its slot
+    /// on the device, inferred, and the output decoded by the kernel with
+    /// the detector's candidate threshold for every class, then NMS on the
+    /// host: the same detections as [`TrtDetector::detect`].
+    pub fn detect_inputs(
+        &mut self,
+        inputs: &[&DetectInput],
+        letterboxes: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        let batch = inputs.len();
+        if batch == 0 {
+            return Ok(Vec::new());
+        }
+        let s = self.layout.input_size;
+        let one = 3 * s * s;
+        if let Some(lb) = letterboxes.iter().find(|lb| lb.dims() != (s, s)) {
+            return Err(trt(format!(
+                "the engine takes {s}x{s} inputs, not {}x{} (a square letterbox)",
+                lb.cols, lb.rows
+            )));
+        }
+        if letterboxes.len() != batch {
+            return Err(trt(format!(
+                "{batch} inputs and {} letterboxes",
+                letterboxes.len()
+            )));
+        }
+        self.check_batch(batch)?;
+        let mut dev = self.device.take().ok_or_else(|| {
+            trt("this detector has no device side (the CUDA kernels did not load)")
+        })?;
+        let out = self.run_device(&mut dev, inputs, letterboxes, one);
+        self.device = Some(dev);
+        out
+    }
+
+    fn run_device(
+        &mut self,
+        dev: &mut DeviceSide,
+        inputs: &[&DetectInput],
+        letterboxes: &[Letterbox],
+        one: usize,
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        let gpu = |e: crate::error::Error| trt(e.to_string());
+        let batch = inputs.len();
+        dev.stream.bind_context().map_err(gpu)?;
+        for (i, input) in inputs.iter().enumerate() {
+            match input {
+                DetectInput::Device(t) if t.len() == one => {
+                    dev.stream.copy_tensor(t, &mut dev.input, i * one)
+                }
+                DetectInput::Host(v) if v.len() == one => {
+                    dev.stream.upload_tensor_at(v, &mut dev.input, i * one)
+                }
+                other => {
+                    return Err(trt(format!(
+                        "image {i} of the batch is {other:?}, the engine takes {one} values"
+                    )))
+                }
+            }
+            .map_err(gpu)?;
+        }
+        let anchors = self.infer_device(&dev.stream, &dev.input, &mut dev.output, batch)?;
+        if dev.output.is_f16() {
+            let mut host = dev.stream.download_tensor(&dev.output).map_err(gpu)?;
+            host.truncate(self.output_len(batch));
+            return Ok(decode_batch(
+                &host,
+                anchors,
+                letterboxes,
+                self.min_score,
+                self.nms_iou,
+                self.nms_score,
+            ));
+        }
+        let thresholds = [self.min_score; CLASSES.len()];
+        let candidates = dev
+            .stream
+            .decode_yolo(&dev.output, anchors, letterboxes, &thresholds)
+            .map_err(gpu)?;
+        Ok(candidates
+            .into_iter()
+            .map(|d| nms(d, self.nms_iou, self.nms_score))
+            .collect())
+    }
+}
+
 impl DetectBackend for TrtDetector {
     fn input_size(&self) -> usize {
         TrtDetector::input_size(self)
+    }
+
+    fn device_input(&self) -> Option<DeviceInput> {
+        TrtDetector::device_input(self)
+    }
+
+    fn detect_inputs(
+        &mut self,
+        inputs: &[&DetectInput],
+        letterboxes: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        TrtDetector::detect_inputs(self, inputs, letterboxes)
     }
 
     fn detect(

@@ -13,8 +13,8 @@ use super::{
 use crate::detect::{DetectorConfig, Letterbox};
 use crate::error::DetectError;
 use crate::frame::Detection;
-use crate::gpu::{DeviceTensor, GpuStream};
-use crate::pipeline::DetectBackend;
+use crate::gpu::{DeviceTensor, GpuContext, GpuStream};
+use crate::pipeline::{DetectBackend, DetectInput, DeviceInput};
 
 /// Why this binary has no TensorRT backend, and how to get one.
 fn not_built() -> DetectError {
@@ -88,6 +88,7 @@ impl TrtEngine {
         _contexts: usize,
         _cfg: &DetectorConfig,
         _max_batch: usize,
+        _gpu: Option<&GpuContext>,
     ) -> Result<Vec<TrtDetector>, DetectError> {
         match self.never {}
     }
@@ -152,6 +153,18 @@ impl TrtDetector {
         &mut self,
         _tensors: &[f32],
         _batch: usize,
+        _letterboxes: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        match self.never {}
+    }
+
+    pub fn device_input(&self) -> Option<DeviceInput> {
+        match self.never {}
+    }
+
+    pub fn detect_inputs(
+        &mut self,
+        _inputs: &[&DetectInput],
         _letterboxes: &[Letterbox],
     ) -> Result<Vec<Vec<Detection>>, DetectError> {
         match self.never {}
