@@ -139,7 +139,7 @@ run() {
     [ -x "$t" ] && step kernels_nvrtc "$t" --nocapture
   done
   for t in "$CARRY"/tests/livecensor-lib; do
-    [ -x "$t" ] && step unit_tests_gpu_build "$t" gpu:: doctor
+    [ -x "$t" ] && step unit_tests_gpu_build "$t" gpu:: doctor livekit::session::tests::gpu_session --nocapture
   done
   # End to end on a 1080p synthetic clip (CPU pipeline, GPU build).
   step synth_1080p "$bin" synth --scenario constant-pan --frames 60 --width 1920 --height 1080 \

@@ -78,9 +78,10 @@ pub struct LiveKitSection {
     pub api_secret: String,
 }
 
-/// `[gpu]`: the file job's device path (feature `cuda`): NVDEC decodes into
-/// device memory, the CUDA kernels preprocess and censor there, and each
-/// censored frame is copied to the host once for the encoder.
+/// `[gpu]`: the device path of `censor`, `serve` and `bench` (feature
+/// `cuda`): NVDEC decodes into device memory, the CUDA kernels preprocess
+/// and censor there, and NVENC encodes where the GPU has one (else each
+/// censored frame is copied to the host once for openh264).
 #[derive(Clone, Debug, Default, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct GpuSection {

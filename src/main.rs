@@ -86,6 +86,14 @@ struct ServeArgs {
     /// 1); SRTP authentication then rejects it, as real corruption.
     #[arg(long, value_name = "P", default_value_t = 0.0, hide = true, value_parser = probability_arg("--fault-rtp-corrupt"))]
     fault_rtp_corrupt: f64,
+    /// Decode with NVDEC into device memory, preprocess and censor with the
+    /// CUDA kernels and encode with NVENC where the GPU has it, else
+    /// openh264 (feature `cuda`; config `[gpu] enabled`).
+    #[arg(long)]
+    gpu: bool,
+    /// CUDA device for --gpu (config `[gpu] device`).
+    #[arg(long)]
+    gpu_device: Option<usize>,
     #[command(flatten)]
     p: PolicyArgs,
 }
@@ -587,6 +595,15 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
             .into());
         }
     }
+    // Before the detector starts: no GPU is a one-line error, not a
+    // session that fails later.
+    let gpu = if cfg.gpu.enabled {
+        Some(std::sync::Arc::new(livecensor::gpu::GpuContext::new(
+            cfg.gpu.device,
+        )?))
+    } else {
+        None
+    };
     let lk = LiveKitSettings {
         url: if cfg.livekit.url.is_empty() {
             "ws://127.0.0.1:7880".into()
@@ -607,6 +624,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1),
         )?,
+        gpu,
     };
     if lk.faults.is_active() {
         eprintln!(
@@ -760,7 +778,11 @@ fn main() -> Result<()> {
             run_engine(&c, &cfg)?;
         }
         Cmd::Serve(a) => {
-            let cfg = load_config(cfg_path, Some(&a.p))?;
+            let mut cfg = load_config(cfg_path, Some(&a.p))?;
+            cfg.gpu.enabled |= a.gpu;
+            if let Some(d) = a.gpu_device {
+                cfg.gpu.device = d;
+            }
             run_serve(&a, &cfg)?;
         }
     }

@@ -334,6 +334,18 @@ fn censor_gpu_without_a_gpu_is_a_clear_error_and_writes_nothing() {
         .output()
         .unwrap();
     assert_refused_for_cuda(&o);
+    // `serve --gpu` stops before the detector starts or any room is joined
+    // (nothing listens on this URL: reaching it would be another error).
+    let o = bin()
+        .env_remove("RUST_BACKTRACE")
+        .env("LIVEKIT_API_KEY", "k")
+        .env("LIVEKIT_API_SECRET", "s")
+        .env("LIVEKIT_URL", "ws://127.0.0.1:9")
+        .args(["serve", "--gpu", "--room", "r", "--seconds", "1"])
+        .output()
+        .unwrap();
+    let t = assert_refused_for_cuda(&o);
+    assert!(!t.contains("127.0.0.1:9"), "{t}");
 }
 
 /// A non-zero exit, not a panic, whose message is about CUDA; its text.

@@ -225,6 +225,15 @@ impl Kernels {
     }
 }
 
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("device", &self.device)
+            .field("kernels", &self.origin)
+            .finish()
+    }
+}
+
 impl GpuContext {
     /// Opens device `ordinal` and loads the kernels (embedded fatbin, else
     /// NVRTC for the device's architecture).

@@ -61,6 +61,13 @@ impl GpuEncoder {
         matches!(self, GpuEncoder::Nvenc(_))
     }
 
+    pub fn config(&self) -> &EncoderConfig {
+        match self {
+            GpuEncoder::Nvenc(e) => e.config(),
+            GpuEncoder::Cpu(e) => e.config(),
+        }
+    }
+
     /// Encodes one device frame; `stream` is the one that wrote it (it is
     /// synchronised first, so the encoder sees finished pixels).
     pub fn encode(

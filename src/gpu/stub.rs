@@ -28,6 +28,7 @@ pub struct GpuOptions {
     pub fast_math: bool,
 }
 
+#[derive(Debug)]
 pub struct GpuContext {
     never: Infallible,
 }

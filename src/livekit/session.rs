@@ -15,10 +15,14 @@ use super::participant::{ParticipantConfig, ParticipantEvent, PublishSpec};
 use super::timing::{AudioDelayLine, Backoff, LatencyEstimate, MAX_AUDIO_DELAY};
 use super::token::{self, RAW_SUFFIX};
 use crate::codec::is_keyframe;
-use crate::codec::{Decoder, Encoder, EncoderConfig};
+use crate::codec::{Decoder, EncoderConfig};
 use crate::error::{Error, LiveKitError};
 use crate::frame::Frame;
+use crate::gpu::nvdec::NvDecoder;
+use crate::gpu::nvenc::{GpuEncoder, Preset};
+use crate::gpu::{DeviceFrame, GpuContext};
 use crate::pipeline::service::DetectService;
+use crate::pipeline::stream::Released;
 use crate::pipeline::stream::{StreamOptions, StreamPipeline};
 use crate::source::grey_frame;
 use std::collections::VecDeque;
@@ -43,6 +47,9 @@ pub struct LiveKitSettings {
     pub audio: bool,
     /// Test only: RTP faults injected on the input connection.
     pub faults: FaultConfig,
+    /// `serve --gpu`: NVDEC into device memory, the CUDA kernels, and NVENC
+    /// where the GPU has it (else openh264 after one copy to the host).
+    pub gpu: Option<Arc<GpuContext>>,
 }
 
 /// Counters of a session, shared with whoever reports them (/metrics).
@@ -204,11 +211,23 @@ impl Session {
             let fps = lk.fps;
             let room = room.to_string();
             let thread_room = room.clone();
+            let gpu = lk.gpu.clone();
+            // The session's own CUDA stream, opened here so that a GPU that
+            // cannot give one fails the start rather than the media thread.
+            let gpu_stream = gpu.as_ref().map(|c| c.stream()).transpose().map_err(|e| {
+                LiveKitError::Session {
+                    room: room.to_string(),
+                    reason: format!("no CUDA stream for the session: {e}"),
+                }
+            })?;
             std::thread::Builder::new()
                 .name(format!("censor-{room}"))
                 .spawn(move || {
-                    let pipeline = StreamPipeline::new(stream_id, svc, opts);
-                    let mut m = MediaLoop::new(pipeline, fps, stats, to_pub, to_sub);
+                    let mut pipeline = StreamPipeline::new(stream_id, svc, opts);
+                    if let Some(st) = gpu_stream {
+                        pipeline = pipeline.with_gpu(st);
+                    }
+                    let mut m = MediaLoop::new(pipeline, fps, stats, to_pub, to_sub).with_gpu(gpu);
                     if let Err(e) = m.run(&media_rx, &stop) {
                         tracing::error!(room = %thread_room, "media thread stopped: {e}");
                     }
@@ -528,10 +547,83 @@ async fn supervise_output(
     }
 }
 
+/// The session's decoder: openh264 into host frames, or NVDEC into device
+/// frames (`serve --gpu`).
+enum LiveDecoder {
+    Cpu(Decoder),
+    Gpu(Box<NvDecoder>),
+}
+
+/// One decoded picture: on the host, or on the device (with NVDEC's
+/// verdict on whether it decoded cleanly).
+enum Decoded {
+    Host(Frame),
+    Device { frame: DeviceFrame, damaged: bool },
+}
+
+impl Decoded {
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Decoded::Host(f) => (f.width, f.height),
+            Decoded::Device { frame, .. } => (frame.width(), frame.height()),
+        }
+    }
+}
+
+impl LiveDecoder {
+    /// NVDEC on `gpu` when it opens, else openh264 (the same pictures, on
+    /// the host; the pipeline takes both).
+    fn open(gpu: Option<&GpuContext>) -> Result<LiveDecoder, Error> {
+        if let Some(ctx) = gpu {
+            match NvDecoder::new(ctx) {
+                Ok(d) => return Ok(LiveDecoder::Gpu(Box::new(d))),
+                Err(e) => tracing::warn!("NVDEC unavailable, decoding on the CPU: {e}"),
+            }
+        }
+        Ok(LiveDecoder::Cpu(Decoder::new()?))
+    }
+
+    fn decode(
+        &mut self,
+        pipeline: &mut StreamPipeline,
+        data: &[u8],
+        pts: i64,
+    ) -> Result<Vec<Decoded>, Error> {
+        match self {
+            LiveDecoder::Cpu(d) => Ok(d.decode(data)?.into_iter().map(Decoded::Host).collect()),
+            LiveDecoder::Gpu(d) => {
+                for f in pipeline.take_spent_device_frames() {
+                    d.recycle(f);
+                }
+                let frames = d.decode(data, pts)?;
+                for e in d.take_errors() {
+                    tracing::warn!("NVDEC: {e}");
+                }
+                Ok(frames
+                    .into_iter()
+                    .map(|f| Decoded::Device {
+                        frame: f.frame,
+                        damaged: f.damaged,
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// A device frame that will not enter the pipeline goes back to NVDEC.
+    fn recycle(&mut self, d: Decoded) {
+        if let (LiveDecoder::Gpu(dec), Decoded::Device { frame, .. }) = (self, d) {
+            dec.recycle(frame);
+        }
+    }
+}
+
 struct MediaLoop {
     pipeline: StreamPipeline,
-    decoder: Option<Decoder>,
-    encoder: Option<Encoder>,
+    decoder: Option<LiveDecoder>,
+    /// NVENC, or openh264 (`GpuEncoder::Cpu`, also the CPU path's).
+    encoder: Option<GpuEncoder>,
+    gpu: Option<Arc<GpuContext>>,
     fps: f32,
     /// Until the next key frame decodes, frames are pushed marked corrupt
     /// (censored whole): after loss, a decoder error or a new input.
@@ -569,6 +661,7 @@ impl MediaLoop {
             pipeline,
             decoder: None,
             encoder: None,
+            gpu: None,
             fps,
             waiting_for_keyframe: true,
             force_idr: true,
@@ -582,6 +675,13 @@ impl MediaLoop {
             to_pub,
             to_sub,
         }
+    }
+
+    /// The device path: NVDEC, the kernels on the pipeline's CUDA stream
+    /// (see [`StreamPipeline::with_gpu`]) and NVENC where there is one.
+    fn with_gpu(mut self, gpu: Option<Arc<GpuContext>>) -> Self {
+        self.gpu = gpu;
+        self
     }
 
     /// One input message at a time, then whatever the pipeline can
@@ -658,7 +758,7 @@ impl MediaLoop {
                     let _ = self.to_sub.send(Command::RequestKeyframe);
                 }
                 if self.decoder.is_none() && !self.waiting_for_keyframe {
-                    self.decoder = Some(Decoder::new()?);
+                    self.decoder = Some(LiveDecoder::open(self.gpu.as_deref())?);
                 }
                 let dec = match self.decoder.as_mut() {
                     Some(d) if !stale => d,
@@ -668,14 +768,17 @@ impl MediaLoop {
                     }
                 };
                 let t0 = Instant::now();
-                match dec.decode(&data) {
+                match dec.decode(&mut self.pipeline, &data, pts) {
                     Ok(frames) => {
                         let dt = t0.elapsed().as_secs_f64();
                         for f in frames {
                             self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
-                            self.last_size = Some((f.width, f.height));
+                            self.last_size = Some(f.size());
                             if late {
                                 self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+                                if let Some(d) = self.decoder.as_mut() {
+                                    d.recycle(f);
+                                }
                                 continue;
                             }
                             self.push(pts, arrived, f, self.waiting_for_keyframe, dt);
@@ -700,24 +803,33 @@ impl MediaLoop {
     /// picture: there is no size yet, and nothing was shown to freeze).
     fn push_grey(&mut self, pts: i64, arrived: Instant) {
         if let Some((w, h)) = self.last_size {
-            self.push(pts, arrived, grey_frame(w, h), true, 0.0);
+            self.push(pts, arrived, Decoded::Host(grey_frame(w, h)), true, 0.0);
         }
     }
 
     /// Into the pipeline, unless it is full: behind real time, skip (never
     /// publish) this frame rather than let latency grow without bound. The
     /// decoder has seen it, so the following frames decode correctly.
-    fn push(&mut self, pts: i64, arrived: Instant, f: Frame, corrupt: bool, decode_s: f64) {
+    fn push(&mut self, pts: i64, arrived: Instant, f: Decoded, corrupt: bool, decode_s: f64) {
         if self.pipeline.in_flight() >= MAX_IN_FLIGHT {
             self.stats.frames_skipped.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = self.decoder.as_mut() {
+                d.recycle(f);
+            }
             return;
         }
+        let corrupt = corrupt || matches!(f, Decoded::Device { damaged: true, .. });
         if corrupt {
             self.stats.frames_corrupt.fetch_add(1, Ordering::Relaxed);
         }
         self.arrivals.push_back((pts, arrived));
-        self.pipeline
-            .push(Instant::now(), pts, f, corrupt, decode_s);
+        let now = Instant::now();
+        match f {
+            Decoded::Host(f) => self.pipeline.push(now, pts, f, corrupt, decode_s),
+            Decoded::Device { frame, .. } => self
+                .pipeline
+                .push_device(now, pts, frame, corrupt, decode_s),
+        }
     }
 
     /// Network arrival of the frame the pipeline just released (one entry
@@ -766,16 +878,29 @@ impl MediaLoop {
         t
     }
 
-    /// Encodes one censored frame, (re)creating the encoder for a new size.
-    fn encode(&mut self, frame: &crate::frame::Frame) -> Result<Vec<u8>, Error> {
-        let size = (frame.width, frame.height);
-        let recreate = self
-            .encoder
+    /// Encodes one censored frame, (re)creating the encoder for a new size:
+    /// NVENC on the device path when the GPU has it (the censored picture
+    /// then stays on the device), else openh264.
+    fn encode(&mut self, r: &mut Released) -> Result<Vec<u8>, Error> {
+        let size = r
+            .device
             .as_ref()
-            .is_none_or(|e| (e.config().width, e.config().height) != size);
+            .map(|d| (d.width(), d.height()))
+            .unwrap_or((r.frame.width, r.frame.height));
+        let recreate = self.encoder.as_ref().is_none_or(|e| {
+            let c = e.config();
+            (c.width, c.height) != size
+        });
         if recreate {
             self.encoder = None;
-            self.encoder = Some(Encoder::new(EncoderConfig::new(size.0, size.1, self.fps))?);
+            let stream = self.gpu.as_ref().map(|c| c.stream()).transpose()?;
+            let config = EncoderConfig::new(size.0, size.1, self.fps);
+            let (enc, why) = GpuEncoder::new(stream.as_ref(), config, Preset::P1)?;
+            if self.gpu.is_some() {
+                tracing::info!("encoder for {}x{}: {why}", size.0, size.1);
+            }
+            self.pipeline.set_keep_on_device(enc.is_nvenc());
+            self.encoder = Some(enc);
             self.force_idr = true;
         }
         let Some(enc) = self.encoder.as_mut() else {
@@ -785,24 +910,27 @@ impl MediaLoop {
         if force {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
         }
-        match enc.encode(frame, force) {
-            Ok(au) => Ok(au),
-            Err(e) => {
-                self.force_idr = true;
-                Err(e.into())
+        let au = match enc {
+            GpuEncoder::Cpu(e) if r.device.is_none() => {
+                e.encode(&r.frame, force).map_err(Error::from)
             }
+            _ => self.pipeline.encode_device(enc, r, force),
+        };
+        if au.is_err() {
+            self.force_idr = true;
         }
+        au
     }
 
     fn drain(&mut self) -> Result<(), Error> {
-        while let Some(r) = self.pipeline.poll_output(Instant::now()) {
+        while let Some(mut r) = self.pipeline.poll_output(Instant::now()) {
             let arrived = self.arrival_of(r.pts);
             self.stats.frames_released.fetch_add(1, Ordering::Relaxed);
             if r.record.status == crate::pipeline::sidecar::Status::FailClosed {
                 self.stats.fail_closed.fetch_add(1, Ordering::Relaxed);
                 tracing::debug!(frame = r.index, reason = ?r.record.reason, "fail-closed");
             }
-            let au = match self.encode(&r.frame) {
+            let au = match self.encode(&mut r) {
                 Ok(au) => au,
                 Err(e) => {
                     // One bad frame (e.g. a tiny placeholder picture when
@@ -840,6 +968,7 @@ impl MediaLoop {
 mod tests {
     use super::*;
     use crate::codec::test_util::pattern;
+    use crate::codec::Encoder;
     use crate::detect::Letterbox;
     use crate::error::DetectError;
     use crate::frame::Detection;
@@ -872,6 +1001,10 @@ mod tests {
     }
 
     fn harness() -> Harness {
+        harness_with(None)
+    }
+
+    fn harness_with(gpu: Option<Arc<GpuContext>>) -> Harness {
         let svc = Arc::new(
             DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default()).unwrap(),
         );
@@ -882,13 +1015,18 @@ mod tests {
         };
         let (pub_tx, to_pub) = mpsc::unbounded_channel();
         let (sub_tx, to_sub) = mpsc::unbounded_channel();
+        let mut pipeline = StreamPipeline::new(1, svc, opts);
+        if let Some(c) = &gpu {
+            pipeline = pipeline.with_gpu(c.stream().unwrap());
+        }
         let m = MediaLoop::new(
-            StreamPipeline::new(1, svc, opts),
+            pipeline,
             30.0,
             Arc::new(SessionStats::default()),
             pub_tx,
             sub_tx,
-        );
+        )
+        .with_gpu(gpu);
         Harness { m, to_pub, to_sub }
     }
 
@@ -943,6 +1081,46 @@ mod tests {
                 .filter(|c| matches!(c, Command::RequestKeyframe))
                 .count()
         }
+    }
+
+    /// `serve --gpu`: NVDEC frames take the device path and every one is
+    /// published (NVENC, or openh264 after one copy), decodable at its size.
+    /// Skipped where no GPU is usable (`scripts/gpu-check.sh run` runs it).
+    #[test]
+    fn gpu_session_publishes_every_frame() {
+        let p = crate::gpu::probe();
+        if !p.usable() {
+            eprintln!("SKIPPED gpu_session_publishes_every_frame: no usable GPU ({p})");
+            return;
+        }
+        let ctx = Arc::new(GpuContext::new(0).unwrap());
+        let (w, h) = (320, 240);
+        let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+        let aus: Vec<Vec<u8>> = (0..10)
+            .map(|i| enc.encode(&pattern(w, h, i), i == 0).unwrap())
+            .collect();
+        let mut t = harness_with(Some(ctx));
+        for (i, au) in aus.iter().enumerate() {
+            t.au(au, i as u64, true, Instant::now());
+            t.m.drain().unwrap();
+        }
+        t.settle();
+        assert_eq!(t.stat(|s| &s.frames_decoded), 10);
+        assert_eq!(t.stat(|s| &s.fail_closed), 0);
+        assert_eq!(t.stat(|s| &s.encode_errors), 0);
+        let out: Vec<Vec<u8>> = std::iter::from_fn(|| t.to_pub.try_recv().ok())
+            .filter_map(|c| match c {
+                Command::Video { data, .. } => Some(data),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(out.len(), 10);
+        let mut dec = Decoder::new().unwrap();
+        let frames: Vec<Frame> = out.iter().flat_map(|au| dec.decode(au).unwrap()).collect();
+        assert_eq!(frames.len(), 10);
+        assert!(frames.iter().all(|f| (f.width, f.height) == (w, h)));
+        let nvenc = t.m.encoder.as_ref().is_some_and(|e| e.is_nvenc());
+        eprintln!("gpu session: 10/10 published, encoder nvenc={nvenc}");
     }
 
     #[test]

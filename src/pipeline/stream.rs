@@ -179,10 +179,16 @@ impl StreamPipeline {
     /// copy to the host: for an NVENC encoder (see [`Self::encode_device`]).
     /// Frames censored whole on the host still leave as host frames.
     pub fn keep_on_device(mut self, keep: bool) -> Self {
+        self.set_keep_on_device(keep);
+        self
+    }
+
+    /// [`Self::keep_on_device`] on a running stream (a live session opens
+    /// its encoder on the first frame, when the size is known).
+    pub fn set_keep_on_device(&mut self, keep: bool) {
         if let Some(g) = self.gpu.as_mut() {
             g.keep = keep;
         }
-        self
     }
 
     /// Encodes a released frame with `enc` (NVENC) on this stream's CUDA
