@@ -13,6 +13,7 @@ use crate::config::Config;
 use crate::detect::{Detector, Letterbox, LetterboxMode};
 use crate::error::{Error, PipelineError};
 use crate::frame::{BBox, Frame, PixelFormat};
+use crate::gpu::nvenc::{GpuEncoder, Preset};
 use crate::gpu::{nvdec::NvDecoder, GpuContext};
 use crate::pipeline::run::{start_service, stream_options};
 use crate::pipeline::service::DetectService;
@@ -259,14 +260,25 @@ impl Stream<'_> {
             ),
             None => (StreamDecoder::Cpu(Decoder::new()?), pipe),
         };
-        let mut enc = Encoder::new(EncoderConfig::new(o.width, o.height, o.fps as f32))?;
+        // NVENC on the device path where the GPU has it (censored frames then
+        // stay on the device), else openh264.
+        let gpu_stream = self.gpu.map(|c| c.stream()).transpose()?;
+        let config = EncoderConfig::new(o.width, o.height, o.fps as f32);
+        let (mut enc, encoder) = GpuEncoder::new(gpu_stream.as_ref(), config, Preset::P1)?;
+        pipe.set_keep_on_device(enc.is_nvenc());
         let n = self.aus.len();
         let mut samples: Vec<FrameSample> = Vec::with_capacity(n);
         let start = self.start;
         let since = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
-        let mut out = |r: Released, samples: &mut Vec<FrameSample>| -> Result<(), Error> {
+        let mut out = |pipe: &mut StreamPipeline,
+                       mut r: Released,
+                       samples: &mut Vec<FrameSample>|
+         -> Result<(), Error> {
             let t0 = Instant::now();
-            let au = enc.encode(&r.frame, false)?;
+            let au = match &mut enc {
+                GpuEncoder::Cpu(e) if r.device.is_none() => e.encode(&r.frame, false)?,
+                _ => pipe.encode_device(&mut enc, &mut r, false)?,
+            };
             let done = Instant::now();
             let mut times = r.times;
             times.encode = done.duration_since(t0).as_secs_f64();
@@ -314,7 +326,7 @@ impl Stream<'_> {
                     pushed += 1;
                 }
                 while let Some(r) = pipe.poll_output(Instant::now()) {
-                    out(r, &mut samples)?;
+                    out(&mut pipe, r, &mut samples)?;
                 }
             }
             if next == n && !flushed {
@@ -323,7 +335,7 @@ impl Stream<'_> {
                 let _ = dec.feed(&mut pipe, None, Instant::now(), &mut pushed, pts);
             }
             while let Some(r) = pipe.poll_output(Instant::now()) {
-                out(r, &mut samples)?;
+                out(&mut pipe, r, &mut samples)?;
             }
             if next == n && pipe.in_flight() == 0 {
                 break;
@@ -344,6 +356,7 @@ impl Stream<'_> {
             scenario: scenario.name().to_string(),
             frames_in: n as u64,
             samples,
+            encoder,
         })
     }
 }
@@ -365,6 +378,7 @@ fn setup_of(cfg: &Config, o: &BenchOptions, mode: LetterboxMode) -> RunSetup {
         max_batch: cfg.batcher.max_batch,
         detector_input: detector_input(cfg, mode, o.width, o.height),
         gpu: cfg.gpu.enabled,
+        encoder: String::new(),
     }
 }
 
@@ -456,10 +470,9 @@ pub fn run_on(
         cpu_s: cpu,
         peak_rss_mib: peak_rss_mib(),
     };
-    Ok((
-        aggregate(setup_of(cfg, o, svc.letterbox_mode()), &runs, res),
-        runs,
-    ))
+    let mut setup = setup_of(cfg, o, svc.letterbox_mode());
+    setup.encoder = runs.first().map(|r| r.encoder.clone()).unwrap_or_default();
+    Ok((aggregate(setup, &runs, res), runs))
 }
 
 /// Fills every sample's score: ground-truth coverage and over-censoring,
@@ -603,8 +616,8 @@ pub struct BenchArgs {
     /// 320x320). The leak audit always uses square, the reference.
     #[arg(long)]
     pub letterbox: Option<String>,
-    /// The device path: NVDEC, preprocess and censor kernels (feature
-    /// `cuda`; config `[gpu] enabled`). The encoder stays on the CPU.
+    /// The device path: NVDEC, preprocess and censor kernels, NVENC where
+    /// the GPU has it (feature `cuda`; config `[gpu] enabled`).
     #[arg(long)]
     pub gpu: bool,
     /// Raise the stream count from 1 with short runs until real time is

@@ -85,6 +85,8 @@ pub struct StreamRun {
     /// Access units fed in.
     pub frames_in: u64,
     pub samples: Vec<FrameSample>,
+    /// The encoder it used, and on the device path why.
+    pub encoder: String,
 }
 
 /// What the run was asked to do.
@@ -105,9 +107,12 @@ pub struct RunSetup {
     /// The detector input: letterbox and tensor size, e.g. `rect 320x192`.
     #[serde(default)]
     pub detector_input: String,
-    /// `--gpu`: NVDEC decode and CUDA kernels (the encoder stays on the CPU).
+    /// `--gpu`: NVDEC decode and CUDA kernels.
     #[serde(default)]
     pub gpu: bool,
+    /// The encoder the streams used (NVENC or openh264, and why).
+    #[serde(default)]
+    pub encoder: String,
 }
 
 /// Process resources over the timed part.
@@ -490,9 +495,9 @@ impl RunReport {
             s.max_batch,
             s.detector_input,
             if s.gpu {
-                ", GPU (NVDEC + kernels)"
+                format!(", GPU (NVDEC + kernels; encoder {})", s.encoder)
             } else {
-                ""
+                String::new()
             }
         );
         let l = &self.latency_ms;
@@ -715,12 +720,14 @@ mod tests {
                 scenario: "zoom".into(),
                 frames_in: 10,
                 samples: s0,
+                encoder: String::new(),
             },
             StreamRun {
                 id: 1,
                 scenario: "static".into(),
                 frames_in: 10,
                 samples: s1,
+                encoder: String::new(),
             },
         ];
         let r = aggregate(
@@ -767,6 +774,7 @@ mod tests {
             scenario: "static".into(),
             frames_in: 10,
             samples: s,
+            encoder: String::new(),
         }];
         let r = aggregate(setup(1), &runs, Resources::default());
         assert!(r.held && r.realtime, "{}", r.table());
@@ -850,6 +858,7 @@ mod tests {
                 sample(0, 0.0, 0.01, Status::Verified),
                 sample(1, 0.1, 0.12, Status::Predicted),
             ],
+            encoder: String::new(),
         }];
         let run = aggregate(setup(1), &runs, Resources::default());
         let rep = BenchReport {
