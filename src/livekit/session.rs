@@ -771,6 +771,14 @@ impl MediaLoop {
                 match dec.decode(&mut self.pipeline, &data, pts) {
                     Ok(frames) => {
                         let dt = t0.elapsed().as_secs_f64();
+                        // NVDEC concealed an error: these frames are censored
+                        // whole until a clean key frame, so ask for one.
+                        if frames
+                            .iter()
+                            .any(|f| matches!(f, Decoded::Device { damaged: true, .. }))
+                        {
+                            let _ = self.to_sub.send(Command::RequestKeyframe);
+                        }
                         for f in frames {
                             self.stats.frames_decoded.fetch_add(1, Ordering::Relaxed);
                             self.last_size = Some(f.size());
