@@ -19,8 +19,9 @@
 //! computed near the padding's inner edge are wrong, but each pass shrinks
 //! the wrong zone by at most its radius, so the mask itself is exact.
 
-use super::region::{check_plane, Region};
+use super::region::{check_plane, PixelRect, Region, SignedRect};
 use crate::error::MediaError;
+use crate::frame::MaskShape;
 
 /// Larger sigmas are clamped: the box sums stay well inside u32 and a blur
 /// this wide already flattens any frame.
@@ -219,11 +220,130 @@ fn box_columns(src: &[u16], dst: &mut [u16], cw: usize, r: usize, sums: &mut [u3
     }
 }
 
+/// Decimation factor of [`blur_whole_plane`] for `sigma`: at most a
+/// quarter of sigma, so the blur on the small plane still spans several
+/// cells and interpolating back up leaves no visible cell edges. Sigmas
+/// under 8 (and NaN) get 1: the full-resolution blur.
+pub fn decimation(sigma: f32) -> usize {
+    if sigma >= 8.0 {
+        ((sigma.min(MAX_SIGMA) / 4.0) as usize).clamp(1, 32)
+    } else {
+        1
+    }
+}
+
+/// Blurs a whole plane by `sigma` at a fraction of [`blur_plane`]'s cost,
+/// for frames censored whole (fail-closed, often under overload): `k x k`
+/// block means (`k` from [`decimation`]), [`blur_plane`] with `sigma / k`
+/// on that small plane, then separable linear interpolation back up (Q8,
+/// cell centres at `(i + 0.5) k`). Nothing finer than the full blur keeps
+/// survives, for about `1/k²` of its blur work plus one read and one write
+/// of the plane. `k = 1` is exactly [`blur_plane`] over the whole plane.
+pub fn blur_whole_plane(
+    plane: &mut [u8],
+    width: usize,
+    height: usize,
+    stride: usize,
+    step: usize,
+    sigma: f32,
+) -> Result<(), MediaError> {
+    let full = PixelRect::new(0, 0, width, height);
+    check_plane(plane.len(), width, height, stride, step, &full)?;
+    if width == 0 || height == 0 {
+        return Ok(());
+    }
+    let k = decimation(sigma);
+    let whole = |w, h| {
+        Region::new(SignedRect::full(w, h), MaskShape::Rect, w, h).ok_or(
+            MediaError::BadDimensions {
+                width: w,
+                height: h,
+                reason: "empty plane".into(),
+            },
+        )
+    };
+    if k == 1 {
+        return blur_plane(
+            plane,
+            width,
+            height,
+            stride,
+            step,
+            &whole(width, height)?,
+            sigma,
+        );
+    }
+    let (sw, sh) = (width.div_ceil(k), height.div_ceil(k));
+    let mut small = vec![0u8; sw * sh];
+    let mut sums = vec![0u32; sw];
+    for (j, out) in small.chunks_exact_mut(sw).enumerate() {
+        sums.fill(0);
+        let (y0, y1) = (j * k, ((j + 1) * k).min(height));
+        for y in y0..y1 {
+            let row = &plane[y * stride..];
+            for (i, s) in sums.iter_mut().enumerate() {
+                let (x0, x1) = (i * k, ((i + 1) * k).min(width));
+                *s += (x0..x1).map(|x| u32::from(row[x * step])).sum::<u32>();
+            }
+        }
+        for (i, (o, &s)) in out.iter_mut().zip(&sums).enumerate() {
+            let n = ((((i + 1) * k).min(width) - i * k) * (y1 - y0)) as u32;
+            *o = ((s + n / 2) / n) as u8;
+        }
+    }
+    blur_plane(&mut small, sw, sh, sw, 1, &whole(sw, sh)?, sigma / k as f32)?;
+    let xs = taps(width, k, sw);
+    let mut rows = vec![0u16; sh * width];
+    for (row, cells) in rows.chunks_exact_mut(width).zip(small.chunks_exact(sw)) {
+        for (v, &(i0, i1, f)) in row.iter_mut().zip(&xs) {
+            *v = u16::from(cells[i0]) * (256 - f) + u16::from(cells[i1]) * f;
+        }
+    }
+    for (y, (j0, j1, g)) in taps(height, k, sh).into_iter().enumerate() {
+        let (g, a, b) = (
+            u32::from(g),
+            &rows[j0 * width..(j0 + 1) * width],
+            &rows[j1 * width..(j1 + 1) * width],
+        );
+        let start = y * stride;
+        let dst = plane[start..].iter_mut().step_by(step);
+        for (d, (&a, &b)) in dst.zip(a.iter().zip(b)) {
+            *d = ((u32::from(a) * (256 - g) + u32::from(b) * g + 32768) >> 16) as u8;
+        }
+    }
+    Ok(())
+}
+
+/// Per output position `0..n`, the two cells of a `k`-decimated axis of
+/// `cells` it lies between and the second one's weight in 1/256:
+/// position `p` sits at `(p + 0.5) / k - 0.5` in cell units, clamped to
+/// the first and last cell centres.
+fn taps(n: usize, k: usize, cells: usize) -> Vec<(usize, usize, u16)> {
+    let last = cells.saturating_sub(1);
+    (0..n)
+        .map(|p| {
+            // Twice k times the cell coordinate, exactly.
+            let num = 2 * p as i64 + 1 - k as i64;
+            let den = 2 * k as i64;
+            if num <= 0 {
+                return (0, 0, 0);
+            }
+            let i0 = (num / den) as usize;
+            if i0 >= last {
+                return (last, last, 0);
+            }
+            let f = ((num % den) * 256 + den / 2) / den;
+            (i0, i0 + 1, f as u16)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::censor::region::PixelRect;
-    use crate::frame::MaskShape;
+    use proptest::prelude::*;
+    use rand::rngs::SmallRng;
+    use rand::{Rng, SeedableRng};
 
     /// Straightforward per-pixel version of the reference definition, over
     /// the whole plane.
@@ -365,5 +485,122 @@ mod tests {
         let region = Region::from_rect(PixelRect::new(0, 0, 4, 4), MaskShape::Rect);
         assert!(blur_plane(&mut p, 4, 4, 4, 1, &region, 2.0).is_err());
         assert_eq!(p, vec![0u8; 10]);
+    }
+
+    /// A smooth random picture: a few random gradients and blobs.
+    fn smooth(w: usize, h: usize, seed: u64) -> Vec<u8> {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let blobs: Vec<(f32, f32, f32, f32)> = (0..6)
+            .map(|_| {
+                (
+                    rng.random_range(0.0..w as f32),
+                    rng.random_range(0.0..h as f32),
+                    rng.random_range(20.0..(w.min(h) as f32 / 2.0).max(21.0)),
+                    rng.random_range(-90.0..90.0),
+                )
+            })
+            .collect();
+        let mut p = vec![0u8; w * h];
+        for (i, v) in p.iter_mut().enumerate() {
+            let (x, y) = ((i % w) as f32, (i / w) as f32);
+            let mut s = 128.0 + 30.0 * (x / w as f32) - 20.0 * (y / h as f32);
+            for &(cx, cy, r, a) in &blobs {
+                let d2 = ((x - cx).powi(2) + (y - cy).powi(2)) / (r * r);
+                s += a * (-d2).exp();
+            }
+            *v = s.clamp(0.0, 255.0) as u8;
+        }
+        p
+    }
+
+    #[test]
+    fn decimation_keeps_a_quarter_of_sigma() {
+        assert_eq!(decimation(2.0), 1);
+        assert_eq!(decimation(7.9), 1);
+        assert_eq!(decimation(f32::NAN), 1);
+        assert_eq!(decimation(8.0), 2);
+        assert_eq!(decimation(90.0), 22);
+        assert_eq!(decimation(1e9), 32);
+        // k = 1 is the full-resolution blur itself.
+        let p = smooth(41, 29, 1);
+        let mut a = p.clone();
+        blur_whole_plane(&mut a, 41, 29, 41, 1, 5.0).unwrap();
+        let mut b = p.clone();
+        let whole = Region::new(SignedRect::full(41, 29), MaskShape::Rect, 41, 29).unwrap();
+        blur_plane(&mut b, 41, 29, 41, 1, &whole, 5.0).unwrap();
+        assert_eq!(a, b);
+    }
+
+    /// Close to the full-resolution blur it stands in for, and as
+    /// featureless on noise.
+    #[test]
+    fn whole_plane_blur_tracks_the_full_resolution_blur() {
+        let (w, h) = (320, 180);
+        let whole = Region::new(SignedRect::full(w, h), MaskShape::Rect, w, h).unwrap();
+        for (seed, sigma) in [(2, 22.5), (3, 45.0), (4, 90.0)] {
+            let p = smooth(w, h, seed);
+            let mut fast = p.clone();
+            blur_whole_plane(&mut fast, w, h, w, 1, sigma).unwrap();
+            let mut exact = p.clone();
+            blur_plane(&mut exact, w, h, w, 1, &whole, sigma).unwrap();
+            let diffs: Vec<i32> = fast
+                .iter()
+                .zip(&exact)
+                .map(|(&a, &b)| (i32::from(a) - i32::from(b)).abs())
+                .collect();
+            let mean = diffs.iter().sum::<i32>() as f64 / diffs.len() as f64;
+            assert!(mean < 2.0, "sigma {sigma}: mean |diff| {mean}");
+        }
+        let mut rng = SmallRng::seed_from_u64(5);
+        let mut noise = vec![0u8; w * h];
+        rng.fill(&mut noise[..]);
+        let spread = |p: &[u8]| p.iter().max().unwrap() - p.iter().min().unwrap();
+        let mut exact = noise.clone();
+        blur_plane(&mut exact, w, h, w, 1, &whole, 22.5).unwrap();
+        blur_whole_plane(&mut noise, w, h, w, 1, 22.5).unwrap();
+        assert!(
+            spread(&noise) <= spread(&exact).max(4),
+            "noise left a spread of {} (full resolution: {})",
+            spread(&noise),
+            spread(&exact)
+        );
+    }
+
+    proptest! {
+        /// Any size, pitch and chroma step: no error, nothing outside the
+        /// plane's pixels written, every value within the input's range.
+        #[test]
+        fn whole_plane_blur_stays_in_range_and_in_bounds(
+            w in 1usize..70,
+            h in 1usize..70,
+            step in 1usize..3,
+            pad in 0usize..5,
+            sigma in 0.0f32..400.0,
+            seed in any::<u64>(),
+        ) {
+            let stride = w * step + pad;
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut plane = vec![0u8; stride * h];
+            rng.fill(&mut plane[..]);
+            let before = plane.clone();
+            blur_whole_plane(&mut plane, w, h, stride, step, sigma).unwrap();
+            let px = |p: &[u8], x: usize, y: usize| p[y * stride + x * step];
+            let (mut lo, mut hi) = (255u8, 0u8);
+            for y in 0..h {
+                for x in 0..w {
+                    lo = lo.min(px(&before, x, y));
+                    hi = hi.max(px(&before, x, y));
+                }
+            }
+            for (i, (&a, &b)) in plane.iter().zip(&before).enumerate() {
+                let (y, rem) = (i / stride, i % stride);
+                let pixel = rem % step == 0 && rem / step < w && y < h;
+                if pixel {
+                    prop_assert!((lo..=hi).contains(&a), "{a} outside {lo}..={hi}");
+                } else {
+                    prop_assert_eq!(a, b, "byte {} outside the plane's pixels", i);
+                }
+            }
+        }
     }
 }

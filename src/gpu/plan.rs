@@ -6,7 +6,9 @@
 //!
 //! Censoring follows `censor::apply` exactly: masks in order, each on Y then
 //! U then V; a `FullFrame` mask censors the whole frame with the raised
-//! strengths; the chroma outline is the luma outline rounded outward.
+//! strengths at full resolution (`censor::censor_full_exact`; the host's
+//! fail-closed path blurs decimated instead, see `censor::censor_full`);
+//! the chroma outline is the luma outline rounded outward.
 
 use crate::censor::{box_radii, Region, SignedRect};
 use crate::detect::preprocess::Letterbox;
