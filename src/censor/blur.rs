@@ -274,21 +274,26 @@ pub fn blur_whole_plane(
         );
     }
     let (sw, sh) = (width.div_ceil(k), height.div_ceil(k));
+    // Block means: the rows of a block are summed column by column over the
+    // row's bytes (other channels' bytes included, then skipped), which
+    // vectorises whatever the step; each block row's cells are then summed.
+    let span = (width - 1) * step + 1;
     let mut small = vec![0u8; sw * sh];
-    let mut sums = vec![0u32; sw];
+    let mut cols = vec![0u32; span];
     for (j, out) in small.chunks_exact_mut(sw).enumerate() {
-        sums.fill(0);
+        cols.fill(0);
         let (y0, y1) = (j * k, ((j + 1) * k).min(height));
         for y in y0..y1 {
-            let row = &plane[y * stride..];
-            for (i, s) in sums.iter_mut().enumerate() {
-                let (x0, x1) = (i * k, ((i + 1) * k).min(width));
-                *s += (x0..x1).map(|x| u32::from(row[x * step])).sum::<u32>();
+            let row = &plane[y * stride..y * stride + span];
+            for (c, &p) in cols.iter_mut().zip(row) {
+                *c += u32::from(p);
             }
         }
-        for (i, (o, &s)) in out.iter_mut().zip(&sums).enumerate() {
-            let n = ((((i + 1) * k).min(width) - i * k) * (y1 - y0)) as u32;
-            *o = ((s + n / 2) / n) as u8;
+        for (i, o) in out.iter_mut().enumerate() {
+            let (x0, x1) = (i * k, ((i + 1) * k).min(width));
+            let sum: u32 = cols[x0 * step..].iter().step_by(step).take(x1 - x0).sum();
+            let n = ((x1 - x0) * (y1 - y0)) as u32;
+            *o = ((sum + n / 2) / n) as u8;
         }
     }
     blur_plane(&mut small, sw, sh, sw, 1, &whole(sw, sh)?, sigma / k as f32)?;
@@ -299,16 +304,23 @@ pub fn blur_whole_plane(
             *v = u16::from(cells[i0]) * (256 - f) + u16::from(cells[i1]) * f;
         }
     }
+    let mut line = vec![0u8; width];
     for (y, (j0, j1, g)) in taps(height, k, sh).into_iter().enumerate() {
         let (g, a, b) = (
             u32::from(g),
             &rows[j0 * width..(j0 + 1) * width],
             &rows[j1 * width..(j1 + 1) * width],
         );
-        let start = y * stride;
-        let dst = plane[start..].iter_mut().step_by(step);
-        for (d, (&a, &b)) in dst.zip(a.iter().zip(b)) {
+        for (d, (&a, &b)) in line.iter_mut().zip(a.iter().zip(b)) {
             *d = ((u32::from(a) * (256 - g) + u32::from(b) * g + 32768) >> 16) as u8;
+        }
+        let start = y * stride;
+        if step == 1 {
+            plane[start..start + width].copy_from_slice(&line);
+        } else {
+            for (d, &v) in plane[start..].iter_mut().step_by(step).zip(&line) {
+                *d = v;
+            }
         }
     }
     Ok(())
