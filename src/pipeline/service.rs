@@ -137,15 +137,26 @@ fn warm_shapes(mode: LetterboxMode, size: usize, max_batch: usize) -> Vec<(Lette
 /// Runs every warm shape once per batch size up to its largest on a blank
 /// input. A failure here is not fatal: the same error comes back on the
 /// first job.
-fn warm_up(backend: &mut dyn DetectBackend, max_batch: usize, input: &mut Vec<f32>) {
+fn warm_up(
+    backend: &mut dyn DetectBackend,
+    max_batch: usize,
+    input: &mut Vec<f32>,
+    estimate: &mut InferEstimate,
+) {
     let shapes = warm_shapes(backend.letterbox_mode(), backend.input_size(), max_batch);
     for (lb, most) in shapes {
         for n in 1..=most {
             input.clear();
             input.resize(n * lb.len(), 0.5);
+            let t0 = Instant::now();
             if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
                 tracing::warn!("detector warm-up at batch {n}: {e}");
                 return;
+            }
+            // The main shape's last runs seed the estimate (first runs of a
+            // shape plan memory and are slow).
+            if n == most && n > 1 {
+                estimate.observe(n, t0.elapsed());
             }
         }
     }
@@ -180,6 +191,50 @@ fn gather(jobs: &[(&[f32], Letterbox)], input: &mut Vec<f32>) -> Option<Vec<Lett
         lbs.push(Letterbox { rows, cols, ..*lb });
     }
     Some(lbs)
+}
+
+/// A context's running estimate of its inference time, per image of a
+/// batch (an EWMA): on the CPU a batch costs its images one after another,
+/// so `n` images are predicted to take `n` times it (conservative where
+/// batching is cheaper, as on a GPU: a frame dropped too eagerly is
+/// censored whole, never shown unverified).
+#[derive(Clone, Copy, Debug, Default)]
+struct InferEstimate {
+    per_image_s: Option<f64>,
+}
+
+impl InferEstimate {
+    const WEIGHT: f64 = 0.2;
+
+    fn observe(&mut self, images: usize, took: Duration) {
+        if images == 0 {
+            return;
+        }
+        let v = took.as_secs_f64() / images as f64;
+        self.per_image_s = Some(match self.per_image_s {
+            Some(p) => p + Self::WEIGHT * (v - p),
+            None => v,
+        });
+    }
+
+    /// `None` until a batch was timed.
+    fn predict(&self, images: usize) -> Option<Duration> {
+        self.per_image_s
+            .map(|p| Duration::from_secs_f64((p * images as f64).min(3600.0)))
+    }
+}
+
+/// Why a picked frame is answered without inference: its deadline has
+/// passed, or the batch would end after it (inferring it would only delay
+/// the frames that can still be verified; it is censored whole at once).
+fn hopeless(expires: Instant, start: Instant, batch: Option<Duration>) -> Option<&'static str> {
+    if expires <= start {
+        return Some("deadline passed before inference");
+    }
+    match batch {
+        Some(d) if start + d > expires => Some("cannot be inferred before its deadline"),
+        _ => None,
+    }
 }
 
 /// One frame's detection, as it comes back to its stream.
@@ -415,7 +470,8 @@ fn worker(
     ready: Sender<()>,
 ) {
     let mut input: Vec<f32> = Vec::new();
-    warm_up(backend.as_mut(), max_batch, &mut input);
+    let mut estimate = InferEstimate::default();
+    warm_up(backend.as_mut(), max_batch, &mut input, &mut estimate);
     let _ = ready.send(());
     drop(ready);
     loop {
@@ -444,14 +500,16 @@ fn worker(
             }
         };
         let start = Instant::now();
-        let (live, expired): (Vec<_>, Vec<_>) = batch
+        let predicted = estimate.predict(batch.items.len());
+        let (live, dropped): (Vec<_>, Vec<_>) = batch
             .items
             .into_iter()
-            .partition(|q| q.item.expires > start);
-        for q in expired {
+            .partition(|q| hopeless(q.item.expires, start, predicted).is_none());
+        for q in dropped {
+            let why = hopeless(q.item.expires, start, predicted).unwrap_or("dropped");
             let c = Completion {
                 key: q.item.key,
-                result: Err("deadline passed before inference".into()),
+                result: Err(why.into()),
                 queue_wait: start.saturating_duration_since(q.enqueued),
                 infer: Duration::ZERO,
                 batch_size: 0,
@@ -488,6 +546,9 @@ fn worker(
             }
         };
         let infer = start.elapsed();
+        if result.is_ok() {
+            estimate.observe(n, infer);
+        }
         shared.batches.fetch_add(1, Ordering::Relaxed);
         shared.images.fetch_add(n as u64, Ordering::Relaxed);
         shared.batch_sizes.observe(n as f64);
@@ -848,5 +909,41 @@ mod tests {
         let mut echo = Echo { fail: false };
         let e = echo.detect_inputs(&[], &[]).unwrap_err().to_string();
         assert!(e.contains("host tensors only"), "{e}");
+    }
+
+    #[test]
+    fn estimate_is_per_image_and_follows_the_backend() {
+        let mut e = InferEstimate::default();
+        assert_eq!(e.predict(4), None);
+        e.observe(0, Duration::from_millis(50));
+        assert_eq!(e.predict(1), None);
+        e.observe(2, Duration::from_millis(20));
+        assert_eq!(e.predict(3), Some(Duration::from_millis(30)));
+        // A slower backend moves it a fifth of the way per batch.
+        e.observe(1, Duration::from_millis(20));
+        let p = e.predict(1).unwrap().as_secs_f64() * 1e3;
+        assert!((p - 12.0).abs() < 1e-9, "{p}");
+        for _ in 0..50 {
+            e.observe(1, Duration::from_millis(20));
+        }
+        let p = e.predict(1).unwrap().as_secs_f64() * 1e3;
+        assert!((p - 20.0).abs() < 0.01, "{p}");
+    }
+
+    #[test]
+    fn hopeless_frames_are_those_the_batch_would_finish_after() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        assert_eq!(
+            hopeless(t, t, None),
+            Some("deadline passed before inference")
+        );
+        assert_eq!(hopeless(t + ms(5), t, None), None);
+        assert_eq!(hopeless(t + ms(5), t, Some(ms(5))), None);
+        assert_eq!(
+            hopeless(t + ms(5), t, Some(ms(6))),
+            Some("cannot be inferred before its deadline")
+        );
+        assert_eq!(hopeless(t + ms(250), t, Some(ms(40))), None);
     }
 }
