@@ -174,6 +174,13 @@ fn censor_masks(c: &mut Criterion) {
                     b.iter(|| censor::censor_full(black_box(&mut f), &method))
                 });
             }
+            // The full-resolution blur the decimated one replaces (what
+            // the CUDA plan does for a full-frame mask).
+            let (_, blur) = METHODS[0];
+            let id = BenchmarkId::new("blur-exact", format!("{w}x{h}-{}", fmt_name(format)));
+            g.bench_function(id, |b| {
+                b.iter(|| censor::censor_full_exact(black_box(&mut f), &blur))
+            });
         }
     }
     g.finish();
