@@ -275,10 +275,7 @@ impl Stream<'_> {
                        samples: &mut Vec<FrameSample>|
          -> Result<(), Error> {
             let t0 = Instant::now();
-            let au = match &mut enc {
-                GpuEncoder::Cpu(e) if r.device.is_none() => e.encode(&r.frame, false)?,
-                _ => pipe.encode_device(&mut enc, &mut r, false)?,
-            };
+            let au = pipe.encode_device(&mut enc, &mut r, false)?;
             let done = Instant::now();
             let mut times = r.times;
             times.encode = done.duration_since(t0).as_secs_f64();

@@ -1128,15 +1128,7 @@ impl GpuStream {
 
 /// IEEE half bits -> f32 (exact).
 fn half_to_f32(h: u16) -> f32 {
-    let sign = if h & 0x8000 != 0 { -1.0f32 } else { 1.0 };
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let man = (h & 0x3ff) as f32;
-    match exp {
-        0 => sign * man * (2.0f32).powi(-24),
-        31 if man == 0.0 => sign * f32::INFINITY,
-        31 => f32::NAN,
-        e => sign * (1.0 + man / 1024.0) * (2.0f32).powi(e - 15),
-    }
+    half::f16::from_bits(h).to_f32()
 }
 
 #[cfg(test)]

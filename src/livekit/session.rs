@@ -918,12 +918,7 @@ impl MediaLoop {
         if force {
             self.stats.keyframes_forced.fetch_add(1, Ordering::Relaxed);
         }
-        let au = match enc {
-            GpuEncoder::Cpu(e) if r.device.is_none() => {
-                e.encode(&r.frame, force).map_err(Error::from)
-            }
-            _ => self.pipeline.encode_device(enc, r, force),
-        };
+        let au = self.pipeline.encode_device(enc, r, force);
         if au.is_err() {
             self.force_idr = true;
         }

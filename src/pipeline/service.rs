@@ -501,12 +501,12 @@ fn worker(
         };
         let start = Instant::now();
         let predicted = estimate.predict(batch.items.len());
-        let (live, dropped): (Vec<_>, Vec<_>) = batch
-            .items
-            .into_iter()
-            .partition(|q| hopeless(q.item.expires, start, predicted).is_none());
-        for q in dropped {
-            let why = hopeless(q.item.expires, start, predicted).unwrap_or("dropped");
+        let mut live = Vec::with_capacity(batch.items.len());
+        for q in batch.items {
+            let Some(why) = hopeless(q.item.expires, start, predicted) else {
+                live.push(q);
+                continue;
+            };
             let c = Completion {
                 key: q.item.key,
                 result: Err(why.into()),

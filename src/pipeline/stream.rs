@@ -191,15 +191,20 @@ impl StreamPipeline {
         }
     }
 
-    /// Encodes a released frame with `enc` (NVENC) on this stream's CUDA
-    /// stream: the device picture as it is, or a host picture (one censored
-    /// whole) uploaded first. The device frame then goes back to the pool.
+    /// Encodes a released frame with `enc`. A host picture with openh264:
+    /// as it is. Otherwise on this stream's CUDA stream: the device picture
+    /// as it is (openh264 after one copy), or for NVENC a host picture (one
+    /// censored whole) uploaded first; the device frame then goes back to
+    /// the pool.
     pub fn encode_device(
         &mut self,
         enc: &mut GpuEncoder,
         r: &mut Released,
         force_keyframe: bool,
     ) -> Result<Vec<u8>, crate::error::Error> {
+        if let (GpuEncoder::Cpu(e), None) = (&mut *enc, &r.device) {
+            return Ok(e.encode(&r.frame, force_keyframe)?);
+        }
         let Some(gpu) = self.gpu.as_mut() else {
             return Err(crate::error::Error::Gpu(
                 "encode_device on a stream without a CUDA stream".into(),
@@ -343,30 +348,27 @@ impl StreamPipeline {
                     .as_mut()
                     .ok_or("device frame without a CUDA stream")?;
                 let mut input = gpu.input(size, device.is_some_and(|d| d.f16))?;
-                let out = gpu
+                let prepared = gpu
                     .stream
                     .preprocess_nv12(f, &mut input, mode, size, 0)
                     .and_then(|lb| match device {
                         // The batcher's context reads it on its own stream.
-                        Some(_) => gpu.stream.synchronize().map(|()| (None, lb)),
-                        None => {
-                            let mut t = gpu.stream.download_tensor(&input)?;
-                            t.truncate(lb.len());
-                            Ok((Some(t), lb))
-                        }
-                    })
-                    .map_err(|e| format!("GPU preprocess: {e}"));
-                match out {
-                    Ok((None, lb)) => Ok((DetectInput::Device(input), lb)),
-                    Ok((Some(t), lb)) => {
-                        gpu.recycle(input);
-                        Ok((DetectInput::Host(t), lb))
-                    }
+                        Some(_) => gpu.stream.synchronize().map(|()| lb),
+                        None => Ok(lb),
+                    });
+                let lb = match prepared {
+                    Ok(lb) if device.is_some() => return Ok((DetectInput::Device(input), lb)),
+                    Ok(lb) => lb,
                     Err(e) => {
                         gpu.recycle(input);
-                        Err(e)
+                        return Err(format!("GPU preprocess: {e}"));
                     }
-                }
+                };
+                let host = gpu.stream.download_tensor(&input);
+                gpu.recycle(input);
+                let mut t = host.map_err(|e| format!("GPU preprocess: {e}"))?;
+                t.truncate(lb.len());
+                Ok((DetectInput::Host(t), lb))
             }
         }
     }

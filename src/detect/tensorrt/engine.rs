@@ -606,6 +606,18 @@ impl TrtDetector {
         })
     }
 
+    /// Plans take the square input only.
+    fn check_square(&self, letterboxes: &[Letterbox]) -> Result<(), DetectError> {
+        let s = self.layout.input_size;
+        match letterboxes.iter().find(|lb| lb.dims() != (s, s)) {
+            Some(lb) => Err(trt(format!(
+                "the engine takes {s}x{s} inputs, not {}x{} (a square letterbox)",
+                lb.cols, lb.rows
+            ))),
+            None => Ok(()),
+        }
+    }
+
     fn check_batch(&self, batch: usize) -> Result<(), DetectError> {
         if batch == 0 || batch > self.max_batch {
             return Err(trt(format!(
@@ -703,12 +715,7 @@ impl TrtDetector {
         }
         let s = self.layout.input_size;
         let n_in = batch * 3 * s * s;
-        if let Some(lb) = letterboxes.iter().find(|lb| lb.dims() != (s, s)) {
-            return Err(trt(format!(
-                "the engine takes {s}x{s} inputs, not {}x{} (a square letterbox)",
-                lb.cols, lb.rows
-            )));
-        }
+        self.check_square(letterboxes)?;
         if tensors.len() != n_in || letterboxes.len() != batch {
             return Err(trt(format!(
                 "batch of {batch} needs {n_in} input floats and {batch} letterboxes, got {} and {}",
@@ -799,12 +806,7 @@ impl TrtDetector {
         }
         let s = self.layout.input_size;
         let one = 3 * s * s;
-        if let Some(lb) = letterboxes.iter().find(|lb| lb.dims() != (s, s)) {
-            return Err(trt(format!(
-                "the engine takes {s}x{s} inputs, not {}x{} (a square letterbox)",
-                lb.cols, lb.rows
-            )));
-        }
+        self.check_square(letterboxes)?;
         if letterboxes.len() != batch {
             return Err(trt(format!(
                 "{batch} inputs and {} letterboxes",
