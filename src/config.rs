@@ -331,6 +331,17 @@ impl Config {
         Policy::from_file(&self.policy)
     }
 
+    /// The detector settings the pipeline runs with: candidates and NMS
+    /// reach down to the policy's lowest keep threshold, so a masked region
+    /// whose score sinks is still seen (see [`Policy::keeps`]).
+    pub fn pipeline_detector(&self) -> Result<DetectorConfig, ConfigError> {
+        let floor = self.policy()?.score_floor();
+        let mut d = self.detector.clone();
+        d.min_score = d.min_score.min(floor);
+        d.nms_score = d.nms_score.min(floor);
+        Ok(d)
+    }
+
     /// Resolves relative model paths against `base` (the repository or the
     /// working directory).
     pub fn resolve_paths(&mut self, base: &Path) {

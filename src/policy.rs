@@ -15,6 +15,7 @@ const N: usize = CLASSES.len();
 #[serde(deny_unknown_fields)]
 pub struct ClassRule {
     pub threshold: Option<f32>,
+    pub keep_threshold: Option<f32>,
     pub expand: Option<f32>,
 }
 
@@ -27,6 +28,10 @@ pub struct PolicyFile {
     pub classes: Vec<String>,
     /// Minimum detector score for a censored class.
     pub threshold: f32,
+    /// Hysteresis: a region already masked stays tracked (and masked) while
+    /// its score is at least this, below `threshold`; new regions need
+    /// `threshold`. Never above `threshold` (it is capped there).
+    pub keep_threshold: f32,
     /// Box growth on every side, as a fraction of the box size.
     pub expand: f32,
     pub shape: MaskShape,
@@ -40,6 +45,7 @@ impl Default for PolicyFile {
         PolicyFile {
             classes: Vec::new(),
             threshold: 0.25,
+            keep_threshold: 0.1,
             expand: 0.1,
             shape: MaskShape::Rect,
             censor: CensorMethod::default(),
@@ -53,6 +59,8 @@ impl Default for PolicyFile {
 pub struct Policy {
     pub censored: [bool; N],
     pub threshold: [f32; N],
+    /// Per class, at most `threshold` (see [`PolicyFile::keep_threshold`]).
+    pub keep: [f32; N],
     pub expand: [f32; N],
     pub shape: MaskShape,
     pub method: CensorMethod,
@@ -64,6 +72,7 @@ impl Default for Policy {
         Policy::from_file(&PolicyFile::default()).unwrap_or(Policy {
             censored: [true; N],
             threshold: [0.25; N],
+            keep: [0.1; N],
             expand: [0.1; N],
             shape: MaskShape::Rect,
             method: CensorMethod::default(),
@@ -105,11 +114,13 @@ pub fn validate_method(m: &CensorMethod) -> Result<(), ConfigError> {
 impl Policy {
     pub fn from_file(f: &PolicyFile) -> Result<Policy, ConfigError> {
         check_unit("policy.threshold", f.threshold, 0.0, 1.0)?;
+        check_unit("policy.keep_threshold", f.keep_threshold, 0.0, 1.0)?;
         check_unit("policy.expand", f.expand, 0.0, 2.0)?;
         validate_method(&f.censor)?;
         let mut p = Policy {
             censored: [false; N],
             threshold: [f.threshold; N],
+            keep: [f.keep_threshold; N],
             expand: [f.expand; N],
             shape: f.shape,
             method: f.censor,
@@ -129,12 +140,24 @@ impl Policy {
                 check_unit(&format!("policy.class.{name}.threshold"), t, 0.0, 1.0)?;
                 p.threshold[i] = t;
             }
+            if let Some(k) = rule.keep_threshold {
+                check_unit(&format!("policy.class.{name}.keep_threshold"), k, 0.0, 1.0)?;
+                p.keep[i] = k;
+            }
             if let Some(e) = rule.expand {
                 check_unit(&format!("policy.class.{name}.expand"), e, 0.0, 2.0)?;
                 p.expand[i] = e;
             }
         }
+        p.cap_keep();
         Ok(p)
+    }
+
+    /// Keeps every class's keep threshold at or under its threshold.
+    fn cap_keep(&mut self) {
+        for (k, t) in self.keep.iter_mut().zip(self.threshold) {
+            *k = k.min(t);
+        }
     }
 
     /// Parses a TOML policy (the `[policy]` table's contents).
@@ -174,11 +197,30 @@ impl Policy {
         i < N && self.censored[i] && d.score >= self.threshold[i]
     }
 
-    /// The same policy with every threshold `margin` lower (at least 0):
-    /// what the pipeline applies under the rect letterbox.
+    /// Whether a detection below [`Policy::accepts`] may still continue a
+    /// region already masked: a censored class at its keep threshold.
+    pub fn keeps(&self, d: &Detection) -> bool {
+        let i = d.class as usize;
+        i < N && self.censored[i] && d.score >= self.keep[i]
+    }
+
+    /// The lowest score the pipeline needs from the detector: the smallest
+    /// keep threshold of a censored class (1 when no class is censored).
+    pub fn score_floor(&self) -> f32 {
+        self.keep
+            .iter()
+            .zip(self.censored)
+            .filter(|(_, c)| *c)
+            .map(|(k, _)| *k)
+            .fold(1.0, f32::min)
+    }
+
+    /// The same policy with every threshold (and keep threshold) `margin`
+    /// lower (at least 0): what the pipeline applies under the rect
+    /// letterbox.
     pub fn lowered(&self, margin: f32) -> Policy {
         let mut p = self.clone();
-        for t in p.threshold.iter_mut() {
+        for t in p.threshold.iter_mut().chain(p.keep.iter_mut()) {
             *t = (*t - margin.max(0.0)).max(0.0);
         }
         p
@@ -263,6 +305,35 @@ mod tests {
         assert_eq!(p.lowered(0.0), p);
         assert_eq!(p.lowered(-1.0), p);
         assert!(p.lowered(5.0).accepts(&det("FACE_FEMALE", 0.0)));
+    }
+
+    #[test]
+    fn keep_threshold_is_hysteresis_under_the_threshold() {
+        let text = r#"
+            classes = ["FACE_FEMALE", "BUTTOCKS_EXPOSED"]
+            threshold = 0.3
+            keep_threshold = 0.12
+            [class.BUTTOCKS_EXPOSED]
+            keep_threshold = 0.2
+        "#;
+        let p = Policy::from_toml(text, std::path::Path::new("p.toml")).unwrap();
+        assert!(p.keeps(&det("FACE_FEMALE", 0.12)));
+        assert!(!p.keeps(&det("FACE_FEMALE", 0.11)));
+        assert!(!p.accepts(&det("FACE_FEMALE", 0.2)));
+        assert!(!p.keeps(&det("BUTTOCKS_EXPOSED", 0.19)));
+        assert!(!p.keeps(&det("FACE_MALE", 0.9)), "not a censored class");
+        assert!((p.score_floor() - 0.12).abs() < 1e-6);
+        assert!((p.lowered(0.05).score_floor() - 0.07).abs() < 1e-6);
+        // A keep threshold above the threshold is capped there.
+        let p = Policy::from_toml(
+            "threshold = 0.05\nkeep_threshold = 0.2",
+            std::path::Path::new("p.toml"),
+        )
+        .unwrap();
+        assert!((p.score_floor() - 0.05).abs() < 1e-6);
+        let e =
+            Policy::from_toml("keep_threshold = -0.1", std::path::Path::new("p.toml")).unwrap_err();
+        assert!(e.to_string().contains("policy.keep_threshold"), "{e}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 /// session per execution context.
 pub fn start_service(cfg: &Config) -> Result<Arc<DetectService>, Error> {
     let backends = crate::detect::backends(
-        &cfg.detector,
+        &cfg.pipeline_detector()?,
         cfg.batcher.contexts.max(1),
         cfg.batcher.max_batch,
     )?;

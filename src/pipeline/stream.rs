@@ -13,7 +13,7 @@ use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
 use crate::gpu::nvenc::GpuEncoder;
 use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
 use crate::policy::Policy;
-use crate::track::{TrackState, Tracker, TrackerConfig};
+use crate::track::{Tracker, TrackerConfig};
 use std::collections::VecDeque;
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -421,12 +421,11 @@ impl StreamPipeline {
                 Event::Detections { frame, detections } => {
                     if let Some(tr) = self.tracker.as_mut() {
                         let t0 = Instant::now();
-                        let kept: Vec<_> = detections
+                        let (strong, weak): (Vec<_>, Vec<_>) = detections
                             .iter()
-                            .filter(|d| self.policy.accepts(d))
-                            .copied()
-                            .collect();
-                        tr.update(frame, &kept);
+                            .filter(|d| self.policy.keeps(d))
+                            .partition(|d| self.policy.accepts(d));
+                        tr.observe(frame, &strong, &weak);
                         let dt = t0.elapsed().as_secs_f64();
                         if let Some(p) = self.pending.iter_mut().find(|p| p.index == frame) {
                             p.times.track += dt;
@@ -480,15 +479,17 @@ impl StreamPipeline {
                         .iter()
                         .map(|d| self.policy.mask(&d.bbox, d.class, MaskOrigin::Detected))
                         .collect();
-                    // Tracks matched on this frame are covered by its own
-                    // detections; coasting ones keep censoring.
-                    masks.extend(self.predicted_masks(p.index, true));
+                    // Censor first: every live track the frame's own masks
+                    // do not already cover keeps its mask, whatever its
+                    // state (a one-hit tentative track that missed, a
+                    // region kept by a weak detection, a coasting one).
+                    masks.extend(self.track_masks(p.index, true));
                     (Status::Verified, None, masks, own)
                 }
                 Verdict::Predicted => (
                     Status::Predicted,
                     None,
-                    self.predicted_masks(p.index, false),
+                    self.track_masks(p.index, false),
                     Vec::new(),
                 ),
                 Verdict::FailClosed { reason } => (
@@ -599,14 +600,16 @@ impl StreamPipeline {
         }
     }
 
-    fn predicted_masks(&self, frame: u64, coasting_only: bool) -> Vec<Mask> {
+    /// The tracker's masks for `frame`; `uncovered_only` leaves out tracks
+    /// a strong detection of this frame continued (already masked by it).
+    fn track_masks(&self, frame: u64, uncovered_only: bool) -> Vec<Mask> {
         let Some(tr) = self.tracker.as_ref() else {
             return Vec::new();
         };
         tr.predict(frame)
             .into_iter()
             .filter(|t| self.policy.censors_class(t.class))
-            .filter(|t| !coasting_only || t.state == TrackState::Coasting)
+            .filter(|t| !uncovered_only || !t.covered)
             .map(|t| self.policy.mask(&t.bbox, t.class, MaskOrigin::Predicted))
             .collect()
     }
@@ -775,6 +778,107 @@ mod tests {
             .collect();
         assert!(!later.is_empty());
         assert!(later.iter().all(|r| !r.record.masks.is_empty()));
+    }
+
+    /// Answers each real image with the next scripted score for one fixed
+    /// box (`None`: nothing found); the service's warm-up images (all 0.5)
+    /// get nothing.
+    struct Scripted {
+        scores: Vec<Option<f32>>,
+        next: usize,
+    }
+
+    impl DetectBackend for Scripted {
+        fn input_size(&self) -> usize {
+            32
+        }
+        fn detect(
+            &mut self,
+            tensors: &[f32],
+            batch: usize,
+            _: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            let per = tensors.len() / batch.max(1);
+            Ok(tensors
+                .chunks(per.max(1))
+                .take(batch)
+                .map(|t| {
+                    if t.iter().all(|v| *v == 0.5) {
+                        return Vec::new();
+                    }
+                    let score = self.scores.get(self.next).copied().flatten();
+                    self.next += 1;
+                    score
+                        .map(|score| Detection {
+                            bbox: BBox::new(8.0, 8.0, 24.0, 24.0),
+                            class: class_index("FEMALE_BREAST_EXPOSED").unwrap_or(3),
+                            score,
+                        })
+                        .into_iter()
+                        .collect()
+                })
+                .collect())
+        }
+    }
+
+    /// Strict mode, one frame at a time; the masks of each released frame.
+    fn masks_of(scores: Vec<Option<f32>>, frames: u64) -> Vec<Vec<Mask>> {
+        let backend = Scripted { scores, next: 0 };
+        let svc = Arc::new(
+            DetectService::start(vec![Box::new(backend)], BatcherConfig::default()).unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig::default(),
+            tracker: Some(TrackerConfig::default()),
+        };
+        let mut s = StreamPipeline::new(1, svc, opts);
+        let mut out = Vec::new();
+        for i in 0..frames {
+            s.push(Instant::now(), i as i64, noisy(48, 40, i as u8), false, 0.0);
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while s.in_flight() > 0 && Instant::now() < give_up {
+                s.wait(Duration::from_millis(10));
+                while let Some(r) = s.poll_output(Instant::now()) {
+                    assert_eq!(r.record.status, Status::Verified);
+                    out.push(r.record.masks);
+                }
+            }
+        }
+        out
+    }
+
+    fn covers_box(masks: &[Mask]) -> bool {
+        crate::audit::coverage(&BBox::new(8.0, 8.0, 24.0, 24.0), masks) >= 0.999
+    }
+
+    #[test]
+    fn a_region_found_once_stays_masked_through_misses() {
+        // Found on frame 0 only (one hit: a tentative track), then missed.
+        let max_coast = TrackerConfig::default().max_coast_frames as u64;
+        let out = masks_of(vec![Some(0.3)], max_coast + 4);
+        assert!(covers_box(&out[0]));
+        for (f, m) in out.iter().enumerate().take(max_coast as usize + 1).skip(1) {
+            assert!(covers_box(m), "frame {f}: {m:?}");
+            assert!(m.iter().all(|m| m.origin == MaskOrigin::Predicted));
+        }
+        let last = &out[max_coast as usize + 1];
+        assert!(last.is_empty(), "persistence ends: {last:?}");
+    }
+
+    #[test]
+    fn a_sinking_score_keeps_its_mask_and_a_weak_one_alone_never_masks() {
+        // 0.5 once, then 0.12 (under the 0.25 threshold, over the 0.1 keep
+        // threshold) for longer than the persistence window.
+        let mut scores = vec![Some(0.5)];
+        scores.extend(std::iter::repeat_n(Some(0.12), 24));
+        let out = masks_of(scores, 25);
+        for (f, m) in out.iter().enumerate() {
+            assert!(covers_box(m), "frame {f}: {m:?}");
+        }
+        // Weak alone starts nothing.
+        let out = masks_of(vec![Some(0.12); 5], 5);
+        assert!(out.iter().all(|m| m.is_empty()), "{out:?}");
     }
 
     #[test]

@@ -24,7 +24,9 @@ pub struct TrackerConfig {
     pub decay: f32,
     /// Frames a track may go undetected before it is removed.
     pub max_coast_frames: u32,
-    /// A track whose confidence falls below this is removed.
+    /// A track whose confidence falls below this is removed. 0 (the default)
+    /// leaves persistence to `max_coast_frames` alone, so a region found once
+    /// at a low score stays masked as long as one found at a high score.
     pub min_confidence: f32,
     /// Matched updates needed before a track is confirmed.
     pub min_hits: u32,
@@ -43,7 +45,7 @@ impl Default for TrackerConfig {
         TrackerConfig {
             decay: 0.85,
             max_coast_frames: 12,
-            min_confidence: 0.1,
+            min_confidence: 0.0,
             min_hits: 2,
             iou_gate: 0.05,
             uncertainty_sigmas: 2.0,
@@ -97,16 +99,21 @@ impl TrackerConfig {
     }
 }
 
-/// Where a track is in its life.
+/// Where a track is in its life. Every state but `Removed` is predicted and
+/// censored: the state says how sure the tracker is, never whether a region
+/// is masked (censor first: a region found once stays masked through misses
+/// for `max_coast_frames`, tentative or not).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TrackState {
-    /// Seen fewer than `min_hits` times: possibly a false positive, but still
-    /// predicted (and so censored), since a fresh detection must be covered.
+    /// Seen fewer than `min_hits` times: possibly a false positive, but
+    /// censored all the same (over-censoring is measured, a leak is not
+    /// allowed); a tentative track that misses stays tentative while it
+    /// coasts.
     Tentative,
     /// Seen at least `min_hits` times and matched on its latest update.
     Confirmed,
     /// Was confirmed but missed its recent detections; still predicted and
-    /// censored while its confidence decays.
+    /// censored while it coasts.
     Coasting,
     /// Dropped (coasted too long or confidence too low). Kept until the next
     /// update so callers can observe the end; never predicted.
@@ -128,6 +135,10 @@ pub struct Track {
     pub misses: u32,
     /// Frame of the latest update that touched this track.
     pub last_frame: u64,
+    /// Frame of the latest matched detection, and whether that detection
+    /// was strong (passes the policy, so it is masked by itself).
+    pub last_hit: u64,
+    pub last_hit_strong: bool,
     kalman: KalmanState,
 }
 
@@ -155,6 +166,9 @@ pub struct TrackPrediction {
     /// Confidence decayed to the predicted frame.
     pub confidence: f32,
     pub state: TrackState,
+    /// A strong detection of this very frame continued the track: the
+    /// frame's own mask already covers it.
+    pub covered: bool,
 }
 
 /// The tracker of one stream.
@@ -204,10 +218,19 @@ impl Tracker {
             && decayed(t.confidence, self.cfg.decay, dt) >= self.cfg.min_confidence
     }
 
-    /// Feeds the detections found on `frame`. Results may arrive out of
-    /// order: a track already updated past `frame` is not moved (dt = 0), and
-    /// a detection that matches it only refreshes its confidence.
+    /// Feeds the detections found on `frame`, every one strong enough to
+    /// start a track. See [`Tracker::observe`].
     pub fn update(&mut self, frame: u64, detections: &[Detection]) {
+        self.observe(frame, detections, &[]);
+    }
+
+    /// Feeds the detections found on `frame`: `strong` ones (at the policy's
+    /// threshold) continue or start tracks, `weak` ones (under it, at the
+    /// keep threshold) only continue a track, so a region whose score sinks
+    /// stays masked (hysteresis). Results may arrive out of order: a track
+    /// already updated past `frame` is not moved (dt = 0), and a detection
+    /// that matches it only refreshes its confidence.
+    pub fn observe(&mut self, frame: u64, strong: &[Detection], weak: &[Detection]) {
         self.tracks.retain(|t| t.state != TrackState::Removed);
 
         // A track whose gap alone outlives its persistence ends before
@@ -219,7 +242,12 @@ impl Tracker {
             }
         }
 
-        let dets: Vec<&Detection> = detections.iter().filter(|d| is_usable(d)).collect();
+        let dets: Vec<&Detection> = strong.iter().filter(|d| is_usable(d)).collect();
+        let n_strong = dets.len();
+        let dets: Vec<&Detection> = dets
+            .into_iter()
+            .chain(weak.iter().filter(|d| is_usable(d)))
+            .collect();
         let live: Vec<usize> = (0..self.tracks.len())
             .filter(|&i| self.tracks[i].state != TrackState::Removed)
             .collect();
@@ -244,19 +272,21 @@ impl Tracker {
         for (li, &i) in live.iter().enumerate() {
             let (dt, stale) = Self::gap(&self.tracks[i], frame);
             let pred = predicted[li];
-            let matched = track_matched[li].and_then(|di| dets.get(di).copied());
+            let matched = track_matched[li].and_then(|di| Some((dets.get(di).copied()?, di)));
             let cfg = self.cfg;
             let t = &mut self.tracks[i];
             match (matched, stale) {
-                (Some(d), true) => {
+                (Some((d, _)), true) => {
                     t.confidence = t.confidence.max(d.score);
                 }
-                (Some(d), false) => {
+                (Some((d, di)), false) => {
                     t.kalman = self.kf.update(&pred, d.bbox);
                     t.confidence = decayed(t.confidence, cfg.decay, dt).max(d.score);
                     t.hits = t.hits.saturating_add(1);
                     t.misses = 0;
                     t.last_frame = frame;
+                    t.last_hit = frame;
+                    t.last_hit_strong = di < n_strong;
                     t.state = if t.hits >= cfg.min_hits {
                         TrackState::Confirmed
                     } else {
@@ -279,7 +309,7 @@ impl Tracker {
             }
         }
 
-        for (d, used) in dets.iter().zip(det_used) {
+        for (d, used) in dets.iter().zip(det_used).take(n_strong) {
             if !used {
                 self.start(frame, d);
             }
@@ -300,6 +330,8 @@ impl Tracker {
             hits: 1,
             misses: 0,
             last_frame: frame,
+            last_hit: frame,
+            last_hit_strong: true,
             kalman: self.kf.initiate(d.bbox),
         });
         self.next_id = self.next_id.wrapping_add(1);
@@ -370,6 +402,7 @@ impl Tracker {
                     raw_bbox: raw,
                     confidence: decayed(t.confidence, self.cfg.decay, dt),
                     state: t.state,
+                    covered: t.last_hit == frame && t.last_hit_strong,
                 })
             })
             .collect()
@@ -670,8 +703,60 @@ mod tests {
     }
 
     #[test]
-    fn low_confidence_removes_track() {
+    fn one_weak_hit_stays_predicted_for_the_whole_persistence_window() {
+        let cfg = TrackerConfig::default();
+        let mut tr = Tracker::new(cfg);
+        let mut d = Traj::new(200.0, 100.0, 60.0, 60.0).det(0);
+        d.score = 0.26;
+        tr.update(0, &[d]);
+        assert!(
+            only(&tr.predict(0)).covered,
+            "its own detection masks frame 0"
+        );
+        for f in 1..=cfg.max_coast_frames as u64 {
+            tr.update(f, &[]);
+            let p = only(&tr.predict(f));
+            assert_eq!(p.state, TrackState::Tentative, "frame {f}");
+            assert!(!p.covered, "frame {f}: nothing else masks it");
+            assert!(contains(&p.bbox, &d.bbox), "frame {f}");
+        }
+        tr.update(cfg.max_coast_frames as u64 + 1, &[]);
+        assert!(tr.predict(cfg.max_coast_frames as u64 + 1).is_empty());
+    }
+
+    #[test]
+    fn weak_detections_continue_tracks_but_never_start_one() {
         let mut tr = Tracker::new(TrackerConfig::default());
+        let g = Traj::new(100.0, 100.0, 60.0, 60.0).vel(3.0, 0.0);
+        let mut weak = g.det(1);
+        weak.score = 0.12;
+        // Weak alone: no track.
+        tr.observe(0, &[], &[weak]);
+        assert!(tr.predict(0).is_empty());
+        tr.observe(0, &[g.det(0)], &[]);
+        for f in 1..40u64 {
+            let mut w = g.det(f);
+            w.score = 0.12;
+            tr.observe(f, &[], &[w]);
+            let p = only(&tr.predict(f));
+            assert_eq!(p.id, 1, "frame {f}");
+            assert!(!p.covered, "frame {f}: a weak hit has no mask of its own");
+            assert!(contains(&p.bbox, &g.at(f)), "frame {f}");
+        }
+        let t = live(&tr)[0];
+        assert_eq!((t.misses, t.state), (0, TrackState::Confirmed));
+        // A strong hit covers its frame.
+        tr.observe(40, &[g.det(40)], &[]);
+        assert!(only(&tr.predict(40)).covered);
+        assert!(!only(&tr.predict(41)).covered);
+    }
+
+    #[test]
+    fn low_confidence_removes_track() {
+        let mut tr = Tracker::new(TrackerConfig {
+            min_confidence: 0.1,
+            ..TrackerConfig::default()
+        });
         let mut d = Traj::new(0.0, 0.0, 30.0, 30.0).det(0);
         d.score = 0.3;
         tr.update(0, &[d]);
