@@ -6,7 +6,7 @@
 use crate::censor::detail_ratio;
 use crate::detect::{Detector, DetectorConfig, CLASSES};
 use crate::error::{Error, PipelineError};
-use crate::frame::{BBox, Detection, Mask, MaskOrigin, MaskShape};
+use crate::frame::{BBox, Detection, Frame, Mask, MaskOrigin, MaskShape};
 use crate::pipeline::sidecar::{read_sidecar, FrameRecord, Status};
 use crate::policy::Policy;
 use crate::source::VideoReader;
@@ -18,6 +18,9 @@ use std::path::Path;
 pub struct AuditThresholds {
     /// Share of a detection's box the masks must cover.
     pub min_mask_coverage: f32,
+    /// Share of a ground-truth box the masks must cover (the truth is the
+    /// region itself, not a detector's estimate of it: stricter).
+    pub min_truth_coverage: f32,
     /// Highest allowed ratio of detail left in the box (after / before).
     pub max_detail_ratio: f32,
     /// Boxes with less detail than this before censoring have nothing to
@@ -29,6 +32,7 @@ impl Default for AuditThresholds {
     fn default() -> Self {
         AuditThresholds {
             min_mask_coverage: 0.9,
+            min_truth_coverage: 0.95,
             max_detail_ratio: 0.35,
             min_detail: 1.0,
         }
@@ -71,6 +75,49 @@ pub struct AuditReport {
 impl AuditReport {
     pub fn passed(&self) -> bool {
         self.leaked_frames.is_empty() && self.mismatch.is_none()
+    }
+}
+
+/// How well one region of an input frame is hidden in the output frame:
+/// the one leak criterion of `audit`, the bench and the ground-truth gate.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Hidden {
+    /// Share of the region under the frame's masks.
+    pub mask_coverage: f32,
+    /// Detail left in the region (after / before); 0 when the region had
+    /// too little detail to judge, infinite when the output is missing.
+    pub detail_ratio: f32,
+}
+
+impl Hidden {
+    /// Measures region `b` of `input` in `output` (`None`: the output
+    /// frame could not be decoded, which hides nothing).
+    pub fn measure(
+        input: &Frame,
+        output: Option<&Frame>,
+        b: &BBox,
+        masks: &[Mask],
+        th: &AuditThresholds,
+    ) -> Hidden {
+        let detail_ratio = match output {
+            Some(out) if crate::censor::detail(input, b) >= th.min_detail => {
+                detail_ratio(input, out, b)
+            }
+            Some(_) => 0.0,
+            None => f32::INFINITY,
+        };
+        Hidden {
+            mask_coverage: coverage(b, masks),
+            detail_ratio,
+        }
+    }
+
+    /// Under `min_coverage` by the masks, or too much detail left.
+    pub fn leaks(&self, min_coverage: f32, th: &AuditThresholds) -> (bool, bool) {
+        (
+            self.mask_coverage < min_coverage,
+            self.detail_ratio > th.max_detail_ratio,
+        )
     }
 }
 
@@ -204,15 +251,9 @@ pub fn audit(
         let mut leaked = false;
         for d in found {
             rep.regions += 1;
-            let cov = coverage(&d.bbox, &rec.masks);
-            let before = crate::censor::detail(&a.frame, &d.bbox);
-            let ratio = if before >= th.min_detail {
-                detail_ratio(&a.frame, &b.frame, &d.bbox)
-            } else {
-                0.0
-            };
-            let by_masks = cov < th.min_mask_coverage;
-            let by_pixels = ratio > th.max_detail_ratio;
+            let h = Hidden::measure(&a.frame, Some(&b.frame), &d.bbox, &rec.masks, &th);
+            let (by_masks, by_pixels) = h.leaks(th.min_mask_coverage, &th);
+            let (cov, ratio) = (h.mask_coverage, h.detail_ratio);
             if by_masks || by_pixels {
                 leaked = true;
                 rep.leaks.push(Leak {

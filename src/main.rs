@@ -749,12 +749,11 @@ fn main() -> Result<()> {
         Cmd::Bench(a) => {
             let cfg = load_config(cfg_path, None)?;
             let rep = livecensor::bench::main(cfg, &a, photos_dir(None))?;
-            // Dropped frames or leaks fail the command.
-            if rep
-                .runs
-                .iter()
-                .any(|r| r.dropped > 0 || r.leaked_regions > 0)
-            {
+            let failures = livecensor::bench::gate(&rep);
+            for f in &failures {
+                eprintln!("bench: {f}");
+            }
+            if !failures.is_empty() {
                 std::process::exit(1);
             }
         }

@@ -3,7 +3,7 @@
 //! table, and the capacity search over a run function.
 
 use crate::audit::coverage;
-use crate::frame::{BBox, Mask};
+use crate::frame::{BBox, Detection, Mask};
 use crate::pipeline::sidecar::Status;
 use crate::pipeline::stream::StageTimes;
 use serde::{Deserialize, Serialize};
@@ -48,6 +48,8 @@ pub struct FrameSample {
     /// Why a frame failed closed.
     pub reason: Option<String>,
     pub masks: Vec<Mask>,
+    /// The frame's own detections that the policy censors (for recall).
+    pub detections: Vec<Detection>,
     /// The encoded access unit (for the pixel audit).
     pub au: Vec<u8>,
     /// Filled after the run from ground truth and the audit.
@@ -70,6 +72,18 @@ pub struct FrameScore {
     pub truth_covered: f64,
     /// Masked area outside ground truth, share of the frame.
     pub over_censored: f64,
+    /// Ground-truth faces on the frame.
+    pub truth_faces: u32,
+    /// Of those, faces left visible in the output: masks cover less than
+    /// `min_truth_coverage` of the box, or its detail survives in the
+    /// decoded output (the ground-truth gate).
+    pub truth_uncensored: u32,
+    /// Of those, faces one of the frame's own detections found (IoU >=
+    /// [`RECALL_IOU`]).
+    pub truth_found: u32,
+    /// Of those, faces the reference detector found on the input
+    /// (NudeNet's own preprocessing: square, bilinear; with the audit).
+    pub truth_found_reference: u32,
     /// Regions the audit's detector found that the policy censors.
     pub regions: u32,
     /// Of those, regions not hidden (masks or pixels).
@@ -190,6 +204,21 @@ pub struct ScenarioStat {
     pub tracking_coverage: f64,
     /// Mean share of the frame masked outside ground truth.
     pub over_censored: f64,
+    /// Ground-truth face-frames (one face on one frame).
+    #[serde(default)]
+    pub truth_faces: u64,
+    /// Of those, left visible in the output (the gate: must be 0 in
+    /// strict mode).
+    #[serde(default)]
+    pub truth_uncensored: u64,
+    /// Share of ground-truth face-frames the pipeline's detector found on
+    /// the frame itself (frames it inferred only).
+    #[serde(default)]
+    pub recall: f64,
+    /// The same for the reference detector (NudeNet-exact input), when
+    /// audited.
+    #[serde(default)]
+    pub recall_reference: Option<f64>,
     pub audited_frames: u64,
     pub regions: u64,
     pub leaked_regions: u64,
@@ -222,6 +251,11 @@ pub struct RunReport {
     pub audited: bool,
     pub leaked_regions: u64,
     pub leaked_frames: u64,
+    /// Ground-truth face-frames, and those left visible (every scenario).
+    #[serde(default)]
+    pub truth_faces: u64,
+    #[serde(default)]
+    pub truth_uncensored: u64,
     pub scenarios: Vec<ScenarioStat>,
     /// Real time held: every frame out on time (fps >= 97% of target, none
     /// dropped, none failed closed) and the p99 within the latency budget.
@@ -230,6 +264,9 @@ pub struct RunReport {
     #[serde(default)]
     pub realtime: bool,
 }
+
+/// A detection finds a ground-truth face when their IoU is at least this.
+pub const RECALL_IOU: f32 = 0.3;
 
 /// Share of the fps target a run must hold.
 pub const HELD_SHARE: f64 = 0.97;
@@ -347,6 +384,16 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
                 (c + s.score.truth_covered, a + s.score.truth_area)
             });
             let audited: Vec<&&FrameSample> = ss.iter().filter(|s| s.score.audited).collect();
+            let sum = |f: fn(&FrameScore) -> u32, of: &[&&FrameSample]| -> u64 {
+                of.iter().map(|s| f(&s.score) as u64).sum()
+            };
+            let all: Vec<&&FrameSample> = ss.iter().collect();
+            // Recall counts frames the detector ran on (a predicted or
+            // fail-closed frame has no detections of its own).
+            let inferred: Vec<&&FrameSample> =
+                ss.iter().filter(|s| s.status == Status::Verified).collect();
+            let share = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 1.0 };
+            let faces = |of: &[&&FrameSample]| sum(|s| s.truth_faces, of);
             ScenarioStat {
                 scenario: name.to_string(),
                 streams: rs.len(),
@@ -360,6 +407,11 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
                 } else {
                     ss.iter().map(|s| s.score.over_censored).sum::<f64>() / ss.len() as f64
                 },
+                truth_faces: faces(&all),
+                truth_uncensored: sum(|s| s.truth_uncensored, &all),
+                recall: share(sum(|s| s.truth_found, &inferred), faces(&inferred)),
+                recall_reference: (!audited.is_empty())
+                    .then(|| share(sum(|s| s.truth_found_reference, &audited), faces(&audited))),
                 audited_frames: audited.len() as u64,
                 regions: audited.iter().map(|s| s.score.regions as u64).sum(),
                 leaked_regions: audited.iter().map(|s| s.score.leaks as u64).sum(),
@@ -406,6 +458,8 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
         audited: all.iter().any(|s| s.score.audited),
         leaked_regions: scenarios.iter().map(|s| s.leaked_regions).sum(),
         leaked_frames: scenarios.iter().map(|s| s.leaked_frames).sum(),
+        truth_faces: scenarios.iter().map(|s| s.truth_faces).sum(),
+        truth_uncensored: scenarios.iter().map(|s| s.truth_uncensored).sum(),
         scenarios,
         held,
         realtime,
@@ -552,8 +606,17 @@ impl RunReport {
         );
         let _ = writeln!(
             o,
-            "  {:<14} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
-            "scenario", "frames", "coverage", "over-cens", "fail-cl", "regions", "leaks"
+            "  {:<14} {:>6} {:>9} {:>9} {:>7} {:>8} {:>7} {:>7} {:>7} {:>6}",
+            "scenario",
+            "frames",
+            "coverage",
+            "over-cens",
+            "fail-cl",
+            "GT-faces",
+            "GT-leak",
+            "recall",
+            "ref-rec",
+            "leaks"
         );
         for sc in &self.scenarios {
             let leaks = if sc.audited_frames > 0 {
@@ -561,23 +624,26 @@ impl RunReport {
             } else {
                 "-".into()
             };
-            let regions = if sc.audited_frames > 0 {
-                format!("{}", sc.regions)
-            } else {
-                "-".into()
-            };
             let _ = writeln!(
                 o,
-                "  {:<14} {:>7} {:>9} {:>9} {:>8} {:>8} {:>8}",
+                "  {:<14} {:>6} {:>9} {:>9} {:>7} {:>8} {:>7} {:>7} {:>7} {:>6}",
                 sc.scenario,
                 sc.frames,
                 pct(sc.tracking_coverage),
                 pct(sc.over_censored),
                 sc.fail_closed,
-                regions,
+                sc.truth_faces,
+                sc.truth_uncensored,
+                pct(sc.recall),
+                sc.recall_reference.map(pct).unwrap_or_else(|| "-".into()),
                 leaks
             );
         }
+        let _ = writeln!(
+            o,
+            "  ground truth: {} of {} face-frame(s) left visible; recall = faces found by the frame's own detections (IoU >= {RECALL_IOU}), ref-rec = by NudeNet's own preprocessing (square, bilinear) at the policy threshold",
+            self.truth_uncensored, self.truth_faces
+        );
         let _ = writeln!(
             o,
             "  real time {}{}",
@@ -629,6 +695,7 @@ mod tests {
             status,
             reason: None,
             masks: Vec::new(),
+            detections: Vec::new(),
             au: Vec::new(),
             score: FrameScore::default(),
         }
@@ -702,10 +769,18 @@ mod tests {
             truth_area: 100.0,
             truth_covered: 50.0,
             over_censored: 0.2,
+            truth_faces: 2,
+            truth_uncensored: 1,
+            truth_found: 1,
+            truth_found_reference: 2,
             regions: 2,
             leaks: 1,
             audited: true,
         };
+        s0[1].score.truth_faces = 1;
+        s0[1].score.truth_found = 1;
+        s0[2].score.truth_faces = 1;
+        s0[2].status = Status::Predicted;
         // Stream 1: 10 fed, 9 out (one dropped), one fail-closed.
         let mut s1: Vec<FrameSample> = (0..9)
             .map(|i| {
@@ -740,7 +815,10 @@ mod tests {
             },
         );
         assert_eq!((r.frames_in, r.frames_out, r.dropped), (20, 19, 1));
-        assert_eq!((r.verified, r.fail_closed, r.late), (18, 1, 1));
+        assert_eq!(
+            (r.verified, r.predicted, r.fail_closed, r.late),
+            (17, 1, 1, 1)
+        );
         assert!((r.latency_ms.max - 100.0).abs() < 1e-6);
         assert!((r.cores_used - 1.5).abs() < 1e-9);
         assert!(!r.held, "a dropped frame is never held");
@@ -758,6 +836,14 @@ mod tests {
         assert_eq!(r.scenarios[1].tracking_coverage, 1.0);
         assert_eq!(r.scenarios[1].fail_closed, 1);
         assert_eq!(r.leaked_regions, 1);
+        // 4 face-frames, one left visible; recall over the 3 inferred ones
+        // (the predicted frame has no detections of its own), the
+        // reference's over the audited frame.
+        assert_eq!((z.truth_faces, z.truth_uncensored), (4, 1));
+        assert_eq!((r.truth_faces, r.truth_uncensored), (4, 1));
+        assert!((z.recall - 2.0 / 3.0).abs() < 1e-9, "{}", z.recall);
+        assert_eq!(z.recall_reference, Some(1.0));
+        assert_eq!(r.scenarios[1].recall_reference, None);
         assert!(r.table().contains("MISSED"));
     }
 

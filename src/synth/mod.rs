@@ -16,9 +16,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::{ConfigError, Error, MediaError};
 use crate::frame::{BBox, Frame, PixelFormat};
 
-use raster::{load_rgb, resample, Planes, Window};
+use raster::{load_rgb, motion_blur, resample, resample_rotated, tone, Planes, Window};
 pub use scenarios::Scenario;
-use scenarios::{Backdrop, Geometry, Layout, Placement, CROP};
+use scenarios::{Backdrop, Geometry, Layout, Look, Placement};
 
 /// The sprite photo; the detector finds FACE_FEMALE 0.81 on it.
 pub const SPRITE_PHOTO: &str = "astronaut.png";
@@ -80,9 +80,9 @@ pub struct SynthFrame {
     pub truth: Vec<GroundTruth>,
 }
 
-/// Sprites cached by (height, mirrored); the zoom scenario makes one per
-/// distinct pixel height, so the cache is bounded.
-type SpriteCache = HashMap<(u32, bool), Arc<Planes>>;
+/// Sprites cached by (height, mirrored, look); the zoom scenario makes one
+/// per distinct pixel height, so the cache is bounded.
+type SpriteCache = HashMap<(u32, bool, Look), Arc<Planes>>;
 const SPRITE_CACHE_MAX: usize = 256;
 
 /// A scenario ready to render.
@@ -91,8 +91,11 @@ pub struct Synth {
     cfg: SynthConfig,
     geom: Geometry,
     astronaut: RgbImage,
+    /// Backgrounds, `margin` pixels larger on every side than the frame
+    /// when the camera shakes.
     main_bg: Frame,
     alt_bg: Frame,
+    margin: usize,
     slab: Planes,
     sprites: Mutex<SpriteCache>,
 }
@@ -130,8 +133,14 @@ impl Synth {
         let main_photo = load_rgb(&cfg.photos.join(pick(0)))?;
         let alt_photo = load_rgb(&cfg.photos.join(pick(1)))?;
         let geom = Geometry::new(cfg.width, cfg.height, cfg.fps, cfg.frames);
-        let main_bg = cover_frame(&main_photo, cfg.width, cfg.height);
-        let alt_bg = cover_frame(&alt_photo, cfg.width, cfg.height);
+        let margin = if scenario == Scenario::Shaky {
+            (cfg.height as f64 * 0.02).round() as usize + 2
+        } else {
+            0
+        };
+        let (bw, bh) = (cfg.width + 2 * margin, cfg.height + 2 * margin);
+        let main_bg = cover_frame(&main_photo, bw, bh);
+        let alt_bg = cover_frame(&alt_photo, bw, bh);
         let sw = geom.slab_width as usize;
         let rgb = resample(
             &alt_photo,
@@ -148,6 +157,7 @@ impl Synth {
             astronaut,
             main_bg,
             alt_bg,
+            margin,
             slab,
             sprites: Mutex::new(HashMap::new()),
         })
@@ -174,12 +184,25 @@ impl Synth {
     /// path (clamped where the path has an end).
     pub fn frame(&self, i: usize) -> SynthFrame {
         let layout = self.scenario.layout(&self.geom, i);
-        let mut frame = match layout.background {
-            Backdrop::Main => self.main_bg.clone(),
-            Backdrop::Alternate => self.alt_bg.clone(),
+        let bg = match layout.background {
+            Backdrop::Main => &self.main_bg,
+            Backdrop::Alternate => &self.alt_bg,
+        };
+        let mut frame = if self.margin == 0 {
+            bg.clone()
+        } else {
+            let m = self.margin as i64;
+            let (dx, dy) = layout.shake;
+            crop_i420(
+                bg,
+                (m - dx).clamp(0, 2 * m) as usize & !1,
+                (m - dy).clamp(0, 2 * m) as usize & !1,
+                self.cfg.width,
+                self.cfg.height,
+            )
         };
         for p in &layout.sprites {
-            self.sprite(p.height, p.mirrored).blit(&mut frame, p.x, p.y);
+            self.sprite(p).blit(&mut frame, p.x, p.y);
         }
         if let Some((x, y)) = layout.occluder {
             self.slab.blit(&mut frame, x, y);
@@ -229,7 +252,7 @@ impl Synth {
             .iter()
             .enumerate()
             .filter_map(|(k, p)| {
-                let f = self.geom.face_in_sprite(p.height, p.mirrored);
+                let f = self.geom.face_in_sprite(p.height, p.mirrored, p.look);
                 let (x, y) = (p.x as f64, p.y as f64);
                 let face = Rect::new(x + f[0], y + f[1], x + f[2], y + f[3]);
                 let mut cover: Vec<Rect> = layout.sprites[k + 1..]
@@ -261,32 +284,36 @@ impl Synth {
     }
 
     fn sprite_rect(&self, p: &Placement) -> Rect {
-        let w = self.geom.sprite_width(p.height) as f64;
+        let w = self.geom.sprite_width(p.height, p.look) as f64;
         let (x, y) = (p.x as f64, p.y as f64);
         Rect::new(x, y, x + w, y + p.height as f64)
     }
 
-    /// The astronaut crop at this height, resampled once and cached.
-    fn sprite(&self, height: u32, mirrored: bool) -> Arc<Planes> {
+    /// The astronaut crop of a placement, resampled once and cached.
+    fn sprite(&self, p: &Placement) -> Arc<Planes> {
+        let key = (p.height, p.mirrored, p.look);
         let mut cache = self.sprites.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = cache.get(&(height, mirrored)) {
-            return Arc::clone(p);
+        if let Some(s) = cache.get(&key) {
+            return Arc::clone(s);
         }
         if cache.len() >= SPRITE_CACHE_MAX {
             cache.clear();
         }
-        let w = self.geom.sprite_width(height) as usize;
-        let h = height as usize;
-        let win = Window {
-            x: CROP[0],
-            y: CROP[1],
-            w: CROP[2],
-            h: CROP[3],
+        let look = p.look;
+        let w = self.geom.sprite_width(p.height, look) as usize;
+        let h = p.height as usize;
+        let [x, y, ww, wh] = look.window();
+        let win = Window { x, y, w: ww, h: wh };
+        let mut rgb = if look.angle == 0 {
+            resample(&self.astronaut, win, w, h, p.mirrored)
+        } else {
+            resample_rotated(&self.astronaut, win, w, h, p.mirrored, look.radians())
         };
-        let rgb = resample(&self.astronaut, win, w, h, mirrored);
-        let p = Arc::new(Planes::from_rgb(w, h, &rgb));
-        cache.insert((height, mirrored), Arc::clone(&p));
-        p
+        tone(&mut rgb, look.contrast, look.brightness);
+        motion_blur(&mut rgb, w, look.blur as usize);
+        let s = Arc::new(Planes::from_rgb(w, h, &rgb));
+        cache.insert(key, Arc::clone(&s));
+        s
     }
 }
 
@@ -297,6 +324,28 @@ fn bad_value(key: &str, value: impl ToString, reason: &str) -> Error {
         reason: reason.into(),
     }
     .into()
+}
+
+/// The `w x h` window of an I420 frame at an even (x, y) (clamped inside).
+fn crop_i420(src: &Frame, x: usize, y: usize, w: usize, h: usize) -> Frame {
+    let mut out = Frame::new(PixelFormat::I420, w, h);
+    let x = x.min(src.width.saturating_sub(w)) & !1;
+    let y = y.min(src.height.saturating_sub(h)) & !1;
+    let (sw, scw, cw) = (src.width, src.chroma_width(), out.chroma_width());
+    let (sy, su, sv) = src.planes();
+    let (oy, ou, ov) = out.planes_mut();
+    for r in 0..h.min(src.height) {
+        let s = (y + r) * sw + x;
+        let n = w.min(sw - x);
+        oy[r * w..r * w + n].copy_from_slice(&sy[s..s + n]);
+    }
+    for r in 0..h.div_ceil(2).min(src.height.div_ceil(2)) {
+        let s = (y / 2 + r) * scw + x / 2;
+        let n = cw.min(scw - x / 2);
+        ou[r * cw..r * cw + n].copy_from_slice(&su[s..s + n]);
+        ov[r * cw..r * cw + n].copy_from_slice(&sv[s..s + n]);
+    }
+    out
 }
 
 /// A photo scaled to cover a `w x h` frame (centre crop), as I420.

@@ -97,6 +97,87 @@ pub(crate) fn resample(img: &RgbImage, win: Window, w: usize, h: usize, mirror: 
     out
 }
 
+/// [`resample`] rotated by `angle` radians about the output's centre
+/// (clockwise on screen; the mirror applies after the rotation). Samples
+/// outside the photo clamp to its edge.
+pub(crate) fn resample_rotated(
+    img: &RgbImage,
+    win: Window,
+    w: usize,
+    h: usize,
+    mirror: bool,
+    angle: f64,
+) -> Vec<u8> {
+    let (iw, ih) = (img.width() as usize, img.height() as usize);
+    let src = img.as_raw();
+    let mut out = vec![0u8; w * h * 3];
+    if iw == 0 || ih == 0 || w == 0 || h == 0 {
+        return out;
+    }
+    let (sx, sy) = (win.w / w as f64, win.h / h as f64);
+    let (maxx, maxy) = ((iw - 1) as f64, (ih - 1) as f64);
+    let (sin, cos) = angle.sin_cos();
+    let (hw, hh) = (w as f64 * 0.5, h as f64 * 0.5);
+    for (y, row) in out.chunks_exact_mut(w * 3).enumerate() {
+        for (x, px) in row.chunks_exact_mut(3).enumerate() {
+            let xo = if mirror { w - 1 - x } else { x };
+            let (dx, dy) = (xo as f64 + 0.5 - hw, y as f64 + 0.5 - hh);
+            // Inverse rotation: where this output pixel comes from.
+            let (rx, ry) = (cos * dx + sin * dy + hw, -sin * dx + cos * dy + hh);
+            let u = (win.x + rx * sx - 0.5).clamp(0.0, maxx);
+            let v = (win.y + ry * sy - 0.5).clamp(0.0, maxy);
+            let (x0, y0) = (u.floor() as usize, v.floor() as usize);
+            let (x1, y1) = ((x0 + 1).min(iw - 1), (y0 + 1).min(ih - 1));
+            let (fx, fy) = ((u - x0 as f64) as f32, (v - y0 as f64) as f32);
+            for (c, o) in px.iter_mut().enumerate() {
+                let at = |xx: usize, yy: usize| src[(yy * iw + xx) * 3 + c] as f32;
+                let top = at(x0, y0) + (at(x1, y0) - at(x0, y0)) * fx;
+                let bot = at(x0, y1) + (at(x1, y1) - at(x0, y1)) * fx;
+                *o = (top + (bot - top) * fy).round().clamp(0.0, 255.0) as u8;
+            }
+        }
+    }
+    out
+}
+
+/// Contrast about mid-grey (`contrast` percent) then `brightness` added,
+/// on packed RGB24 in place.
+pub(crate) fn tone(rgb: &mut [u8], contrast: u16, brightness: i16) {
+    if contrast == 100 && brightness == 0 {
+        return;
+    }
+    let (k, b) = (contrast as f32 / 100.0, brightness as f32);
+    for v in rgb.iter_mut() {
+        *v = ((*v as f32 - 128.0) * k + 128.0 + b)
+            .round()
+            .clamp(0.0, 255.0) as u8;
+    }
+}
+
+/// Horizontal motion blur: each pixel becomes the mean of the `len` pixels
+/// of its row centred on it (fewer at the row's ends), on packed RGB24.
+pub(crate) fn motion_blur(rgb: &mut [u8], w: usize, len: usize) {
+    if len <= 1 || w == 0 {
+        return;
+    }
+    let (before, after) = ((len - 1) / 2, len / 2);
+    let mut row = vec![0u8; w * 3];
+    let mut sums = vec![0u32; w + 1];
+    for r in rgb.chunks_exact_mut(w * 3) {
+        row.copy_from_slice(r);
+        for c in 0..3 {
+            for x in 0..w {
+                sums[x + 1] = sums[x] + row[x * 3 + c] as u32;
+            }
+            for x in 0..w {
+                let (a, b) = (x.saturating_sub(before), (x + after + 1).min(w));
+                let n = (b - a) as u32;
+                r[x * 3 + c] = ((sums[b] - sums[a] + n / 2) / n) as u8;
+            }
+        }
+    }
+}
+
 /// An opaque rectangle in full-resolution Y, U and V (chroma is subsampled
 /// at blit time, so any pixel offset keeps colours right).
 #[derive(Clone, Debug)]
@@ -210,6 +291,42 @@ mod tests {
             p.blit(&mut f, x, y);
         }
         assert_eq!(f, before);
+    }
+
+    #[test]
+    fn rotation_by_zero_is_resample_and_half_turn_reverses() {
+        let img = RgbImage::from_fn(6, 4, |x, y| image::Rgb([(x * 40) as u8, (y * 60) as u8, 9]));
+        let win = Window {
+            x: 0.0,
+            y: 0.0,
+            w: 6.0,
+            h: 4.0,
+        };
+        assert_eq!(
+            resample_rotated(&img, win, 6, 4, false, 0.0),
+            resample(&img, win, 6, 4, false)
+        );
+        let r = resample_rotated(&img, win, 6, 4, false, std::f64::consts::PI);
+        let plain = resample(&img, win, 6, 4, false);
+        for y in 0..4 {
+            for x in 0..6 {
+                let (a, b) = ((y * 6 + x) * 3, ((3 - y) * 6 + (5 - x)) * 3);
+                assert_eq!(r[a..a + 3], plain[b..b + 3], "({x},{y})");
+            }
+        }
+    }
+
+    #[test]
+    fn tone_and_motion_blur() {
+        let mut v = vec![0u8, 128, 255];
+        tone(&mut v, 50, 10);
+        assert_eq!(v, vec![74, 138, 202]);
+        // A one-pixel line spreads over `len` pixels and keeps its sum.
+        let mut rgb = vec![0u8; 9 * 3];
+        rgb[4 * 3] = 250;
+        motion_blur(&mut rgb, 9, 5);
+        let lit: Vec<u8> = rgb.chunks(3).map(|p| p[0]).collect();
+        assert_eq!(lit, vec![0, 0, 50, 50, 50, 50, 50, 0, 0]);
     }
 
     #[test]
