@@ -112,6 +112,49 @@ impl Hidden {
         }
     }
 
+    /// [`Hidden::measure`] over a region made of disjoint rectangles (the
+    /// visible part of a partly covered face): coverage and detail are
+    /// area-weighted over the parts. Slivers under 2 px are left out.
+    pub fn measure_parts(
+        input: &Frame,
+        output: Option<&Frame>,
+        parts: &[BBox],
+        masks: &[Mask],
+        th: &AuditThresholds,
+    ) -> Hidden {
+        let parts: Vec<&BBox> = parts
+            .iter()
+            .filter(|p| p.width() >= 2.0 && p.height() >= 2.0)
+            .collect();
+        let area: f32 = parts.iter().map(|p| p.area()).sum();
+        if area <= 0.0 {
+            return Hidden {
+                mask_coverage: 1.0,
+                detail_ratio: 0.0,
+            };
+        }
+        let weighted = |f: &dyn Fn(&BBox) -> f32| -> f32 {
+            parts.iter().map(|p| f(p) * p.area()).sum::<f32>() / area
+        };
+        let mask_coverage = weighted(&|p| coverage(p, masks));
+        let before = weighted(&|p| crate::censor::detail(input, p));
+        let detail_ratio = match output {
+            Some(out) if before >= th.min_detail => {
+                if (out.width, out.height) != (input.width, input.height) {
+                    f32::INFINITY
+                } else {
+                    weighted(&|p| crate::censor::detail(out, p)) / before
+                }
+            }
+            Some(_) => 0.0,
+            None => f32::INFINITY,
+        };
+        Hidden {
+            mask_coverage,
+            detail_ratio,
+        }
+    }
+
     /// Under `min_coverage` by the masks, or too much detail left.
     pub fn leaks(&self, min_coverage: f32, th: &AuditThresholds) -> (bool, bool) {
         (
@@ -319,5 +362,38 @@ mod tests {
         // An ellipse of the box grown by 0.2 per side covers nearly all of it.
         let grown = coverage(&b, &[m(b.expanded(0.2, 0.2), MaskShape::Ellipse)]);
         assert!(grown > 0.97, "{grown}");
+    }
+
+    #[test]
+    fn a_region_in_parts_is_judged_on_its_parts_only() {
+        use crate::frame::PixelFormat;
+        let th = AuditThresholds::default();
+        let mut input = Frame::new(PixelFormat::I420, 64, 32);
+        for (i, p) in input.data.iter_mut().enumerate().take(64 * 32) {
+            *p = if (i / 64 + i % 64) % 2 == 0 { 30 } else { 220 };
+        }
+        // The output flattens the left half only.
+        let mut output = input.clone();
+        for y in 0..32 {
+            output.data[y * 64..y * 64 + 32].fill(128);
+        }
+        let left = BBox::new(0.0, 0.0, 32.0, 32.0);
+        let right = BBox::new(32.0, 0.0, 64.0, 32.0);
+        let masks = [m(left, MaskShape::Rect)];
+        let l = Hidden::measure_parts(&input, Some(&output), &[left], &masks, &th);
+        assert_eq!(l.mask_coverage, 1.0);
+        assert!(l.detail_ratio < 0.05, "{l:?}");
+        assert_eq!(l.leaks(0.95, &th), (false, false));
+        let both = Hidden::measure_parts(&input, Some(&output), &[left, right], &masks, &th);
+        assert!((both.mask_coverage - 0.5).abs() < 1e-6);
+        assert!(both.detail_ratio > 0.35);
+        assert_eq!(both.leaks(0.95, &th), (true, true));
+        let gone = Hidden::measure_parts(&input, None, &[left], &masks, &th);
+        assert!(
+            gone.leaks(0.95, &th).1,
+            "an undecodable output hides nothing"
+        );
+        let none = Hidden::measure_parts(&input, Some(&output), &[], &masks, &th);
+        assert_eq!(none.leaks(0.95, &th), (false, false));
     }
 }

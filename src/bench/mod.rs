@@ -291,6 +291,7 @@ impl Stream<'_> {
                 detections: r.record.detections,
                 au,
                 score: FrameScore::default(),
+                truth_misses: Vec::new(),
             });
             Ok(())
         };
@@ -549,6 +550,7 @@ fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), E
             let f = synth.frame(i);
             let (input, truth) = (f.frame, f.truth);
             let boxes: Vec<BBox> = truth.iter().map(|t| t.bbox).collect();
+            let visible: Vec<BBox> = truth.iter().flat_map(|t| t.visible_parts()).collect();
             let found: Vec<crate::frame::Detection> = match &mut det {
                 Some(d) => d
                     .detect_frame(&input)?
@@ -564,7 +566,7 @@ fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), E
                 // Every output frame is decoded: the decoder's state needs
                 // them all, and the gate judges pixels.
                 let output = decs[j].decode(&sample.au)?.into_iter().next();
-                let (covered, area) = truth_coverage(&boxes, &sample.masks);
+                let (covered, area) = truth_coverage(&visible, &sample.masks);
                 let mut sc = FrameScore {
                     truth_area: area,
                     truth_covered: covered,
@@ -572,13 +574,32 @@ fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), E
                     truth_faces: boxes.len() as u32,
                     ..FrameScore::default()
                 };
-                for b in &boxes {
-                    let h = Hidden::measure(&input, output.as_ref(), b, &sample.masks, &th);
+                let mut misses = Vec::new();
+                for t in &truth {
+                    let b = &t.bbox;
+                    // What a viewer could see of the face: the box less what
+                    // covers it.
+                    let parts = t.visible_parts();
+                    let h =
+                        Hidden::measure_parts(&input, output.as_ref(), &parts, &sample.masks, &th);
                     let (by_masks, by_pixels) = h.leaks(th.min_truth_coverage, &th);
-                    sc.truth_uncensored += u32::from(by_masks || by_pixels);
-                    sc.truth_found += u32::from(found_by(&sample.detections, b));
+                    let detected = found_by(&sample.detections, b);
+                    if by_masks || by_pixels {
+                        sc.truth_uncensored += 1;
+                        misses.push(report::TruthMiss {
+                            frame: i as u64,
+                            object: t.object,
+                            bbox: [b.x0, b.y0, b.x1, b.y1],
+                            visible: t.visible_fraction,
+                            mask_coverage: h.mask_coverage,
+                            detail_ratio: h.detail_ratio,
+                            detected,
+                        });
+                    }
+                    sc.truth_found += u32::from(detected);
                     sc.truth_found_reference += u32::from(found_by(&found, b));
                 }
+                sample.truth_misses = misses;
                 if det.is_some() {
                     sc.audited = true;
                     for d in &found {

@@ -54,6 +54,23 @@ pub struct FrameSample {
     pub au: Vec<u8>,
     /// Filled after the run from ground truth and the audit.
     pub score: FrameScore,
+    /// The ground-truth faces this frame left visible.
+    pub truth_misses: Vec<TruthMiss>,
+}
+
+/// A ground-truth face a frame left visible, for the report.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TruthMiss {
+    pub frame: u64,
+    pub object: u32,
+    /// x0, y0, x1, y1 (the visible part of the face box).
+    pub bbox: [f32; 4],
+    /// Share of the face inside the frame and not covered.
+    pub visible: f32,
+    pub mask_coverage: f32,
+    pub detail_ratio: f32,
+    /// One of the frame's own detections found it.
+    pub detected: bool,
 }
 
 impl FrameSample {
@@ -219,6 +236,9 @@ pub struct ScenarioStat {
     /// audited.
     #[serde(default)]
     pub recall_reference: Option<f64>,
+    /// The first few faces left visible.
+    #[serde(default)]
+    pub truth_misses: Vec<TruthMiss>,
     pub audited_frames: u64,
     pub regions: u64,
     pub leaked_regions: u64,
@@ -264,6 +284,9 @@ pub struct RunReport {
     #[serde(default)]
     pub realtime: bool,
 }
+
+/// Faces left visible listed per scenario.
+const MISSES_REPORTED: usize = 12;
 
 /// A detection finds a ground-truth face when their IoU is at least this.
 pub const RECALL_IOU: f32 = 0.3;
@@ -410,6 +433,11 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
                 truth_faces: faces(&all),
                 truth_uncensored: sum(|s| s.truth_uncensored, &all),
                 recall: share(sum(|s| s.truth_found, &inferred), faces(&inferred)),
+                truth_misses: ss
+                    .iter()
+                    .flat_map(|s| s.truth_misses.iter().cloned())
+                    .take(MISSES_REPORTED)
+                    .collect(),
                 recall_reference: (!audited.is_empty())
                     .then(|| share(sum(|s| s.truth_found_reference, &audited), faces(&audited))),
                 audited_frames: audited.len() as u64,
@@ -644,6 +672,28 @@ impl RunReport {
             "  ground truth: {} of {} face-frame(s) left visible; recall = faces found by the frame's own detections (IoU >= {RECALL_IOU}), ref-rec = by NudeNet's own preprocessing (square, bilinear) at the policy threshold",
             self.truth_uncensored, self.truth_faces
         );
+        for sc in self.scenarios.iter().filter(|s| !s.truth_misses.is_empty()) {
+            let list: Vec<String> = sc
+                .truth_misses
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}{} (visible {:.0}%, masked {:.0}%, detail {:.2})",
+                        m.frame,
+                        if m.detected { "" } else { "*" },
+                        100.0 * m.visible,
+                        100.0 * m.mask_coverage,
+                        m.detail_ratio
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                o,
+                "    {} left visible on frame(s) [* = not detected on that frame]: {}",
+                sc.scenario,
+                list.join(", ")
+            );
+        }
         let _ = writeln!(
             o,
             "  real time {}{}",
@@ -696,6 +746,7 @@ mod tests {
             reason: None,
             masks: Vec::new(),
             detections: Vec::new(),
+            truth_misses: Vec::new(),
             au: Vec::new(),
             score: FrameScore::default(),
         }

@@ -63,7 +63,7 @@ impl SynthConfig {
 }
 
 /// Where one face is on one frame.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GroundTruth {
     /// The face box in frame pixels, clipped to the frame.
     pub bbox: BBox,
@@ -71,6 +71,61 @@ pub struct GroundTruth {
     pub object: u32,
     /// Share of the face's area inside the frame and not covered.
     pub visible_fraction: f32,
+    /// Parts of `bbox` covered by something in front (a sprite, the
+    /// occluder), clipped to it; what is left is what a viewer can see.
+    #[serde(default)]
+    pub hidden: Vec<BBox>,
+}
+
+impl GroundTruth {
+    /// The visible part of the face box as disjoint rectangles: the box
+    /// less every hidden part (a grid over their edges).
+    pub fn visible_parts(&self) -> Vec<BBox> {
+        visible_parts(&self.bbox, &self.hidden)
+    }
+}
+
+/// `b` less the union of `hidden`, as disjoint rectangles.
+pub fn visible_parts(b: &BBox, hidden: &[BBox]) -> Vec<BBox> {
+    let cut: Vec<BBox> = hidden
+        .iter()
+        .map(|h| {
+            BBox::new(
+                h.x0.max(b.x0),
+                h.y0.max(b.y0),
+                h.x1.min(b.x1),
+                h.y1.min(b.y1),
+            )
+        })
+        .filter(|h| !h.is_empty())
+        .collect();
+    if cut.is_empty() {
+        return vec![*b];
+    }
+    let mut xs: Vec<f32> = vec![b.x0, b.x1];
+    let mut ys: Vec<f32> = vec![b.y0, b.y1];
+    for h in &cut {
+        xs.extend([h.x0, h.x1]);
+        ys.extend([h.y0, h.y1]);
+    }
+    xs.sort_by(f32::total_cmp);
+    ys.sort_by(f32::total_cmp);
+    xs.dedup();
+    ys.dedup();
+    let mut out = Vec::new();
+    for w in ys.windows(2) {
+        for v in xs.windows(2) {
+            let cell = BBox::new(v[0], w[0], v[1], w[1]);
+            let (cx, cy) = cell.center();
+            let covered = cut
+                .iter()
+                .any(|h| cx >= h.x0 && cx < h.x1 && cy >= h.y0 && cy < h.y1);
+            if !cell.is_empty() && !covered {
+                out.push(cell);
+            }
+        }
+    }
+    out
 }
 
 /// One rendered frame (I420) and the faces on it.
@@ -224,7 +279,9 @@ impl Synth {
     }
 
     /// One JSON object per line and frame:
-    /// `{"frame":i,"truth":[{"object":0,"bbox":[x0,y0,x1,y1],"visible":1.0}]}`.
+    /// `{"frame":i,"truth":[{"object":0,"bbox":[x0,y0,x1,y1],"visible":1.0}]}`
+    /// (plus `"hidden":[[x0,y0,x1,y1],...]` where something covers part of
+    /// the face box).
     pub fn truth_json_lines(&self) -> String {
         let mut out = String::new();
         for i in 0..self.cfg.frames {
@@ -232,11 +289,19 @@ impl Synth {
                 .truth(i)
                 .iter()
                 .map(|t| {
-                    serde_json::json!({
+                    let mut v = serde_json::json!({
                         "object": t.object,
                         "bbox": [t.bbox.x0, t.bbox.y0, t.bbox.x1, t.bbox.y1],
                         "visible": t.visible_fraction,
-                    })
+                    });
+                    if !t.hidden.is_empty() {
+                        v["hidden"] = t
+                            .hidden
+                            .iter()
+                            .map(|h| serde_json::json!([h.x0, h.y0, h.x1, h.y1]))
+                            .collect();
+                    }
+                    v
                 })
                 .collect();
             out.push_str(&serde_json::json!({ "frame": i, "truth": truth }).to_string());
@@ -267,15 +332,19 @@ impl Synth {
                 let inside = face.intersect(&frame);
                 let visible = inside.area() - covered_area(&inside, &cover);
                 let fraction = (visible / face.area().max(1e-9)).clamp(0.0, 1.0) as f32;
+                let to_box =
+                    |r: &Rect| BBox::new(r.x0 as f32, r.y0 as f32, r.x1 as f32, r.y1 as f32);
+                let hidden = cover
+                    .iter()
+                    .map(|c| c.intersect(&inside))
+                    .filter(|c| c.area() > 0.0)
+                    .map(|c| to_box(&c))
+                    .collect();
                 (fraction >= MIN_VISIBLE).then(|| GroundTruth {
-                    bbox: BBox::new(
-                        inside.x0 as f32,
-                        inside.y0 as f32,
-                        inside.x1 as f32,
-                        inside.y1 as f32,
-                    ),
+                    bbox: to_box(&inside),
                     object: p.object,
                     visible_fraction: fraction,
+                    hidden,
                 })
             })
             .collect();

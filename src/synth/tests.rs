@@ -43,7 +43,7 @@ fn centre_x(t: &GroundTruth) -> f32 {
 
 fn only(truth: &[GroundTruth]) -> GroundTruth {
     assert_eq!(truth.len(), 1, "{truth:?}");
-    truth[0]
+    truth[0].clone()
 }
 
 #[test]
@@ -335,5 +335,40 @@ fn odd_sizes_render_without_panicking() {
         for f in sy.frames() {
             assert_eq!(f.frame.data.len(), Frame::expected_len(333, 199));
         }
+    }
+}
+
+#[test]
+fn visible_parts_are_the_box_less_what_covers_it() {
+    let b = BBox::new(0.0, 0.0, 10.0, 10.0);
+    assert_eq!(visible_parts(&b, &[]), vec![b]);
+    let area = |v: &[BBox]| v.iter().map(|r| r.area()).sum::<f32>();
+    // The left half covered, and a corner inside it: 50 px² hidden.
+    let parts = visible_parts(
+        &b,
+        &[
+            BBox::new(-5.0, -5.0, 5.0, 20.0),
+            BBox::new(0.0, 0.0, 3.0, 3.0),
+        ],
+    );
+    assert!((area(&parts) - 50.0).abs() < 1e-4, "{parts:?}");
+    assert!(parts.iter().all(|p| p.x0 >= 5.0));
+    // A hole in the middle.
+    let parts = visible_parts(&b, &[BBox::new(4.0, 4.0, 6.0, 6.0)]);
+    assert!((area(&parts) - 96.0).abs() < 1e-4);
+    // Fully covered.
+    assert!(visible_parts(&b, &[BBox::new(-1.0, -1.0, 11.0, 11.0)]).is_empty());
+    // The occlusion scenario records what hides the face.
+    let sy = synth(Scenario::Occlusion);
+    let partly: Vec<GroundTruth> = (0..90)
+        .flat_map(|i| sy.truth(i))
+        .filter(|t| t.visible_fraction < 0.99 && t.visible_fraction > 0.2)
+        .collect();
+    assert!(!partly.is_empty());
+    for t in partly {
+        let seen = area(&t.visible_parts()) / t.bbox.area();
+        // The face box is inside the frame here, so what is seen of the box
+        // is the visible fraction of the face.
+        assert!((seen - t.visible_fraction).abs() < 0.02, "{seen} vs {t:?}");
     }
 }

@@ -34,8 +34,15 @@ pub struct TrackerConfig {
     pub iou_gate: f32,
     /// Predicted boxes grow by this many standard deviations of their edges.
     pub uncertainty_sigmas: f32,
-    /// Only detections of a track's own class can continue it.
+    /// Only detections of a track's own class can continue it. Off by
+    /// default: every detection the tracker sees is of a censored class,
+    /// and the detector flips between close classes (FACE_FEMALE and
+    /// FACE_MALE on a half-visible face), which would otherwise leave a
+    /// second, coasting track on the same region.
     pub class_aware: bool,
+    /// Added to a cross-class pair's cost (1 - IoU) when `class_aware` is
+    /// off, so a detection of the track's own class is preferred.
+    pub class_penalty: f32,
     /// Kalman noise tuning.
     pub kalman: KalmanParams,
 }
@@ -44,12 +51,13 @@ impl Default for TrackerConfig {
     fn default() -> Self {
         TrackerConfig {
             decay: 0.85,
-            max_coast_frames: 12,
+            max_coast_frames: 15,
             min_confidence: 0.0,
             min_hits: 2,
             iou_gate: 0.05,
             uncertainty_sigmas: 2.0,
-            class_aware: true,
+            class_aware: false,
+            class_penalty: 0.5,
             kalman: KalmanParams::default(),
         }
     }
@@ -287,6 +295,7 @@ impl Tracker {
                     t.last_frame = frame;
                     t.last_hit = frame;
                     t.last_hit_strong = di < n_strong;
+                    t.class = d.class;
                     t.state = if t.hits >= cfg.min_hits {
                         TrackState::Confirmed
                     } else {
@@ -350,7 +359,7 @@ impl Tracker {
         if nt == 0 || nd == 0 {
             return Vec::new();
         }
-        let forbidden = COST_SCALE as i64 + 1;
+        let forbidden = ((2.0 + self.cfg.class_penalty.max(0.0)) * COST_SCALE) as i64;
         let n = nt.max(nd);
         let mut iou = vec![0.0f32; nt * nd];
         let mut costs = Matrix::new(n, n, forbidden);
@@ -358,13 +367,15 @@ impl Tracker {
             let tb = p.bbox();
             let class = self.tracks[i].class;
             for (di, d) in dets.iter().enumerate() {
-                if self.cfg.class_aware && d.class != class {
+                let other = d.class != class;
+                if self.cfg.class_aware && other {
                     continue;
                 }
                 let v = tb.iou(&d.bbox);
                 if v.is_finite() && v > 0.0 && v >= self.cfg.iou_gate {
                     iou[ti * nd + di] = v;
-                    costs[(ti, di)] = ((1.0 - v) * COST_SCALE).round() as i64;
+                    let penalty = if other { self.cfg.class_penalty } else { 0.0 };
+                    costs[(ti, di)] = ((1.0 - v + penalty) * COST_SCALE).round() as i64;
                 }
             }
         }
@@ -815,7 +826,10 @@ mod tests {
 
     #[test]
     fn classes_and_gate_prevent_association() {
-        let mut tr = Tracker::new(TrackerConfig::default());
+        let mut tr = Tracker::new(TrackerConfig {
+            class_aware: true,
+            ..TrackerConfig::default()
+        });
         let g = Traj::new(0.0, 0.0, 50.0, 50.0);
         tr.update(0, &[g.det(0)]);
         let mut other = g.det(1);
@@ -826,14 +840,27 @@ mod tests {
         tr.update(2, &[far]);
         assert_eq!(live(&tr).len(), 3, "no overlap: no association");
 
-        let mut blind = Tracker::new(TrackerConfig {
-            class_aware: false,
-            ..TrackerConfig::default()
-        });
+        let mut blind = Tracker::new(TrackerConfig::default());
         blind.update(0, &[g.det(0)]);
         blind.update(1, &[other]);
-        assert_eq!(live(&blind).len(), 1);
-        assert_eq!(live(&blind)[0].hits, 2);
+        assert_eq!(live(&blind).len(), 1, "a class flip continues the track");
+        assert_eq!((live(&blind)[0].hits, live(&blind)[0].class), (2, 7));
+        // With both on offer, the track's own class (now 7) wins over a
+        // better IoU.
+        let mut own = g.det(2);
+        own.bbox = BBox::from_xywh(4.0, 4.0, 50.0, 50.0);
+        own.class = 7;
+        let flip = g.det(2);
+        blind.update(2, &[flip, own]);
+        assert_eq!(live(&blind).len(), 2);
+        let t = live(&blind)
+            .into_iter()
+            .find(|t| t.id == 1)
+            .map(|t| t.bbox());
+        assert!(
+            t.is_some_and(|b| b.x0 > 1.0),
+            "continued by the own-class box: {t:?}"
+        );
     }
 
     #[test]
