@@ -24,7 +24,9 @@ use rand::{Rng, SeedableRng};
 
 use livecensor::censor;
 use livecensor::codec::{Decoder, Encoder, EncoderConfig};
-use livecensor::detect::{self, Detector, DetectorConfig, Letterbox, LetterboxMode, OUTPUT_ROWS};
+use livecensor::detect::{
+    self, Detector, DetectorConfig, Letterbox, LetterboxMode, ResizeFilter, OUTPUT_ROWS,
+};
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
 };
@@ -206,6 +208,22 @@ fn preprocess(c: &mut Criterion) {
             g.bench_function(id, |b| {
                 b.iter(|| {
                     detect::preprocess_frame_as(black_box(&f), LetterboxMode::Rect, size, &mut out)
+                })
+            });
+            // The pipeline's default: rect letterbox, antialiased (triangle).
+            let id = BenchmarkId::new(
+                format!("rect{size}-triangle"),
+                format!("{w}x{h}-{}", fmt_name(format)),
+            );
+            g.bench_function(id, |b| {
+                b.iter(|| {
+                    detect::preprocess_frame_with(
+                        black_box(&f),
+                        LetterboxMode::Rect,
+                        ResizeFilter::Triangle,
+                        size,
+                        &mut out,
+                    )
                 })
             });
         }

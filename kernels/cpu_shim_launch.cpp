@@ -4,19 +4,21 @@
 
 extern "C" void launch_preprocess_nv12(const unsigned int* cfg, const uint8_t* yp, int y_pitch,
                                        const uint8_t* uvp, int uv_pitch, int width, int height,
-                                       int rows, int cols, float scale, float* out, int slot) {
+                                       int rows, int cols, float scale, int filter, float* out,
+                                       int slot) {
     lc_shim_launch(cfg, [&] {
-        preprocess_nv12(yp, y_pitch, uvp, uv_pitch, width, height, rows, cols, scale, out, slot);
+        preprocess_nv12(yp, y_pitch, uvp, uv_pitch, width, height, rows, cols, scale, filter, out,
+                        slot);
     });
 }
 
 extern "C" void launch_preprocess_nv12_f16(const unsigned int* cfg, const uint8_t* yp,
                                            int y_pitch, const uint8_t* uvp, int uv_pitch,
                                            int width, int height, int rows, int cols,
-                                           float scale, uint16_t* out, int slot) {
+                                           float scale, int filter, uint16_t* out, int slot) {
     lc_shim_launch(cfg, [&] {
-        preprocess_nv12_f16(yp, y_pitch, uvp, uv_pitch, width, height, rows, cols, scale, out,
-                            slot);
+        preprocess_nv12_f16(yp, y_pitch, uvp, uv_pitch, width, height, rows, cols, scale, filter,
+                            out, slot);
     });
 }
 

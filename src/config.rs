@@ -190,6 +190,13 @@ impl Config {
                 reason,
             })?;
         }
+        if let Some(v) = get("LIVECENSOR_RESIZE") {
+            self.detector.resize = v.parse().map_err(|reason| ConfigError::Value {
+                key: "detector.resize (LIVECENSOR_RESIZE)".into(),
+                value: v.clone(),
+                reason,
+            })?;
+        }
         if let Some(v) = get("LIVEKIT_URL") {
             self.livekit.url = v;
         }
@@ -437,7 +444,7 @@ mod tests {
         assert_eq!(c.detector.backend, DetectorBackend::TensorRt);
         assert_eq!(c.detector.engine, PathBuf::from("m/x.plan"));
         assert!(toml::from_str::<Config>("[detector]\nbackend = \"cuda\"\n").is_err());
-        use crate::detect::LetterboxMode;
+        use crate::detect::{LetterboxMode, ResizeFilter};
         let c: Config = toml::from_str("[detector]\nletterbox = \"square\"\n").unwrap();
         assert_eq!(c.detector.letterbox, LetterboxMode::Square);
         assert_eq!(Config::default().detector.letterbox, LetterboxMode::Rect);
@@ -450,6 +457,17 @@ mod tests {
             .apply_env(env(&[("LIVECENSOR_LETTERBOX", "oval")]))
             .unwrap_err();
         assert!(e.to_string().contains("LIVECENSOR_LETTERBOX"), "{e}");
+        let c: Config = toml::from_str("[detector]\nresize = \"linear\"\n").unwrap();
+        assert_eq!(c.detector.resize, ResizeFilter::Linear);
+        assert_eq!(Config::default().detector.resize, ResizeFilter::Triangle);
+        let mut c = Config::default();
+        c.apply_env(env(&[("LIVECENSOR_RESIZE", "linear")]))
+            .unwrap();
+        assert_eq!(c.detector.resize, ResizeFilter::Linear);
+        let e = Config::default()
+            .apply_env(env(&[("LIVECENSOR_RESIZE", "cubic")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("LIVECENSOR_RESIZE"), "{e}");
         let mut c = Config::default();
         assert_eq!(c.detector.backend, DetectorBackend::Onnx);
         c.apply_env(env(&[

@@ -199,6 +199,10 @@ struct PolicyArgs {
     /// TensorRT plans always take square.
     #[arg(long)]
     letterbox: Option<String>,
+    /// How frames are resampled to the detector input: triangle
+    /// (antialiased, the default) or linear (NudeNet's own 2x2 taps).
+    #[arg(long)]
+    resize: Option<String>,
 }
 
 #[derive(Args)]
@@ -335,6 +339,11 @@ fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
             cfg.detector.letterbox = l
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad value for --letterbox: {e}"))?;
+        }
+        if let Some(r) = &p.resize {
+            cfg.detector.resize = r
+                .parse()
+                .map_err(|e| anyhow::anyhow!("bad value for --resize: {e}"))?;
         }
     }
     cfg.validate()?;

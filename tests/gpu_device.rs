@@ -10,7 +10,9 @@ use livecensor::censor;
 use livecensor::codec::{Decoder, Encoder, EncoderConfig};
 use livecensor::detect::class_index;
 use livecensor::detect::postprocess::decode;
-use livecensor::detect::preprocess::{preprocess_frame_as, Letterbox, LetterboxMode};
+use livecensor::detect::preprocess::{
+    preprocess_frame_as, preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter,
+};
 use livecensor::error::DetectError;
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
@@ -128,18 +130,20 @@ fn preprocess_kernel_matches_cpu_reference() {
     let mut rng = SmallRng::seed_from_u64(78);
     let size = 320;
     let cases = [(1920, 1080), (1080, 1920), (641, 359), (320, 320)];
-    for ((w, h), mode) in cases
+    let filters = [ResizeFilter::Linear, ResizeFilter::Triangle];
+    for (((w, h), mode), filter) in cases
         .into_iter()
         .flat_map(|c| [(c, LetterboxMode::Square), (c, LetterboxMode::Rect)])
+        .flat_map(|c| filters.map(|f| (c, f)))
     {
         let frame = random_frame(&mut rng, w, h);
         let lb_want = Letterbox::with_mode(mode, w, h, size);
         let mut want = vec![0f32; lb_want.len()];
-        preprocess_frame_as(&frame, mode, size, &mut want);
+        preprocess_frame_with(&frame, mode, filter, size, &mut want);
         let d = upload(&s, &frame);
         let mut input = s.alloc_input(2, size, false).expect("input");
         let lb = s
-            .preprocess_nv12(&d, &mut input, mode, size, 1)
+            .preprocess_nv12(&d, &mut input, mode, filter, size, 1)
             .expect("preprocess");
         assert_eq!(lb, lb_want);
         let got = s.download_tensor(&input).expect("download");
@@ -149,8 +153,8 @@ fn preprocess_kernel_matches_cpu_reference() {
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0f32, f32::max);
-        assert!(max <= 1e-5, "{w}x{h} {mode}: max difference {max}");
-        eprintln!("preprocess parity {w}x{h} {mode}: max |diff| {max:e}");
+        assert!(max <= 1e-5, "{w}x{h} {mode} {filter}: max difference {max}");
+        eprintln!("preprocess parity {w}x{h} {mode} {filter}: max |diff| {max:e}");
     }
 }
 
@@ -402,13 +406,20 @@ fn kernel_timings() {
     let mut times = Vec::new();
     for _ in 0..runs + 3 {
         let t = s.start_timer().expect("timer");
-        s.preprocess_nv12(&d, &mut input, LetterboxMode::Square, 320, 0)
-            .expect("preprocess");
+        s.preprocess_nv12(
+            &d,
+            &mut input,
+            LetterboxMode::Square,
+            ResizeFilter::Triangle,
+            320,
+            0,
+        )
+        .expect("preprocess");
         s.stop(&t).expect("stop");
         times.push(t.elapsed_ms().expect("elapsed"));
     }
     println!(
-        "TIMING preprocess 1080p->320x320 f32: {:.3} ms",
+        "TIMING preprocess 1080p->320x320 f32 triangle: {:.3} ms",
         median(times.split_off(3))
     );
     let mut times = Vec::new();
@@ -565,7 +576,14 @@ fn device_inputs_reach_the_batcher_in_place() {
     let d = upload(&s, &frame);
     let mut t = s.alloc_input(1, size, false).expect("input");
     let lb = s
-        .preprocess_nv12(&d, &mut t, LetterboxMode::Square, size, 0)
+        .preprocess_nv12(
+            &d,
+            &mut t,
+            LetterboxMode::Square,
+            ResizeFilter::Linear,
+            size,
+            0,
+        )
         .expect("preprocess");
     s.synchronize().expect("sync");
     let mut host = vec![0f32; lb.len()];
@@ -608,6 +626,7 @@ fn stream_device_path_feeds_device_inputs() {
         policy: Policy::default(),
         scheduler: SchedulerConfig::default(),
         tracker: Some(TrackerConfig::default()),
+        resize: ResizeFilter::default(),
     };
     let mut p = StreamPipeline::new(3, svc, opts).with_gpu(ctx.stream().expect("stream"));
     let mut rng = SmallRng::seed_from_u64(82);

@@ -19,7 +19,7 @@ use std::sync::OnceLock;
 use livecensor::censor;
 use livecensor::detect::postprocess::decode;
 use livecensor::detect::preprocess::{
-    preprocess_frame, preprocess_frame_as, Letterbox, LetterboxMode,
+    preprocess_frame, preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter,
 };
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
@@ -34,8 +34,21 @@ use rand::{Rng, SeedableRng};
 type Cfg = *const u32;
 /// (cfg, y, y pitch, uv, uv pitch, width, height, rows, cols, scale, out, slot);
 /// `T` is f32, or u16 for the half-precision kernel.
-type PreprocessFn<T> =
-    unsafe extern "C" fn(Cfg, *const u8, i32, *const u8, i32, i32, i32, i32, i32, f32, *mut T, i32);
+type PreprocessFn<T> = unsafe extern "C" fn(
+    Cfg,
+    *const u8,
+    i32,
+    *const u8,
+    i32,
+    i32,
+    i32,
+    i32,
+    i32,
+    f32,
+    i32,
+    *mut T,
+    i32,
+);
 type BlurVFn = unsafe extern "C" fn(
     Cfg,
     *const u8,
@@ -476,6 +489,7 @@ fn censor_matches_on_a_720p_frame() {
 fn shim_preprocess(
     frame: &Frame,
     mode: LetterboxMode,
+    filter: ResizeFilter,
     size: usize,
     extra_pitch: usize,
 ) -> Vec<f32> {
@@ -498,6 +512,7 @@ fn shim_preprocess(
             lb.rows as i32,
             lb.cols as i32,
             lb.scale,
+            filter.code(),
             out.as_mut_ptr(),
             1,
         );
@@ -524,21 +539,26 @@ fn preprocess_matches_cpu_reference() {
         (639, 480, 640),
         (1919, 1079, 320),
     ];
-    for ((w, h, size), mode) in cases
+    let filters = [ResizeFilter::Linear, ResizeFilter::Triangle];
+    for (((w, h, size), mode), filter) in cases
         .into_iter()
         .flat_map(|c| [(c, LetterboxMode::Square), (c, LetterboxMode::Rect)])
+        .flat_map(|c| filters.map(|f| (c, f)))
     {
         let frame = random_frame(&mut rng, w, h);
         let mut want = vec![0.0f32; Letterbox::with_mode(mode, w, h, size).len()];
-        preprocess_frame_as(&frame, mode, size, &mut want);
-        let got = shim_preprocess(&frame, mode, size, 3);
+        preprocess_frame_with(&frame, mode, filter, size, &mut want);
+        let got = shim_preprocess(&frame, mode, filter, size, 3);
         assert_eq!(got.len(), want.len());
         let max = got
             .iter()
             .zip(&want)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
-        assert!(max <= 1e-5, "{w}x{h} -> {size} {mode}: max abs diff {max}");
+        assert!(
+            max <= 1e-5,
+            "{w}x{h} -> {size} {mode} {filter}: max abs diff {max}"
+        );
         // With FMA contraction off the arithmetic is the same IEEE sequence.
         let exact = got
             .iter()
@@ -546,7 +566,7 @@ fn preprocess_matches_cpu_reference() {
             .all(|(a, b)| a.to_bits() == b.to_bits());
         assert!(
             exact,
-            "{w}x{h} -> {size} {mode}: not bit-identical (max diff {max})"
+            "{w}x{h} -> {size} {mode} {filter}: not bit-identical (max diff {max})"
         );
     }
 }
@@ -575,6 +595,7 @@ fn preprocess_f16_rounds_like_half() {
             size as i32,
             size as i32,
             lb.scale,
+            ResizeFilter::Linear.code(),
             out.as_mut_ptr(),
             0,
         );

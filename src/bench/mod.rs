@@ -386,7 +386,7 @@ fn setup_of(cfg: &Config, o: &BenchOptions, mode: LetterboxMode) -> RunSetup {
 /// letterbox (`mode`) and the tensor's size.
 fn detector_input(cfg: &Config, mode: LetterboxMode, width: usize, height: usize) -> String {
     let lb = Letterbox::with_mode(mode, width, height, cfg.detector.input_size);
-    format!("{mode} {}x{}", lb.cols, lb.rows)
+    format!("{mode} {}x{} {}", lb.cols, lb.rows, cfg.detector.resize)
 }
 
 /// Frames in flight per stream when unpaced.
@@ -678,6 +678,11 @@ pub struct BenchArgs {
     /// 320x320). The leak audit always uses square, the reference.
     #[arg(long)]
     pub letterbox: Option<String>,
+    /// How frames are resampled to the detector input: triangle
+    /// (antialiased, the default) or linear (NudeNet's own). The reference
+    /// recall (ref-rec) is always NudeNet's own.
+    #[arg(long)]
+    pub resize: Option<String>,
     /// The device path: NVDEC, preprocess and censor kernels, NVENC where
     /// the GPU has it (feature `cuda`; config `[gpu] enabled`).
     #[arg(long)]
@@ -728,6 +733,11 @@ impl BenchArgs {
             cfg.detector.letterbox = l
                 .parse()
                 .map_err(|e| other(format!("bad value for --letterbox: {e}")))?;
+        }
+        if let Some(r) = &self.resize {
+            cfg.detector.resize = r
+                .parse()
+                .map_err(|e| other(format!("bad value for --resize: {e}")))?;
         }
         cfg.gpu.enabled |= self.gpu;
         bench_config(cfg)

@@ -15,7 +15,8 @@ pub use classes::{class_index, CLASSES, DEFAULT_CENSORED};
 pub use onnx::{resolve_ort_library, Detector, DetectorConfig};
 pub use postprocess::{decode, nms, OUTPUT_ROWS};
 pub use preprocess::{
-    preprocess_frame, preprocess_frame_as, preprocess_rgb, Letterbox, LetterboxMode, STRIDE,
+    preprocess_frame, preprocess_frame_as, preprocess_frame_with, preprocess_rgb, Letterbox,
+    LetterboxMode, ResizeFilter, STRIDE,
 };
 
 /// `<crate>/models` when present (the real crate), else the shared checkout's.

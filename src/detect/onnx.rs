@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::backend::DetectorBackend;
 use super::postprocess::{decode_batch, output_anchors};
-use super::preprocess::{preprocess_frame, Letterbox, LetterboxMode, STRIDE};
+use super::preprocess::{preprocess_frame, Letterbox, LetterboxMode, ResizeFilter, STRIDE};
 use crate::error::DetectError;
 use crate::frame::{Detection, Frame};
 
@@ -44,6 +44,10 @@ pub struct DetectorConfig {
     /// to the next multiple of 32 only; ~40% less inference for 16:9) or
     /// `square` (NudeNet's own). `audit` always uses `square`.
     pub letterbox: LetterboxMode,
+    /// How the pipeline resamples frames to the input: `triangle`
+    /// (antialiased; more recall on small and moving regions) or `linear`
+    /// (NudeNet's own 2x2 taps). `audit` always uses `linear`.
+    pub resize: ResizeFilter,
     /// Candidate threshold on the best class score.
     pub min_score: f32,
     /// NMS IoU above which the lower-scored box is dropped.
@@ -62,6 +66,7 @@ impl Default for DetectorConfig {
             threads: 1,
             input_size: 320,
             letterbox: LetterboxMode::default(),
+            resize: ResizeFilter::default(),
             min_score: 0.2,
             nms_iou: 0.45,
             nms_score: 0.25,

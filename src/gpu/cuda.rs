@@ -17,7 +17,7 @@ use super::plan::{
     Kernel, KernelMask, LaunchDims, Plane,
 };
 use super::{GpuDevice, GpuProbe};
-use crate::detect::preprocess::{Letterbox, LetterboxMode};
+use crate::detect::preprocess::{Letterbox, LetterboxMode, ResizeFilter};
 use crate::error::{Error, Result};
 use crate::frame::{CensorMethod, Detection, Frame, Mask, PixelFormat};
 
@@ -883,12 +883,13 @@ impl GpuStream {
 
     /// Letterboxes `frame` into slot `slot` of `input` (`[batch, 3, rows,
     /// cols]` of the letterbox `mode` gives for `size`, f32 or f16),
-    /// exactly like `detect::preprocess::preprocess_frame_as`.
+    /// exactly like `detect::preprocess::preprocess_frame_with`.
     pub fn preprocess_nv12(
         &mut self,
         frame: &DeviceFrame,
         input: &mut DeviceTensor,
         mode: LetterboxMode,
+        filter: ResizeFilter,
         size: usize,
         slot: usize,
     ) -> Result<Letterbox> {
@@ -911,6 +912,7 @@ impl GpuStream {
             to_i32(lb.cols, "input columns")?,
             to_i32(slot, "slot")?,
         );
+        let filter_code = filter.code();
         let (base, _g) = frame.data.device_ptr(&self.stream);
         let (yp, uvp) = (base, base + frame.uv_offset as u64);
         let (kernel, out) = match &mut input.data {
@@ -927,6 +929,7 @@ impl GpuStream {
             .arg(&rows)
             .arg(&cols)
             .arg(&lb.scale)
+            .arg(&filter_code)
             .arg(&out)
             .arg(&slot_i);
         // SAFETY: argument list matches the kernel; the slot bound was

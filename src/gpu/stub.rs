@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 
 use super::{GpuDevice, GpuProbe};
-use crate::detect::preprocess::{Letterbox, LetterboxMode};
+use crate::detect::preprocess::{Letterbox, LetterboxMode, ResizeFilter};
 use crate::error::{Error, Result};
 use crate::frame::{CensorMethod, Detection, Frame, Mask};
 
@@ -189,6 +189,7 @@ impl GpuStream {
         _frame: &DeviceFrame,
         _input: &mut DeviceTensor,
         _mode: LetterboxMode,
+        _filter: ResizeFilter,
         _size: usize,
         _slot: usize,
     ) -> Result<Letterbox> {

@@ -1015,6 +1015,7 @@ mod tests {
             policy: Policy::default(),
             scheduler: SchedulerConfig::default(),
             tracker: None,
+            resize: Default::default(),
         };
         let (pub_tx, to_pub) = mpsc::unbounded_channel();
         let (sub_tx, to_sub) = mpsc::unbounded_channel();

@@ -37,6 +37,7 @@ pub fn stream_options(cfg: &Config) -> Result<StreamOptions, Error> {
         policy: cfg.policy()?,
         scheduler: cfg.scheduler_config()?,
         tracker: cfg.kalman.then_some(cfg.tracker),
+        resize: cfg.detector.resize,
     })
 }
 

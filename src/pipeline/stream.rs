@@ -8,7 +8,7 @@ use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Ve
 use super::service::{Completion, DetectInput, DetectService};
 use super::sidecar::{FrameRecord, Status};
 use crate::censor;
-use crate::detect::preprocess_frame_as;
+use crate::detect::{preprocess_frame_with, ResizeFilter};
 use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
 use crate::gpu::nvenc::GpuEncoder;
 use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
@@ -116,6 +116,8 @@ pub struct StreamOptions {
     /// `None` disables the tracker (KALMAN_ENABLED=false): strict mode then
     /// applies each frame's own detections only.
     pub tracker: Option<TrackerConfig>,
+    /// How frames are resampled to the detector input.
+    pub resize: ResizeFilter,
 }
 
 /// Counters of one stream.
@@ -138,6 +140,7 @@ pub struct StreamPipeline {
     scheduler: Scheduler,
     tracker: Option<Tracker>,
     policy: Policy,
+    resize: ResizeFilter,
     pending: VecDeque<Pending>,
     next_index: u64,
     counters: StreamCounters,
@@ -156,6 +159,7 @@ impl StreamPipeline {
             scheduler: Scheduler::new(opts.scheduler),
             tracker: opts.tracker.map(Tracker::new),
             policy,
+            resize: opts.resize,
             pending: VecDeque::new(),
             next_index: 0,
             counters: StreamCounters::default(),
@@ -338,7 +342,7 @@ impl StreamPipeline {
             Picture::Host(f) => {
                 let lb = crate::detect::Letterbox::with_mode(mode, f.width, f.height, size);
                 let mut tensor = vec![0f32; lb.len()];
-                let lb = preprocess_frame_as(f, mode, size, &mut tensor);
+                let lb = preprocess_frame_with(f, mode, self.resize, size, &mut tensor);
                 Ok((DetectInput::Host(tensor), lb))
             }
             Picture::Device(f) => {
@@ -350,7 +354,7 @@ impl StreamPipeline {
                 let mut input = gpu.input(size, device.is_some_and(|d| d.f16))?;
                 let prepared = gpu
                     .stream
-                    .preprocess_nv12(f, &mut input, mode, size, 0)
+                    .preprocess_nv12(f, &mut input, mode, self.resize, size, 0)
                     .and_then(|lb| match device {
                         // The batcher's context reads it on its own stream.
                         Some(_) => gpu.stream.synchronize().map(|()| lb),
@@ -696,6 +700,7 @@ mod tests {
                 ..SchedulerConfig::default()
             },
             tracker: Some(TrackerConfig::default()),
+            resize: Default::default(),
         };
         let mut s = StreamPipeline::new(7, svc, opts);
         let mut out = Vec::new();
@@ -831,6 +836,7 @@ mod tests {
             policy: Policy::default(),
             scheduler: SchedulerConfig::default(),
             tracker: Some(TrackerConfig::default()),
+            resize: Default::default(),
         };
         let mut s = StreamPipeline::new(1, svc, opts);
         let mut out = Vec::new();
@@ -894,6 +900,7 @@ mod tests {
             policy: Policy::default(),
             scheduler: SchedulerConfig::default(),
             tracker: None,
+            resize: Default::default(),
         };
         let mut s = StreamPipeline::new(0, svc, opts);
         let mut f = noisy(48, 40, 0);
