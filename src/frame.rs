@@ -39,6 +39,42 @@ impl Frame {
         chroma_dim(self.width)
     }
 
+    /// The `w x h` window at (`x`, `y`) as a frame of its own, in the same
+    /// format. The corner is rounded down to even coordinates (chroma
+    /// stays aligned) and the window clipped to the frame; `None` when
+    /// nothing is left or the buffer is short.
+    pub fn crop(&self, x: usize, y: usize, w: usize, h: usize) -> Option<Frame> {
+        let (x, y) = (x & !1, y & !1);
+        let w = w.min(self.width.saturating_sub(x));
+        let h = h.min(self.height.saturating_sub(y));
+        if w == 0 || h == 0 || self.data.len() < Frame::expected_len(self.width, self.height) {
+            return None;
+        }
+        let mut out = Frame::new(self.format, w, h);
+        let (scw, ocw, och) = (self.chroma_width(), out.chroma_width(), out.chroma_height());
+        let (sy, sa, sb) = self.planes();
+        let (oy, oa, ob) = out.planes_mut();
+        for r in 0..h {
+            let s = (y + r) * self.width + x;
+            oy[r * w..(r + 1) * w].copy_from_slice(&sy[s..s + w]);
+        }
+        // NV12 interleaves U and V: twice the samples per chroma row.
+        let k = if self.format == PixelFormat::Nv12 {
+            2
+        } else {
+            1
+        };
+        for r in 0..och {
+            let s = k * ((y / 2 + r) * scw + x / 2);
+            let o = k * r * ocw;
+            oa[o..o + k * ocw].copy_from_slice(&sa[s..s + k * ocw]);
+            if k == 1 {
+                ob[o..o + ocw].copy_from_slice(&sb[s..s + ocw]);
+            }
+        }
+        Some(out)
+    }
+
     pub fn chroma_height(&self) -> usize {
         chroma_dim(self.height)
     }
@@ -328,5 +364,36 @@ pub enum CensorMethod {
 impl Default for CensorMethod {
     fn default() -> Self {
         CensorMethod::Blur { strength: 0.25 }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crop_is_the_window_in_both_layouts() {
+        for format in [PixelFormat::I420, PixelFormat::Nv12] {
+            let (w, h) = (37usize, 23usize);
+            let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
+            let f = Frame::from_rgb(format, w, h, &rgb);
+            // An odd corner rounds down to even; the window is clipped.
+            let c = f.crop(5, 9, 40, 10).expect("window");
+            assert_eq!((c.width, c.height, c.format), (33, 10, format));
+            assert_eq!(c.data.len(), Frame::expected_len(33, 10));
+            for yy in 0..c.height {
+                for xx in 0..c.width {
+                    assert_eq!(
+                        c.rgb_at(xx, yy),
+                        f.rgb_at(xx + 4, yy + 8),
+                        "{format:?} ({xx},{yy})"
+                    );
+                }
+            }
+            assert!(f.crop(40, 0, 5, 5).is_none());
+            let mut short = f.clone();
+            short.data.truncate(10);
+            assert!(short.crop(0, 0, 4, 4).is_none());
+        }
     }
 }

@@ -590,7 +590,11 @@ fn device_inputs_reach_the_batcher_in_place() {
     preprocess_frame_as(&frame, LetterboxMode::Square, size, &mut host);
     let (tx, rx) = channel();
     let later = Instant::now() + Duration::from_secs(30);
-    let key = |frame| Key { stream: 1, frame };
+    let key = |frame| Key {
+        stream: 1,
+        frame,
+        part: 0,
+    };
     svc.submit(key(0), later, DetectInput::Device(t), lb, tx.clone())
         .expect("submit device");
     svc.submit(key(1), later, DetectInput::Host(host), lb, tx)

@@ -522,11 +522,15 @@ fn run_in_turn(
 fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), Error> {
     let policy: Policy = cfg.policy()?;
     let th = crate::audit::AuditThresholds::default();
+    // One detector with the pipeline's low floors serves both passes: NMS
+    // keeps the same boxes above any threshold whatever lower ones it sees.
     let mut det = if o.audit {
-        Some(Detector::new(&cfg.detector)?)
+        Some(Detector::new(&cfg.pipeline_detector()?)?)
     } else {
         None
     };
+    let (mode, resize) = (cfg.detector.letterbox, cfg.detector.resize);
+    let pipeline_policy = policy.lowered(mode.score_margin());
     let mut scenarios: Vec<Scenario> = Vec::new();
     for k in 0..runs.len() {
         let s = stream_scenario(o, k);
@@ -551,13 +555,18 @@ fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), E
             let (input, truth) = (f.frame, f.truth);
             let boxes: Vec<BBox> = truth.iter().map(|t| t.bbox).collect();
             let visible: Vec<BBox> = truth.iter().flat_map(|t| t.visible_parts()).collect();
-            let found: Vec<crate::frame::Detection> = match &mut det {
-                Some(d) => d
-                    .detect_frame(&input)?
-                    .into_iter()
-                    .filter(|d| policy.accepts(d))
-                    .collect(),
-                None => Vec::new(),
+            let (found, pipeline_found): (Vec<_>, Vec<_>) = match &mut det {
+                Some(d) => (
+                    d.detect_frame(&input)?
+                        .into_iter()
+                        .filter(|d| policy.accepts(d))
+                        .collect(),
+                    d.detect_frame_with(&input, mode, resize)?
+                        .into_iter()
+                        .filter(|d| pipeline_policy.accepts(d))
+                        .collect(),
+                ),
+                None => (Vec::new(), Vec::new()),
             };
             for (j, &k) in idx.iter().enumerate() {
                 let Some(sample) = runs[k].samples.iter_mut().find(|x| x.index == i as u64) else {
@@ -596,7 +605,7 @@ fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), E
                             detected,
                         });
                     }
-                    sc.truth_found += u32::from(detected);
+                    sc.truth_found += u32::from(found_by(&pipeline_found, b));
                     sc.truth_found_reference += u32::from(found_by(&found, b));
                 }
                 sample.truth_misses = misses;

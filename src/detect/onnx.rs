@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::backend::DetectorBackend;
 use super::postprocess::{decode_batch, output_anchors};
-use super::preprocess::{preprocess_frame, Letterbox, LetterboxMode, ResizeFilter, STRIDE};
+use super::preprocess::{preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter, STRIDE};
 use crate::error::DetectError;
 use crate::frame::{Detection, Frame};
 
@@ -242,10 +242,22 @@ impl Detector {
     /// Preprocesses (square, NudeNet's letterbox: this is the audit's
     /// reference) and detects one frame.
     pub fn detect_frame(&mut self, frame: &Frame) -> Result<Vec<Detection>, DetectError> {
+        self.detect_frame_with(frame, LetterboxMode::Square, ResizeFilter::Linear)
+    }
+
+    /// [`Detector::detect_frame`] with another letterbox and filter (what
+    /// the pipeline feeds the detector).
+    pub fn detect_frame_with(
+        &mut self,
+        frame: &Frame,
+        mode: LetterboxMode,
+        filter: ResizeFilter,
+    ) -> Result<Vec<Detection>, DetectError> {
         let s = self.input_size;
         let mut buf = std::mem::take(&mut self.scratch);
         buf.resize(3 * s * s, 0.0);
-        let lb = preprocess_frame(frame, s, &mut buf);
+        let lb = preprocess_frame_with(frame, mode, filter, s, &mut buf);
+        buf.truncate(lb.len());
         let result = self.detect(&buf, 1, &[lb]);
         self.scratch = buf;
         Ok(result?.into_iter().next().unwrap_or_default())
@@ -559,7 +571,7 @@ mod tests {
         for format in [PixelFormat::I420, PixelFormat::Nv12] {
             let frame = Frame::from_rgb(format, fw, fh, &big);
             let r = time_it(300, || {
-                preprocess_frame(&frame, 320, &mut t);
+                crate::detect::preprocess_frame(&frame, 320, &mut t);
             });
             println!("preprocess_frame {format:?} 1280x720 -> 320: {r}");
         }

@@ -293,6 +293,10 @@ impl<T> Batcher<T> {
 pub struct Key {
     pub stream: u32,
     pub frame: u64,
+    /// 0: the whole frame; `k > 0`: the frame's `k`-th second look (a
+    /// zoomed crop, see `pipeline::zoom`).
+    #[serde(default)]
+    pub part: u8,
 }
 
 /// Pairs a batch's keys with the detector's per-item results; a count
@@ -480,10 +484,12 @@ mod tests {
             Key {
                 stream: 1,
                 frame: 7,
+                part: 0,
             },
             Key {
                 stream: 2,
                 frame: 3,
+                part: 0,
             },
         ];
         let r = route(&keys, vec!["a", "b"]).unwrap();

@@ -634,6 +634,7 @@ mod tests {
             Key {
                 stream: 0,
                 frame: 0,
+                part: 0,
             },
             past,
             DetectInput::Host(vec![0.5; 12]),
@@ -645,6 +646,7 @@ mod tests {
             Key {
                 stream: 0,
                 frame: 1,
+                part: 0,
             },
             later(),
             DetectInput::Host(vec![0.25; 12]),
@@ -749,6 +751,7 @@ mod tests {
             let key = Key {
                 stream: frame as u32,
                 frame: frame as u64,
+                part: 0,
             };
             svc.submit(
                 key,
@@ -796,6 +799,7 @@ mod tests {
                 Key {
                     stream: s,
                     frame: f,
+                    part: 0,
                 },
                 later(),
                 DetectInput::Host(vec![v; 12]),
@@ -831,6 +835,7 @@ mod tests {
                 Key {
                     stream: 0,
                     frame: f,
+                    part: 0,
                 },
                 later(),
                 DetectInput::Host(vec![0.0; 12]),
@@ -857,6 +862,7 @@ mod tests {
             Key {
                 stream: 0,
                 frame: 0,
+                part: 0,
             },
             later(),
             DetectInput::Host(vec![0.0; 5]),

@@ -301,6 +301,7 @@ impl StreamPipeline {
                         let key = Key {
                             stream: self.id,
                             frame: index,
+                            part: 0,
                         };
                         let expires = now + self.scheduler.config().deadline;
                         let refused = self.svc.submit(key, expires, tensor, lb, self.tx.clone());
