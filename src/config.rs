@@ -321,6 +321,9 @@ impl Config {
             mode: self.mode()?,
             deadline: Duration::from_millis(self.scheduler.deadline_ms),
             max_pending: self.scheduler.max_pending,
+            // Live by default; a job whose input outruns the detector (a
+            // file, an unpaced bench stream) turns it on.
+            await_detections: false,
         })
     }
 

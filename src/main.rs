@@ -172,7 +172,9 @@ struct PolicyArgs {
     /// Minimum score for every censored class.
     #[arg(long)]
     threshold: Option<f32>,
-    /// strict (default: nothing leaves unverified) | predictive
+    /// strict (default: nothing leaves unverified) | predictive (the detector
+    /// sees every Nth frame, the tracker masks the rest; on a file each frame
+    /// waits for the detections of the frames before it)
     #[arg(long)]
     mode: Option<String>,
     /// Predictive mode: detect every Nth frame.

@@ -90,6 +90,71 @@ fn censor_then_audit_a_real_clip_in_every_container() {
     }
 }
 
+/// `censor --mode predictive` on a file: the detector sees every 3rd frame
+/// and each frame waits for the detections before it (its own too), so
+/// inference is reported and the face is masked on every frame from the
+/// first detection on (before, every frame left before any answer came).
+#[test]
+fn predictive_censor_of_a_file_waits_for_the_detector() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.mp4");
+    let o = bin()
+        .args(["synth", "--scenario", "constant-pan", "--frames", "36"])
+        .args(["--width", "640", "--height", "360", "--output"])
+        .arg(&input)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let output = dir.path().join("out.mp4");
+    let o = on_files(
+        &[
+            "censor",
+            "--mode",
+            "predictive",
+            "--classes",
+            "FACE_FEMALE,FACE_MALE",
+        ],
+        &input,
+        &output,
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("censored 36 frames") && t.contains("12 verified, 24 predicted, 0 fail-closed"),
+        "{t}"
+    );
+    let infer: f64 = t
+        .split("infer ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(infer > 0.0, "no inference time reported: {t}");
+    let side = livecensor::pipeline::sidecar::read_sidecar(
+        &livecensor::pipeline::sidecar::sidecar_path(&output),
+    )
+    .unwrap();
+    let truth = std::fs::read_to_string(format!("{}.truth.jsonl", input.display())).unwrap();
+    assert_eq!(side.len(), 36);
+    let first = side
+        .iter()
+        .position(|r| !r.detections.is_empty())
+        .expect("the face is never detected");
+    assert!(first <= 3, "first detection on frame {first}");
+    for (r, line) in side.iter().zip(truth.lines()).skip(first) {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        for face in v["truth"].as_array().unwrap() {
+            let b: Vec<f32> = serde_json::from_value(face["bbox"].clone()).unwrap();
+            let bbox = livecensor::frame::BBox::new(b[0], b[1], b[2], b[3]);
+            let c = livecensor::audit::coverage(&bbox, &r.masks);
+            assert!(c >= 0.95, "frame {}: face {c:.2} covered: {r:?}", r.frame);
+        }
+    }
+}
+
 #[test]
 fn audit_catches_an_uncensored_output() {
     if !models_ready() {

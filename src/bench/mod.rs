@@ -44,7 +44,8 @@ pub struct BenchOptions {
     /// Streams cycle over these.
     pub scenarios: Vec<Scenario>,
     /// Feed each stream at its frame rate (else as fast as it goes, with a
-    /// window of frames in flight).
+    /// window of frames in flight, and predictive frames await the
+    /// detections before them).
     pub paced: bool,
     /// Frames in flight per stream when unpaced (0: as `censor` does).
     pub window: usize,
@@ -420,7 +421,10 @@ pub fn run_on(
     if o.streams == 0 || o.frames == 0 || o.frames > clips.frames {
         return Err(other("bench: need at least 1 stream and 1 frame"));
     }
-    let opts = stream_options(cfg)?;
+    let mut opts = stream_options(cfg)?;
+    // Unpaced frames arrive faster than the detector answers: as on files,
+    // predictive frames wait for the detections before them.
+    opts.scheduler.await_detections = !o.paced;
     let mut plan = Vec::new();
     for k in 0..o.streams {
         let s = stream_scenario(o, k);
@@ -653,7 +657,9 @@ pub struct BenchArgs {
     /// A scenario name, or `all` (streams cycle over the scenarios).
     #[arg(long, default_value = "constant-pan")]
     pub scenario: String,
-    /// Feed frames as fast as the pipeline takes them (a window in flight).
+    /// Feed frames as fast as the pipeline takes them (a window in flight);
+    /// predictive frames then wait for the detections before them, as in
+    /// `censor`.
     #[arg(long)]
     pub unpaced: bool,
     /// Frames in flight per stream when unpaced (default: as `censor`).

@@ -176,6 +176,9 @@ pub fn censor_file(
     let svc = start_service(cfg)?;
     let mut opts = stream_options(cfg)?;
     opts.scheduler.deadline = Duration::from_millis(cfg.scheduler.file_deadline_ms);
+    // Decoding outruns the detector: predictive frames wait for the
+    // detections before them (and their own) instead of leaving unmasked.
+    opts.scheduler.await_detections = true;
     let mut stream = StreamPipeline::new(0, svc, opts);
     // With [gpu] enabled, frames are decoded into device memory (NVDEC) and
     // preprocessed and censored there; the context lives as long as they do.

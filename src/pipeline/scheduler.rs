@@ -6,9 +6,11 @@
 //! tracker, and releases every arrived frame exactly once, in order, with a
 //! verdict the publish lane censors by. Nothing leaves unverified in strict
 //! mode: a frame the detector has not seen by its deadline is released
-//! fail-closed (whole frame censored).
+//! fail-closed (whole frame censored). Predictive mode with
+//! `await_detections` (files, unpaced input) holds each frame until the
+//! detections of every frame up to it that went to the detector are back.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -29,7 +31,9 @@ pub enum Mode {
     /// deadline fires (then fail-closed).
     #[default]
     Strict,
-    /// Publish at once with the tracker's masks; detect every Nth arrival.
+    /// Publish with the tracker's masks (at once, or with
+    /// `await_detections` once the detections before the frame are back);
+    /// detect every Nth arrival.
     Predictive {
         #[serde(default = "default_detect_every")]
         detect_every: u32,
@@ -41,7 +45,7 @@ fn default_detect_every() -> u32 {
 }
 
 /// In TOML: `mode = "strict"` or `mode = { predictive = { detect_every = 3 } }`,
-/// `deadline_ms`, `max_pending`.
+/// `deadline_ms`, `max_pending`, `await_detections`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchedulerConfig {
@@ -53,6 +57,14 @@ pub struct SchedulerConfig {
     pub deadline: Duration,
     /// Most frames held for verification; beyond it the oldest fail closed.
     pub max_pending: usize,
+    /// Predictive mode: a frame leaves only once every frame up to it that
+    /// went to the detector (itself included) has its detections emitted or
+    /// has been given up (then the frames it governs fail closed). For input
+    /// that arrives faster than the detector answers (files, unpaced
+    /// streams), where otherwise every frame leaves before any detection is
+    /// back; off for live paced streams, whose answers come within a frame
+    /// or two, so waiting would only add latency. Strict mode waits anyway.
+    pub await_detections: bool,
 }
 
 impl Default for SchedulerConfig {
@@ -61,6 +73,7 @@ impl Default for SchedulerConfig {
             mode: Mode::Strict,
             deadline: Duration::from_millis(250),
             max_pending: 32,
+            await_detections: false,
         }
     }
 }
@@ -82,7 +95,8 @@ pub enum FailReason {
     /// The detector queue refused the frame, or too many frames were held.
     Backpressure,
     /// Predictive mode: the detector has not answered in time, or failed, and
-    /// has not succeeded since.
+    /// has not succeeded since; with `await_detections`, the last frame
+    /// before this one that went to the detector was given up.
     Stale,
 }
 
@@ -91,7 +105,9 @@ pub enum FailReason {
 pub enum Verdict {
     /// The detector saw this frame; mask these (plus the tracker's).
     Verified { detections: Vec<Detection> },
-    /// Predictive mode: tracker masks only.
+    /// Predictive mode: tracker masks only (the frame itself was not
+    /// verified; with `await_detections`, the tracker has every detection up
+    /// to it).
     Predicted,
     /// Censor the whole frame.
     FailClosed { reason: FailReason },
@@ -183,6 +199,11 @@ pub struct Scheduler {
     /// Frame whose outcome last set `healthy`; outcomes of older frames do not
     /// override it (a newer success outranks an older frame's expiry).
     health_frame: Option<u64>,
+    /// `await_detections`: how each submission from the one governing the
+    /// oldest held frame on ended: true once its detections reached the
+    /// tracker, false when given up. The newest at or before a skipped frame
+    /// decides whether its prediction is current.
+    resolved: BTreeMap<u64, bool>,
     since_detect: u32,
     force_detect: bool,
     stats: SchedulerStats,
@@ -204,6 +225,7 @@ impl Scheduler {
             emitted_through: None,
             healthy: true,
             health_frame: None,
+            resolved: BTreeMap::new(),
             since_detect: u32::MAX,
             force_detect: false,
             stats: SchedulerStats::default(),
@@ -339,16 +361,17 @@ impl Scheduler {
                 Ok(_) => None,
                 Err(_) => Some(false),
             };
-            let error = match (&result, self.cfg.mode) {
-                (Err(msg), Mode::Strict) => Some(msg.clone()),
-                _ => None,
-            };
+            let error = result.as_ref().err().cloned();
             o.result = Some(result);
             if let Some(h) = healthy {
                 self.set_health(frame, h);
             }
             if let Some(msg) = error {
-                self.fail_held(frame, FailReason::DetectorError(msg));
+                // A frame that waits for its own answer fails closed on it.
+                if self.cfg.mode == Mode::Strict || self.awaits() {
+                    self.fail_held(frame, FailReason::DetectorError(msg));
+                }
+                self.give_up(frame);
             }
         } else if self.expired.remove(&frame) {
             self.stats.late_results += 1;
@@ -413,23 +436,41 @@ impl Scheduler {
             || head.fail.is_some()
             || match self.cfg.mode {
                 Mode::Strict => expired_at(head.arrived, self.cfg.deadline, now),
-                Mode::Predictive { .. } => true,
+                Mode::Predictive { .. } => !self.awaited(head.frame),
             };
         if !due {
             return None;
         }
         let h = self.held.pop_front()?;
+        let stale = Verdict::FailClosed {
+            reason: FailReason::Stale,
+        };
         let verdict = match (h.verified, h.fail, self.cfg.mode) {
             (Some(detections), _, _) => Verdict::Verified { detections },
             (None, Some(reason), _) => Verdict::FailClosed { reason },
             (None, None, Mode::Strict) => Verdict::FailClosed {
                 reason: FailReason::Deadline,
             },
-            (None, None, Mode::Predictive { .. }) if !self.healthy => Verdict::FailClosed {
-                reason: FailReason::Stale,
-            },
+            // The tracker is current only if the last submission up to this
+            // frame reached it; none at all means it never saw a detection.
+            (None, None, Mode::Predictive { .. }) if self.awaits() => {
+                match self.resolved.range(..=h.frame).next_back() {
+                    Some((_, true)) => Verdict::Predicted,
+                    // Its own answer missed the deadline, as in strict mode.
+                    Some((&g, false)) if g == h.frame => Verdict::FailClosed {
+                        reason: FailReason::Deadline,
+                    },
+                    _ => stale,
+                }
+            }
+            (None, None, Mode::Predictive { .. }) if !self.healthy => stale,
             (None, None, Mode::Predictive { .. }) => Verdict::Predicted,
         };
+        // Only the newest resolution at or before a released frame can
+        // still govern a later one.
+        if let Some(&g) = self.resolved.range(..=h.frame).next_back().map(|(k, _)| k) {
+            self.resolved = self.resolved.split_off(&g);
+        }
         self.count_release(&verdict);
         Some(Event::Release {
             frame: h.frame,
@@ -442,13 +483,15 @@ impl Scheduler {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.cfg.deadline;
         let held = self.held.front().and_then(|h| {
-            let due_now = h.verified.is_some()
-                || h.fail.is_some()
-                || matches!(self.cfg.mode, Mode::Predictive { .. });
-            if due_now {
-                Some(h.arrived)
-            } else {
-                h.arrived.checked_add(deadline)
+            if h.verified.is_some() || h.fail.is_some() {
+                return Some(h.arrived);
+            }
+            match self.cfg.mode {
+                Mode::Strict => h.arrived.checked_add(deadline),
+                // Freed by the awaited submission: its answer or deadline
+                // is the outstanding wake-up below.
+                Mode::Predictive { .. } if self.awaited(h.frame) => None,
+                Mode::Predictive { .. } => Some(h.arrived),
             }
         });
         let outstanding = self.outstanding.front().and_then(|o| match o.result {
@@ -463,6 +506,9 @@ impl Scheduler {
 
     fn emit_detections(&mut self, frame: u64, detections: Vec<Detection>) -> Event {
         self.emitted_through = Some(frame);
+        if self.awaits() {
+            self.resolved.insert(frame, true);
+        }
         self.stats.detections_emitted += 1;
         if let Some(h) = self.find_held_mut(frame) {
             if h.fail.is_none() {
@@ -503,6 +549,27 @@ impl Scheduler {
             self.outstanding.pop_front();
             self.remember_expired(frame);
             self.set_health(frame, false);
+            self.give_up(frame);
+        }
+    }
+
+    /// Predictive mode with `await_detections`: whether a submission at or
+    /// before `frame` is neither emitted nor given up (an answered one is
+    /// emitted before `frame` is considered).
+    fn awaited(&self, frame: u64) -> bool {
+        self.awaits() && self.outstanding.front().is_some_and(|o| o.frame <= frame)
+    }
+
+    fn awaits(&self) -> bool {
+        self.cfg.await_detections && matches!(self.cfg.mode, Mode::Predictive { .. })
+    }
+
+    /// `await_detections`: records a submission given up on (deadline,
+    /// detector error, overflow), so that its own frame and those it governs
+    /// fail closed unless a late answer still reaches the tracker first.
+    fn give_up(&mut self, frame: u64) {
+        if self.awaits() {
+            self.resolved.entry(frame).or_insert(false);
         }
     }
 
@@ -530,6 +597,7 @@ impl Scheduler {
                 if self.outstanding.get(i).is_some_and(|o| o.result.is_none()) {
                     self.outstanding.remove(i);
                     self.remember_expired(frame);
+                    self.give_up(frame);
                 }
             }
         }
@@ -596,6 +664,7 @@ mod tests {
             mode: Mode::Strict,
             deadline: Duration::from_millis(deadline_ms),
             max_pending,
+            await_detections: false,
         })
     }
 
@@ -606,6 +675,15 @@ mod tests {
             },
             deadline: Duration::from_millis(deadline_ms),
             max_pending: 32,
+            await_detections: false,
+        })
+    }
+
+    /// Predictive with `await_detections` (a file job).
+    fn awaiting(every: u32, deadline_ms: u64) -> Scheduler {
+        Scheduler::new(SchedulerConfig {
+            await_detections: true,
+            ..predictive(every, deadline_ms).cfg
         })
     }
 
@@ -640,11 +718,14 @@ mod tests {
         assert_eq!(c.mode, Mode::Strict);
         assert_eq!(c.deadline, Duration::from_millis(250));
         assert_eq!(c.max_pending, 32);
+        assert!(!c.await_detections, "live streams do not wait");
         let c: SchedulerConfig = toml::from_str("mode = \"strict\"\ndeadline_ms = 100").unwrap();
         assert_eq!((c.mode, c.deadline), (Mode::Strict, 100 * MS));
         let c: SchedulerConfig =
             toml::from_str("mode = { predictive = { detect_every = 5 } }").unwrap();
         assert_eq!(c.mode, Mode::Predictive { detect_every: 5 });
+        let c: SchedulerConfig = toml::from_str("await_detections = true").unwrap();
+        assert!(c.await_detections);
         assert!(toml::from_str::<SchedulerConfig>("mode = \"sometimes\"").is_err());
     }
 
@@ -907,6 +988,176 @@ mod tests {
         assert_eq!(s.try_handle_frame(t, 2).unwrap(), Submit::Skip);
     }
 
+    #[test]
+    fn await_holds_frames_until_earlier_detections_are_back() {
+        let t = Instant::now();
+        let mut s = awaiting(3, 100);
+        let mut submits = Vec::new();
+        for f in 0..6 {
+            submits.push(s.try_handle_frame(t + f as u32 * MS, f).unwrap());
+        }
+        use Submit::{Detect as D, Skip as S};
+        assert_eq!(submits, vec![D, S, S, D, S, S]);
+        assert!(drain(&mut s, t + 6 * MS).is_empty(), "nothing is back yet");
+        assert_eq!(s.poll_timeout(), Some(t + 100 * MS), "frame 0's deadline");
+        // Frame 3's answer alone frees nothing: frame 0 comes first.
+        s.handle_detections(t + 7 * MS, 3, Ok(det(3)));
+        assert!(drain(&mut s, t + 7 * MS).is_empty());
+        s.handle_detections(t + 8 * MS, 0, Ok(det(0)));
+        assert_eq!(
+            drain(&mut s, t + 8 * MS),
+            vec![
+                dets(0),
+                rel(0, verified(0)),
+                rel(1, Verdict::Predicted),
+                rel(2, Verdict::Predicted),
+                dets(3),
+                rel(3, verified(3)),
+                rel(4, Verdict::Predicted),
+                rel(5, Verdict::Predicted),
+            ]
+        );
+        assert_eq!(s.poll_timeout(), None);
+        let st = s.stats();
+        assert_eq!((st.verified, st.predicted, st.fail_closed), (2, 4, 0));
+    }
+
+    #[test]
+    fn await_frame_sent_to_the_detector_waits_for_its_own_answer() {
+        let t = Instant::now();
+        let mut s = awaiting(2, 100);
+        s.try_handle_frame(t, 0).unwrap();
+        s.try_handle_frame(t + MS, 1).unwrap();
+        s.handle_detections(t + 2 * MS, 0, Ok(det(0)));
+        assert_eq!(
+            drain(&mut s, t + 2 * MS),
+            vec![dets(0), rel(0, verified(0)), rel(1, Verdict::Predicted)]
+        );
+        assert_eq!(s.try_handle_frame(t + 3 * MS, 2).unwrap(), Submit::Detect);
+        assert!(drain(&mut s, t + 3 * MS).is_empty());
+        assert_eq!(s.poll_timeout(), Some(t + 103 * MS));
+        s.handle_detections(t + 50 * MS, 2, Ok(det(2)));
+        assert!(
+            s.poll_timeout().is_some_and(|w| w <= t + 50 * MS),
+            "due at once"
+        );
+        assert_eq!(
+            drain(&mut s, t + 50 * MS),
+            vec![dets(2), rel(2, verified(2))]
+        );
+    }
+
+    #[test]
+    fn await_deadline_fails_the_frame_and_those_behind_it_closed() {
+        let t = Instant::now();
+        let mut s = awaiting(3, 100);
+        for f in 0..5 {
+            s.try_handle_frame(t + f as u32 * MS, f).unwrap();
+        }
+        // Frame 3's answer is back early (a newer success); frame 0's never.
+        s.handle_detections(t + 10 * MS, 3, Ok(det(3)));
+        assert!(drain(&mut s, t + 99 * MS).is_empty());
+        let stale = failed(FailReason::Stale);
+        assert_eq!(
+            drain(&mut s, t + 100 * MS),
+            vec![
+                rel(0, failed(FailReason::Deadline)),
+                rel(1, stale.clone()),
+                rel(2, stale),
+                dets(3),
+                rel(3, verified(3)),
+                rel(4, Verdict::Predicted),
+            ]
+        );
+        // A late answer for frame 0 is out of order now: dropped.
+        s.handle_detections(t + 120 * MS, 0, Ok(det(0)));
+        assert!(drain(&mut s, t + 120 * MS).is_empty());
+        let st = s.stats();
+        assert_eq!(
+            (st.fail_deadline, st.fail_stale, st.late_results),
+            (1, 2, 1)
+        );
+    }
+
+    #[test]
+    fn await_answer_at_the_deadline_still_verifies_its_frame() {
+        let t = Instant::now();
+        let mut s = awaiting(1, 60);
+        s.try_handle_frame(t, 0).unwrap();
+        // The next arrival, at frame 0's deadline, gives frame 0 up; its
+        // answer comes the same instant, before the frame leaves (as strict).
+        s.try_handle_frame(t + 60 * MS, 1).unwrap();
+        s.handle_detections(t + 60 * MS, 0, Ok(det(0)));
+        assert_eq!(
+            drain(&mut s, t + 60 * MS),
+            vec![dets(0), rel(0, verified(0))]
+        );
+    }
+
+    #[test]
+    fn await_detector_error_fails_the_frames_it_governs_closed() {
+        let t = Instant::now();
+        let mut s = awaiting(3, 100);
+        for f in 0..7 {
+            s.try_handle_frame(t, f).unwrap();
+        }
+        s.handle_detections(t, 0, Ok(det(0)));
+        s.handle_detections(t, 3, Err("cuda".into()));
+        let stale = failed(FailReason::Stale);
+        assert_eq!(
+            drain(&mut s, t),
+            vec![
+                dets(0),
+                rel(0, verified(0)),
+                rel(1, Verdict::Predicted),
+                rel(2, Verdict::Predicted),
+                rel(3, failed(FailReason::DetectorError("cuda".into()))),
+                rel(4, stale.clone()),
+                rel(5, stale),
+            ]
+        );
+        // Frame 6 waits for its own answer, which restores prediction.
+        s.try_handle_frame(t, 7).unwrap();
+        s.handle_detections(t + MS, 6, Ok(det(6)));
+        assert_eq!(
+            drain(&mut s, t + MS),
+            vec![dets(6), rel(6, verified(6)), rel(7, Verdict::Predicted)]
+        );
+    }
+
+    #[test]
+    fn await_a_refused_first_frame_is_not_predicted_blind() {
+        let t = Instant::now();
+        let mut s = awaiting(3, 100);
+        assert_eq!(s.try_handle_frame(t, 0).unwrap(), Submit::Detect);
+        s.handle_submit_failed(t, 0);
+        assert_eq!(s.try_handle_frame(t, 1).unwrap(), Submit::Detect);
+        assert_eq!(drain(&mut s, t), vec![rel(0, failed(FailReason::Stale))]);
+        s.handle_detections(t, 1, Ok(det(1)));
+        assert_eq!(drain(&mut s, t), vec![dets(1), rel(1, verified(1))]);
+    }
+
+    #[test]
+    fn await_is_ignored_in_strict_mode() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig {
+            await_detections: true,
+            ..SchedulerConfig::default()
+        });
+        s.try_handle_frame(t, 0).unwrap();
+        s.try_handle_frame(t, 1).unwrap();
+        s.handle_detections(t, 1, Ok(det(1)));
+        assert!(drain(&mut s, t).is_empty());
+        assert_eq!(
+            drain(&mut s, t + 250 * MS),
+            vec![
+                rel(0, failed(FailReason::Deadline)),
+                dets(1),
+                rel(1, verified(1))
+            ]
+        );
+    }
+
     // ---- property tests: a synthetic 1 ms clock ----
 
     #[derive(Clone, Debug)]
@@ -937,6 +1188,7 @@ mod tests {
 
     fn run_sim(
         mode: Mode,
+        await_detections: bool,
         deadline_ms: u64,
         max_pending: usize,
         arrivals: &[Arrival],
@@ -946,8 +1198,15 @@ mod tests {
             mode,
             deadline: Duration::from_millis(deadline_ms),
             max_pending,
+            await_detections,
         });
         let is_strict = mode == Mode::Strict;
+        // Releases wait for every earlier answer (strict, or predictive
+        // awaiting detections).
+        let waits = is_strict || await_detections;
+        // Frames the detector took: frame -> (arrival ms, plan).
+        let mut submitted: BTreeMap<u64, (u64, Plan)> = BTreeMap::new();
+        let mut failed_at: HashSet<u64> = HashSet::new();
         // (time, seq) -> (frame, ok)
         let mut deliveries: BTreeMap<(u64, usize), (u64, bool)> = BTreeMap::new();
         let mut arrived_at: BTreeMap<u64, u64> = BTreeMap::new();
@@ -963,6 +1222,9 @@ mod tests {
             while let Some(a) = next.next_if(|a| a.at == ms) {
                 arrived_at.insert(a.id, ms);
                 if s.try_handle_frame(now, a.id)? == Submit::Detect {
+                    if !matches!(a.plan, Plan::Refused) {
+                        submitted.insert(a.id, (ms, a.plan.clone()));
+                    }
                     let mut sched = |d: u64, ok: bool| {
                         seq += 1;
                         deliveries.insert((ms + d, seq), (a.id, ok));
@@ -988,6 +1250,7 @@ mod tests {
                     delivered_ok.entry(frame).or_insert(emitted.last().copied());
                     s.handle_detections(now, frame, Ok(det(frame)));
                 } else {
+                    failed_at.insert(frame);
                     s.handle_detections(now, frame, Err("detector failed".into()));
                 }
             }
@@ -1015,7 +1278,33 @@ mod tests {
                             Verdict::Predicted => prop_assert!(!is_strict),
                             Verdict::FailClosed { .. } => {}
                         }
-                        if is_strict {
+                        if await_detections && !is_strict {
+                            // Every submission up to this frame is emitted or
+                            // given up (error, deadline, overflow) ...
+                            let overflowed = s.stats().overflow > 0;
+                            for (&k, &(at, _)) in submitted.range(..=frame) {
+                                prop_assert!(
+                                    emitted.contains(&k)
+                                        || failed_at.contains(&k)
+                                        || ms >= at + deadline_ms
+                                        || overflowed,
+                                    "frame {} left before submission {} was resolved",
+                                    frame,
+                                    k
+                                );
+                            }
+                            // ... and a prediction rests on the last one's answer.
+                            if verdict == Verdict::Predicted {
+                                let last = submitted.range(..=frame).next_back().map(|(k, _)| *k);
+                                prop_assert!(
+                                    last.is_some_and(|k| emitted.contains(&k)),
+                                    "frame {} predicted without the detections of {:?}",
+                                    frame,
+                                    last
+                                );
+                            }
+                        }
+                        if waits {
                             // The tracker is up to date: every in-order answer
                             // delivered so far for frames <= this one was emitted.
                             for (&k, &hi) in delivered_ok.range(..=frame) {
@@ -1042,14 +1331,15 @@ mod tests {
         prop_assert_eq!(st.verified + st.predicted + st.fail_closed, st.released);
         let unique: HashSet<_> = emitted.iter().collect();
         prop_assert_eq!(unique.len(), emitted.len());
-        // Liveness: without overflow, a strict frame answered by its deadline
+        // Liveness: without overflow, a frame that waits for its own answer
+        // (strict, or submitted while awaiting) and got it by its deadline
         // (delivered before that instant's poll) is verified.
-        if is_strict && st.overflow == 0 {
-            let expect = arrivals
-                .iter()
-                .filter(|a| match a.plan {
-                    Plan::Ok(d) => d <= deadline_ms,
-                    Plan::Twice(d1, d2) => d1.min(d2) <= deadline_ms,
+        if waits && st.overflow == 0 {
+            let expect = submitted
+                .values()
+                .filter(|(_, plan)| match plan {
+                    Plan::Ok(d) => *d <= deadline_ms,
+                    Plan::Twice(d1, d2) => *d1.min(d2) <= deadline_ms,
                     _ => false,
                 })
                 .count() as u64;
@@ -1078,7 +1368,7 @@ mod tests {
             max_pending in prop_oneof![1usize..8, Just(1000)],
             arrivals in arrivals(),
         ) {
-            run_sim(Mode::Strict, deadline, max_pending, &arrivals)?;
+            run_sim(Mode::Strict, false, deadline, max_pending, &arrivals)?;
         }
 
         #[test]
@@ -1088,7 +1378,17 @@ mod tests {
             max_pending in prop_oneof![1usize..8, Just(1000)],
             arrivals in arrivals(),
         ) {
-            run_sim(Mode::Predictive { detect_every: every }, deadline, max_pending, &arrivals)?;
+            run_sim(Mode::Predictive { detect_every: every }, false, deadline, max_pending, &arrivals)?;
+        }
+
+        #[test]
+        fn predictive_await_invariants(
+            every in 1u32..5,
+            deadline in 5u64..120,
+            max_pending in prop_oneof![1usize..8, Just(1000)],
+            arrivals in arrivals(),
+        ) {
+            run_sim(Mode::Predictive { detect_every: every }, true, deadline, max_pending, &arrivals)?;
         }
     }
 }

@@ -786,6 +786,59 @@ mod tests {
         assert!(later.iter().all(|r| !r.record.masks.is_empty()));
     }
 
+    /// Predictive mode fed as fast as a file is read (no pause for the
+    /// detector): every frame still leaves in order and masked, the ones sent
+    /// to the detector verified, the others predicted from detections that
+    /// came back before them.
+    #[test]
+    fn predictive_awaiting_detections_masks_every_frame_of_a_fast_input() {
+        let svc = Arc::new(
+            DetectService::start(
+                vec![Box::new(Fixed { fail: false })],
+                BatcherConfig::default(),
+            )
+            .unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig {
+                mode: Mode::Predictive { detect_every: 3 },
+                await_detections: true,
+                ..SchedulerConfig::default()
+            },
+            tracker: Some(TrackerConfig::default()),
+        };
+        let mut s = StreamPipeline::new(2, svc, opts);
+        let mut out = Vec::new();
+        for i in 0..12u64 {
+            s.push(Instant::now(), i as i64, noisy(48, 40, i as u8), false, 0.0);
+            while let Some(r) = s.poll_output(Instant::now()) {
+                out.push(r);
+            }
+        }
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while s.in_flight() > 0 && Instant::now() < give_up {
+            s.wait(Duration::from_millis(20));
+            while let Some(r) = s.poll_output(Instant::now()) {
+                out.push(r);
+            }
+        }
+        assert_eq!(out.len(), 12);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.index, i as u64);
+            let want = if i % 3 == 0 {
+                Status::Verified
+            } else {
+                Status::Predicted
+            };
+            assert_eq!(r.record.status, want, "frame {i}");
+            assert!(covers_box(&r.record.masks), "frame {i}: {:?}", r.record);
+            let before = noisy(48, 40, i as u8);
+            let ratio = censor::detail_ratio(&before, &r.frame, &BBox::new(8.0, 8.0, 24.0, 24.0));
+            assert!(ratio < 0.35, "frame {i}: detail ratio {ratio}");
+        }
+    }
+
     /// Answers each real image with the next scripted score for one fixed
     /// box (`None`: nothing found); the service's warm-up images (all 0.5)
     /// get nothing.
