@@ -807,6 +807,7 @@ mod tests {
                 ..SchedulerConfig::default()
             },
             tracker: Some(TrackerConfig::default()),
+            resize: Default::default(),
         };
         let mut s = StreamPipeline::new(2, svc, opts);
         let mut out = Vec::new();
