@@ -281,6 +281,7 @@ impl Config {
             ));
         }
         self.tracker.validate()?;
+        self.detector.zoom.validate()?;
         let mode = self.mode()?;
         if matches!(mode, Mode::Predictive { .. }) && !self.kalman {
             return Err(bad(
@@ -345,7 +346,10 @@ impl Config {
     /// reach down to the policy's lowest keep threshold, so a masked region
     /// whose score sinks is still seen (see [`Policy::keeps`]).
     pub fn pipeline_detector(&self) -> Result<DetectorConfig, ConfigError> {
-        let floor = self.policy()?.score_floor();
+        let mut floor = self.policy()?.score_floor();
+        if self.detector.zoom.enabled() {
+            floor = floor.min(self.detector.zoom.probe);
+        }
         let mut d = self.detector.clone();
         d.min_score = d.min_score.min(floor);
         d.nms_score = d.nms_score.min(floor);

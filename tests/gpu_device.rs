@@ -631,6 +631,7 @@ fn stream_device_path_feeds_device_inputs() {
         scheduler: SchedulerConfig::default(),
         tracker: Some(TrackerConfig::default()),
         resize: ResizeFilter::default(),
+        zoom: Default::default(),
     };
     let mut p = StreamPipeline::new(3, svc, opts).with_gpu(ctx.stream().expect("stream"));
     let mut rng = SmallRng::seed_from_u64(82);

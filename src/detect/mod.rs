@@ -9,6 +9,7 @@ pub mod onnx;
 pub mod postprocess;
 pub mod preprocess;
 pub mod tensorrt;
+pub mod zoom;
 
 pub use backend::{backends, DetectorBackend};
 pub use classes::{class_index, CLASSES, DEFAULT_CENSORED};
@@ -18,6 +19,7 @@ pub use preprocess::{
     preprocess_frame, preprocess_frame_as, preprocess_frame_with, preprocess_rgb, Letterbox,
     LetterboxMode, ResizeFilter, STRIDE,
 };
+pub use zoom::ZoomConfig;
 
 /// `<crate>/models` when present (the real crate), else the shared checkout's.
 #[cfg(test)]

@@ -23,6 +23,11 @@ const OUTPUT: &str = "output0";
 /// File name of the runtime library that `scripts/setup.sh` puts next to the model.
 const LIBRARY_FILE: &str = "libonnxruntime.so";
 
+/// The lowest candidate score a session keeps: below it nearly every
+/// anchor is a candidate and NMS (quadratic) would cost more than the
+/// inference.
+const MIN_CANDIDATE: f32 = 0.02;
+
 /// Detector settings (the `[detector]` table of the config file).
 #[derive(Clone, Debug, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -48,6 +53,8 @@ pub struct DetectorConfig {
     /// (antialiased; more recall on small and moving regions) or `linear`
     /// (NudeNet's own 2x2 taps). `audit` always uses `linear`.
     pub resize: ResizeFilter,
+    /// Second looks at weak candidates (`[detector.zoom]`).
+    pub zoom: super::ZoomConfig,
     /// Candidate threshold on the best class score.
     pub min_score: f32,
     /// NMS IoU above which the lower-scored box is dropped.
@@ -67,6 +74,7 @@ impl Default for DetectorConfig {
             input_size: 320,
             letterbox: LetterboxMode::default(),
             resize: ResizeFilter::default(),
+            zoom: super::ZoomConfig::default(),
             min_score: 0.2,
             nms_iou: 0.45,
             nms_score: 0.25,
@@ -177,9 +185,9 @@ impl Detector {
             session,
             input_size: cfg.input_size,
             letterbox: cfg.letterbox,
-            min_score: (cfg.min_score - margin).max(0.0),
+            min_score: (cfg.min_score - margin).max(MIN_CANDIDATE),
             nms_iou: cfg.nms_iou,
-            nms_score: (cfg.nms_score - margin).max(0.0),
+            nms_score: (cfg.nms_score - margin).max(MIN_CANDIDATE),
             scratch: Vec::new(),
         })
     }

@@ -893,7 +893,35 @@ impl GpuStream {
         size: usize,
         slot: usize,
     ) -> Result<Letterbox> {
-        let lb = Letterbox::with_mode(mode, frame.width, frame.height, size);
+        let all = (0, 0, frame.width, frame.height);
+        self.preprocess_nv12_window(frame, all, input, mode, filter, size, slot)
+    }
+
+    /// [`Self::preprocess_nv12`] of the `(x, y, w, h)` window of `frame`
+    /// (a second look's crop; the corner rounded down to even, the window
+    /// clipped to the frame), exactly like `preprocess_frame_with` of
+    /// `Frame::crop`. The letterbox maps to window pixels.
+    #[allow(clippy::too_many_arguments)]
+    pub fn preprocess_nv12_window(
+        &mut self,
+        frame: &DeviceFrame,
+        window: (usize, usize, usize, usize),
+        input: &mut DeviceTensor,
+        mode: LetterboxMode,
+        filter: ResizeFilter,
+        size: usize,
+        slot: usize,
+    ) -> Result<Letterbox> {
+        let (x, y) = (window.0 & !1, window.1 & !1);
+        let ww = window.2.min(frame.width.saturating_sub(x));
+        let wh = window.3.min(frame.height.saturating_sub(y));
+        if ww == 0 || wh == 0 {
+            return Err(Error::Gpu(format!(
+                "window {window:?} lies outside the {}x{} frame",
+                frame.width, frame.height
+            )));
+        }
+        let lb = Letterbox::with_mode(mode, ww, wh, size);
         let plane = lb.len();
         if plane == 0 || (slot + 1).checked_mul(plane).is_none_or(|n| n > input.len) {
             return Err(Error::Gpu(format!(
@@ -903,8 +931,8 @@ impl GpuStream {
         }
         let dims = preprocess_dims(lb.rows, lb.cols);
         let (w, h, p) = (
-            to_i32(frame.width, "width")?,
-            to_i32(frame.height, "height")?,
+            to_i32(ww, "width")?,
+            to_i32(wh, "height")?,
             to_i32(frame.pitch, "pitch")?,
         );
         let (rows, cols, slot_i) = (
@@ -914,7 +942,10 @@ impl GpuStream {
         );
         let filter_code = filter.code();
         let (base, _g) = frame.data.device_ptr(&self.stream);
-        let (yp, uvp) = (base, base + frame.uv_offset as u64);
+        // The window's corner in each plane (chroma rows are half as many,
+        // U and V interleaved: x bytes from the row start for even x).
+        let yp = base + (y * frame.pitch + x) as u64;
+        let uvp = base + (frame.uv_offset + (y / 2) * frame.pitch + x) as u64;
         let (kernel, out) = match &mut input.data {
             TensorData::F32(s) => (Kernel::PreprocessNv12, s.device_ptr_mut(&self.stream).0),
             TensorData::F16(s) => (Kernel::PreprocessNv12F16, s.device_ptr_mut(&self.stream).0),

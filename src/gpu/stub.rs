@@ -196,6 +196,20 @@ impl GpuStream {
         match self.never {}
     }
 
+    #[allow(clippy::too_many_arguments)]
+    pub fn preprocess_nv12_window(
+        &mut self,
+        _frame: &DeviceFrame,
+        _window: (usize, usize, usize, usize),
+        _input: &mut DeviceTensor,
+        _mode: LetterboxMode,
+        _filter: ResizeFilter,
+        _size: usize,
+        _slot: usize,
+    ) -> Result<Letterbox> {
+        match self.never {}
+    }
+
     pub fn censor_nv12(
         &mut self,
         _frame: &mut DeviceFrame,

@@ -1016,6 +1016,7 @@ mod tests {
             scheduler: SchedulerConfig::default(),
             tracker: None,
             resize: Default::default(),
+            zoom: Default::default(),
         };
         let (pub_tx, to_pub) = mpsc::unbounded_channel();
         let (sub_tx, to_sub) = mpsc::unbounded_channel();

@@ -38,6 +38,7 @@ pub fn stream_options(cfg: &Config) -> Result<StreamOptions, Error> {
         scheduler: cfg.scheduler_config()?,
         tracker: cfg.kalman.then_some(cfg.tracker),
         resize: cfg.detector.resize,
+        zoom: cfg.detector.zoom,
     })
 }
 

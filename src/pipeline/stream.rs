@@ -8,13 +8,14 @@ use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Ve
 use super::service::{Completion, DetectInput, DetectService};
 use super::sidecar::{FrameRecord, Status};
 use crate::censor;
-use crate::detect::{preprocess_frame_with, ResizeFilter};
-use crate::frame::{BBox, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
+use crate::detect::zoom::{self, ZoomConfig};
+use crate::detect::{nms, preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter};
+use crate::frame::{BBox, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
 use crate::gpu::nvenc::GpuEncoder;
 use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
 use crate::policy::Policy;
 use crate::track::{Tracker, TrackerConfig};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -118,6 +119,8 @@ pub struct StreamOptions {
     pub tracker: Option<TrackerConfig>,
     /// How frames are resampled to the detector input.
     pub resize: ResizeFilter,
+    /// Second looks at weak candidates.
+    pub zoom: ZoomConfig,
 }
 
 /// Counters of one stream.
@@ -130,7 +133,33 @@ pub struct StreamCounters {
     pub fail_closed: u64,
     pub backpressured: u64,
     pub detector_errors: u64,
+    /// Crops sent back to the detector for a second look.
+    pub second_looks: u64,
 }
+
+/// A frame whose weak candidates are being looked at again: its own
+/// detections and what the crops found so far.
+struct Look {
+    width: usize,
+    height: usize,
+    base: Vec<Detection>,
+    found: Vec<Detection>,
+    crops: Vec<zoom::Crop>,
+    waiting: usize,
+}
+
+impl Look {
+    /// The frame's detections with the crops', overlaps resolved the way
+    /// the detector's own NMS does (the better score wins).
+    fn merged(self) -> Vec<Detection> {
+        let mut all = self.base;
+        all.extend(self.found);
+        nms(all, LOOK_NMS_IOU, f32::NEG_INFINITY)
+    }
+}
+
+/// NudeNet's NMS IoU, for merging a frame's detections with its crops'.
+const LOOK_NMS_IOU: f32 = 0.45;
 
 pub struct StreamPipeline {
     id: u32,
@@ -141,6 +170,9 @@ pub struct StreamPipeline {
     tracker: Option<Tracker>,
     policy: Policy,
     resize: ResizeFilter,
+    zoom: ZoomConfig,
+    /// Frames waiting for their second looks.
+    looks: HashMap<u64, Look>,
     pending: VecDeque<Pending>,
     next_index: u64,
     counters: StreamCounters,
@@ -160,6 +192,8 @@ impl StreamPipeline {
             tracker: opts.tracker.map(Tracker::new),
             policy,
             resize: opts.resize,
+            zoom: opts.zoom,
+            looks: HashMap::new(),
             pending: VecDeque::new(),
             next_index: 0,
             counters: StreamCounters::default(),
@@ -294,7 +328,14 @@ impl StreamPipeline {
             } else {
                 let t0 = Instant::now();
                 let size = self.svc.input_size();
-                let prepared = self.prepare(&frame, size);
+                let prepared = prepare_input(
+                    &frame,
+                    None,
+                    self.gpu.as_mut(),
+                    &self.svc,
+                    self.resize,
+                    size,
+                );
                 times.preprocess = t0.elapsed().as_secs_f64();
                 match prepared {
                     Ok((tensor, lb)) => {
@@ -330,66 +371,150 @@ impl StreamPipeline {
         });
     }
 
-    /// The detector input of one picture: on the host, or by the preprocess
-    /// kernel; a device input stays on the device when the service's
-    /// backends read it there, else it is copied to the host once.
-    fn prepare(
-        &mut self,
-        frame: &Picture,
-        size: usize,
-    ) -> Result<(DetectInput, crate::detect::Letterbox), String> {
-        let mode = self.svc.letterbox_mode();
-        match frame {
-            Picture::Host(f) => {
-                let lb = crate::detect::Letterbox::with_mode(mode, f.width, f.height, size);
-                let mut tensor = vec![0f32; lb.len()];
-                let lb = preprocess_frame_with(f, mode, self.resize, size, &mut tensor);
-                Ok((DetectInput::Host(tensor), lb))
-            }
-            Picture::Device(f) => {
-                let device = self.svc.device_input();
-                let gpu = self
-                    .gpu
-                    .as_mut()
-                    .ok_or("device frame without a CUDA stream")?;
-                let mut input = gpu.input(size, device.is_some_and(|d| d.f16))?;
-                let prepared = gpu
-                    .stream
-                    .preprocess_nv12(f, &mut input, mode, self.resize, size, 0)
-                    .and_then(|lb| match device {
-                        // The batcher's context reads it on its own stream.
-                        Some(_) => gpu.stream.synchronize().map(|()| lb),
-                        None => Ok(lb),
-                    });
-                let lb = match prepared {
-                    Ok(lb) if device.is_some() => return Ok((DetectInput::Device(input), lb)),
-                    Ok(lb) => lb,
-                    Err(e) => {
-                        gpu.recycle(input);
-                        return Err(format!("GPU preprocess: {e}"));
-                    }
-                };
-                let host = gpu.stream.download_tensor(&input);
-                gpu.recycle(input);
-                let mut t = host.map_err(|e| format!("GPU preprocess: {e}"))?;
-                t.truncate(lb.len());
-                Ok((DetectInput::Host(t), lb))
-            }
-        }
-    }
-
     fn take(&mut self, now: Instant, mut c: Completion) {
         if let (Some(t), Some(g)) = (c.spent.take(), self.gpu.as_mut()) {
             g.recycle(t);
         }
-        if let Some(p) = self.pending.iter_mut().find(|p| p.index == c.key.frame) {
-            p.times.queue_wait = c.queue_wait.as_secs_f64();
-            p.times.infer = c.infer.as_secs_f64();
+        let (frame, part) = (c.key.frame, c.key.part);
+        if let Some(p) = self.pending.iter_mut().find(|p| p.index == frame) {
+            if part == 0 {
+                p.times.queue_wait = c.queue_wait.as_secs_f64();
+                p.times.infer = c.infer.as_secs_f64();
+            } else {
+                p.times.infer += c.infer.as_secs_f64();
+            }
         }
         if c.result.is_err() {
             self.counters.detector_errors += 1;
         }
-        self.scheduler.handle_detections(now, c.key.frame, c.result);
+        if part > 0 {
+            self.take_look(now, frame, part, c.result);
+            return;
+        }
+        let result = match c.result {
+            Ok(dets) => match self.second_look(frame, dets) {
+                Some(dets) => Ok(dets),
+                // Verified once the crops are back.
+                None => return,
+            },
+            Err(e) => Err(e),
+        };
+        self.scheduler.handle_detections(now, frame, result);
+    }
+
+    /// Sends crops around the frame's weak candidates back to the detector
+    /// (see `detect::zoom`). `Some(dets)` when there is nothing to look at
+    /// again (the frame's detections stand as they are), `None` when its
+    /// verdict waits for the crops.
+    fn second_look(&mut self, frame: u64, dets: Vec<Detection>) -> Option<Vec<Detection>> {
+        if !self.zoom.enabled() {
+            return Some(dets);
+        }
+        let Some(i) = self.pending.iter().position(|p| p.index == frame) else {
+            return Some(dets);
+        };
+        let (w, h) = self.pending[i].frame.size();
+        let (mode, size) = (self.svc.letterbox_mode(), self.svc.input_size());
+        let input = match mode {
+            LetterboxMode::Rect => self.zoom.input.min(size),
+            LetterboxMode::Square => size,
+        };
+        let scale = Letterbox::with_mode(mode, w, h, size).scale;
+        let crops = zoom::plan(&dets, &self.policy, &self.zoom, w, h, scale, input);
+        if crops.is_empty() {
+            return Some(dets);
+        }
+        let expires = self.pending[i].arrived + self.scheduler.config().deadline;
+        let mut look = Look {
+            width: w,
+            height: h,
+            base: dets,
+            found: Vec::new(),
+            crops: Vec::new(),
+            waiting: 0,
+        };
+        for (k, crop) in crops.into_iter().enumerate() {
+            let window = Some((crop.x, crop.y, crop.w, crop.h));
+            let picture = &self.pending[i].frame;
+            let prepared = prepare_input(
+                picture,
+                window,
+                self.gpu.as_mut(),
+                &self.svc,
+                self.resize,
+                input,
+            );
+            let key = Key {
+                stream: self.id,
+                frame,
+                part: u8::try_from(k + 1).unwrap_or(u8::MAX),
+            };
+            let sent = match prepared {
+                Ok((tensor, lb)) => {
+                    match self.svc.submit(key, expires, tensor, lb, self.tx.clone()) {
+                        Ok(()) => true,
+                        Err(input) => {
+                            if let (DetectInput::Device(t), Some(g)) = (input, self.gpu.as_mut()) {
+                                g.recycle(t);
+                            }
+                            false
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::debug!(stream = self.id, frame, "second look: {e}");
+                    false
+                }
+            };
+            if sent {
+                look.waiting += 1;
+                self.counters.second_looks += 1;
+            } else {
+                look.found.extend(crop.fallback(&self.policy));
+            }
+            look.crops.push(crop);
+        }
+        if look.waiting == 0 {
+            return Some(look.merged());
+        }
+        self.looks.insert(frame, look);
+        None
+    }
+
+    /// A crop's detections are back; the frame goes to the scheduler once
+    /// all of its crops are.
+    fn take_look(
+        &mut self,
+        now: Instant,
+        frame: u64,
+        part: u8,
+        result: Result<Vec<Detection>, String>,
+    ) {
+        let Some(look) = self.looks.get_mut(&frame) else {
+            return;
+        };
+        let Some(crop) = look.crops.get(usize::from(part).saturating_sub(1)) else {
+            return;
+        };
+        match result {
+            Ok(dets) => {
+                let (w, h) = (look.width, look.height);
+                look.found
+                    .extend(dets.iter().map(|d| crop.to_frame(d, w, h)));
+            }
+            Err(_) => {
+                let fallback = crop.fallback(&self.policy);
+                look.found.extend(fallback);
+            }
+        }
+        look.waiting = look.waiting.saturating_sub(1);
+        if look.waiting > 0 {
+            return;
+        }
+        if let Some(look) = self.looks.remove(&frame) {
+            self.scheduler
+                .handle_detections(now, frame, Ok(look.merged()));
+        }
     }
 
     /// Takes every detection that has come back, without blocking.
@@ -465,6 +590,8 @@ impl StreamPipeline {
             },
         };
         self.counters.released += 1;
+        // A frame leaving unverified (deadline) no longer waits for crops.
+        self.looks.retain(|&f, _| f > frame);
         let t0 = Instant::now();
         let (mut status, mut reason, masks, detections) = if p.corrupt {
             (
@@ -620,6 +747,73 @@ impl StreamPipeline {
     }
 }
 
+impl Picture {
+    fn size(&self) -> (usize, usize) {
+        match self {
+            Picture::Host(f) => (f.width, f.height),
+            Picture::Device(f) => (f.width(), f.height()),
+        }
+    }
+}
+
+/// The detector input of a picture, or of a `(x, y, w, h)` window of it (a
+/// second look): on the host, or by the preprocess kernel; a device input
+/// stays on the device when the service's backends read it there, else it
+/// is copied to the host once.
+fn prepare_input(
+    frame: &Picture,
+    window: Option<(usize, usize, usize, usize)>,
+    gpu: Option<&mut GpuLane>,
+    svc: &DetectService,
+    resize: ResizeFilter,
+    size: usize,
+) -> Result<(DetectInput, Letterbox), String> {
+    let mode = svc.letterbox_mode();
+    match frame {
+        Picture::Host(f) => {
+            let cropped;
+            let f = match window {
+                Some((x, y, w, h)) => {
+                    cropped = f.crop(x, y, w, h).ok_or("window outside the frame")?;
+                    &cropped
+                }
+                None => f,
+            };
+            let lb = Letterbox::with_mode(mode, f.width, f.height, size);
+            let mut tensor = vec![0f32; lb.len()];
+            let lb = preprocess_frame_with(f, mode, resize, size, &mut tensor);
+            Ok((DetectInput::Host(tensor), lb))
+        }
+        Picture::Device(f) => {
+            let device = svc.device_input();
+            let gpu = gpu.ok_or("device frame without a CUDA stream")?;
+            let mut input = gpu.input(size, device.is_some_and(|d| d.f16))?;
+            let window = window.unwrap_or((0, 0, f.width(), f.height()));
+            let prepared = gpu
+                .stream
+                .preprocess_nv12_window(f, window, &mut input, mode, resize, size, 0)
+                .and_then(|lb| match device {
+                    // The batcher's context reads it on its own stream.
+                    Some(_) => gpu.stream.synchronize().map(|()| lb),
+                    None => Ok(lb),
+                });
+            let lb = match prepared {
+                Ok(lb) if device.is_some() => return Ok((DetectInput::Device(input), lb)),
+                Ok(lb) => lb,
+                Err(e) => {
+                    gpu.recycle(input);
+                    return Err(format!("GPU preprocess: {e}"));
+                }
+            };
+            let host = gpu.stream.download_tensor(&input);
+            gpu.recycle(input);
+            let mut t = host.map_err(|e| format!("GPU preprocess: {e}"))?;
+            t.truncate(lb.len());
+            Ok((DetectInput::Host(t), lb))
+        }
+    }
+}
+
 /// A mid-grey NV12 picture: what leaves when a device frame cannot be read.
 fn grey(width: usize, height: usize) -> Frame {
     let mut f = Frame::new(PixelFormat::Nv12, width, height);
@@ -702,6 +896,7 @@ mod tests {
             },
             tracker: Some(TrackerConfig::default()),
             resize: Default::default(),
+            zoom: ZoomConfig::off(),
         };
         let mut s = StreamPipeline::new(7, svc, opts);
         let mut out = Vec::new();
@@ -808,6 +1003,7 @@ mod tests {
             },
             tracker: Some(TrackerConfig::default()),
             resize: Default::default(),
+            zoom: ZoomConfig::off(),
         };
         let mut s = StreamPipeline::new(2, svc, opts);
         let mut out = Vec::new();
@@ -892,6 +1088,7 @@ mod tests {
             scheduler: SchedulerConfig::default(),
             tracker: Some(TrackerConfig::default()),
             resize: Default::default(),
+            zoom: ZoomConfig::off(),
         };
         let mut s = StreamPipeline::new(1, svc, opts);
         let mut out = Vec::new();
@@ -942,6 +1139,99 @@ mod tests {
         assert!(out.iter().all(|m| m.is_empty()), "{out:?}");
     }
 
+    /// A rect-letterbox backend for second looks: the whole 1280x720
+    /// frame (a 320x192 input) shows a weak candidate at frame pixels
+    /// (1000, 100)-(1040, 140); a 160x160 crop shows a strong one at crop
+    /// pixels (160, 120)-(200, 160), or fails.
+    struct Zoomer {
+        fail_crop: bool,
+    }
+
+    impl DetectBackend for Zoomer {
+        fn input_size(&self) -> usize {
+            320
+        }
+        fn letterbox_mode(&self) -> LetterboxMode {
+            LetterboxMode::Rect
+        }
+        fn detect(
+            &mut self,
+            tensors: &[f32],
+            batch: usize,
+            lbs: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            let class = class_index("FEMALE_BREAST_EXPOSED").unwrap_or(3);
+            let det = |x0, y0, x1, y1, score| Detection {
+                bbox: BBox::new(x0, y0, x1, y1),
+                class,
+                score,
+            };
+            if tensors.iter().all(|v| *v == 0.5) {
+                return Ok(vec![Vec::new(); batch]);
+            }
+            lbs.iter()
+                .map(|lb| match lb.dims() {
+                    (160, 160) if self.fail_crop => Err(DetectError::Runtime("crop".into())),
+                    (160, 160) => Ok(vec![det(160.0, 120.0, 200.0, 160.0, 0.7)]),
+                    _ => Ok(vec![det(1000.0, 100.0, 1040.0, 140.0, 0.1)]),
+                })
+                .collect()
+        }
+    }
+
+    /// One 720p frame through a stream on [`Zoomer`]; its masks and the
+    /// stream's counters.
+    fn one_look(fail_crop: bool, zoom: ZoomConfig) -> (Vec<Mask>, StreamCounters) {
+        let svc = Arc::new(
+            DetectService::start(
+                vec![Box::new(Zoomer { fail_crop })],
+                BatcherConfig::default(),
+            )
+            .unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig::default(),
+            tracker: Some(TrackerConfig::default()),
+            resize: Default::default(),
+            zoom,
+        };
+        let mut s = StreamPipeline::new(4, svc, opts);
+        s.push(Instant::now(), 0, noisy(1280, 720, 9), false, 0.0);
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < give_up {
+            s.wait(Duration::from_millis(10));
+            if let Some(r) = s.poll_output(Instant::now()) {
+                assert_eq!(r.record.status, Status::Verified, "{:?}", r.record.reason);
+                return (r.record.masks, s.counters());
+            }
+        }
+        panic!("no frame out");
+    }
+
+    #[test]
+    fn a_weak_candidate_gets_a_second_look_at_a_crop() {
+        let (masks, c) = one_look(false, ZoomConfig::default());
+        assert_eq!(c.second_looks, 1);
+        // The crop (320 px around the candidate, corner (860, 0)) found it
+        // at crop (160, 120): frame (1020, 120)-(1060, 160).
+        let found = BBox::new(1020.0, 120.0, 1060.0, 160.0);
+        assert!(crate::audit::coverage(&found, &masks) >= 0.999, "{masks:?}");
+        assert!(masks.iter().any(|m| m.origin == MaskOrigin::Detected));
+        // No second look: a weak candidate alone is not masked.
+        let (masks, c) = one_look(false, ZoomConfig::off());
+        assert_eq!(c.second_looks, 0);
+        assert!(masks.is_empty(), "{masks:?}");
+    }
+
+    #[test]
+    fn a_failed_second_look_masks_its_candidate() {
+        let (masks, c) = one_look(true, ZoomConfig::default());
+        assert_eq!(c.second_looks, 1);
+        let weak = BBox::new(1000.0, 100.0, 1040.0, 140.0);
+        assert!(crate::audit::coverage(&weak, &masks) >= 0.999, "{masks:?}");
+    }
+
     #[test]
     fn mismatched_buffer_is_censored_whole() {
         let svc = Arc::new(
@@ -956,6 +1246,7 @@ mod tests {
             scheduler: SchedulerConfig::default(),
             tracker: None,
             resize: Default::default(),
+            zoom: ZoomConfig::off(),
         };
         let mut s = StreamPipeline::new(0, svc, opts);
         let mut f = noisy(48, 40, 0);
