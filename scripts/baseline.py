@@ -150,6 +150,8 @@ def time_livecensor(exe, src, out, classes, repeat, extra):
     if sidecar.is_file():
         for line in sidecar.read_text().splitlines():
             rec = json.loads(line)
+            if "header" in rec:  # the first line: the policy, not a frame
+                continue
             if rec.get("detections"):
                 found += 1
     best = dict(best)

@@ -1,12 +1,12 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use livecensor::audit::{audit, AuditFiles, AuditThresholds};
+use livecensor::audit::{audit, truth_beside, AuditFiles, AuditOptions, AuditReport};
 use livecensor::config::Config;
 use livecensor::detect::CLASSES;
 use livecensor::frame::CensorMethod;
 use livecensor::pipeline::{censor_file, sidecar::sidecar_path, Summary};
-use livecensor::policy::Policy;
+use livecensor::policy::{Policy, PolicyOverrides};
 use livecensor::synth::{Scenario, Synth, SynthConfig};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -27,8 +27,14 @@ struct Cli {
 enum Cmd {
     /// Censor a video file (.h264/.264, .mp4, .y4m in and out).
     Censor(CensorArgs),
-    /// Check an output against its input: every region the detector finds on
-    /// an input frame must be masked and its detail gone. Exits 1 on a leak.
+    /// Check an output against its input, by the policy in the sidecar's
+    /// header (policy flags override it, and stand alone for a sidecar
+    /// without one, with a warning): every region the detector finds on an input frame must be
+    /// masked and its detail gone; nothing of a censored class the detector
+    /// finds on an output frame at --miss-threshold may be left unmasked;
+    /// with ground truth (IN.truth.jsonl or --truth), every face must be
+    /// hidden. Exits 1 on any of these, an undecodable output frame or a
+    /// frame count or index mismatch.
     Audit(AuditArgs),
     /// Make a synthetic clip with ground truth (moving astronaut face).
     Synth(SynthArgs),
@@ -237,6 +243,14 @@ struct AuditArgs {
     /// Write the full report as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Lowest score of the output pass: a censored class found on an output
+    /// frame at this score or more, outside its masks, is a possible miss.
+    #[arg(long, default_value_t = 0.1, value_name = "SCORE")]
+    miss_threshold: f32,
+    /// Ground truth, one line per frame as `synth` writes it (default:
+    /// INPUT.truth.jsonl when it exists).
+    #[arg(long, value_name = "PATH")]
+    truth: Option<PathBuf>,
     #[command(flatten)]
     p: PolicyArgs,
 }
@@ -280,43 +294,52 @@ fn repo_dir() -> PathBuf {
     }
 }
 
+/// The policy flags of a command line, parsed (bad values are errors
+/// naming the flag).
+fn policy_overrides(p: &PolicyArgs) -> Result<PolicyOverrides> {
+    let mut o = PolicyOverrides::default();
+    if let Some(pol) = &p.policy {
+        let text = std::fs::read_to_string(pol)
+            .with_context(|| format!("reading policy {}", pol.display()))?;
+        o.file =
+            Some(toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", pol.display()))?);
+    }
+    if let Some(c) = &p.classes {
+        o.classes = Some(if c.trim().eq_ignore_ascii_case("all") {
+            CLASSES.iter().map(|s| s.to_string()).collect()
+        } else {
+            c.split(',').map(|s| s.trim().to_string()).collect()
+        });
+    }
+    if let Some(m) = &p.method {
+        o.method = Some(match m.as_str() {
+            "blur" => CensorMethod::default(),
+            "pixelate" => CensorMethod::Pixelate { block: 0 },
+            "fill" => CensorMethod::Fill {
+                y: 16,
+                u: 128,
+                v: 128,
+            },
+            other => bail!("bad value for --method: {other:?} (blur, pixelate or fill)"),
+        });
+    }
+    if let Some(s) = &p.shape {
+        o.shape = Some(
+            toml::Value::String(s.clone())
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("bad value for --shape: {s:?} (rect or ellipse)"))?,
+        );
+    }
+    o.threshold = p.threshold;
+    Ok(o)
+}
+
 fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
     let mut cfg = Config::load(path)?;
     cfg.apply_env(|k| std::env::var(k).ok())?;
     cfg.resolve_paths(&repo_dir());
     if let Some(p) = p {
-        if let Some(pol) = &p.policy {
-            let text = std::fs::read_to_string(pol)
-                .with_context(|| format!("reading policy {}", pol.display()))?;
-            cfg.policy =
-                toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", pol.display()))?;
-        }
-        if let Some(c) = &p.classes {
-            cfg.policy.classes = c.split(',').map(|s| s.trim().to_string()).collect();
-            if c.trim().eq_ignore_ascii_case("all") {
-                cfg.policy.classes = CLASSES.iter().map(|s| s.to_string()).collect();
-            }
-        }
-        if let Some(m) = &p.method {
-            cfg.policy.censor = match m.as_str() {
-                "blur" => CensorMethod::default(),
-                "pixelate" => CensorMethod::Pixelate { block: 0 },
-                "fill" => CensorMethod::Fill {
-                    y: 16,
-                    u: 128,
-                    v: 128,
-                },
-                other => bail!("bad value for --method: {other:?} (blur, pixelate or fill)"),
-            };
-        }
-        if let Some(s) = &p.shape {
-            cfg.policy.shape = toml::Value::String(s.clone())
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("bad value for --shape: {s:?} (rect or ellipse)"))?;
-        }
-        if let Some(t) = p.threshold {
-            cfg.policy.threshold = t;
-        }
+        policy_overrides(p)?.apply(&mut cfg.policy);
         if let Some(m) = &p.mode {
             cfg.scheduler.mode = m.clone();
         }
@@ -416,17 +439,27 @@ fn run_censor(input: &Path, output: &Path, fps: Option<f64>, cfg: &Config) -> Re
     Ok(s)
 }
 
-fn run_audit(
-    input: &Path,
-    output: &Path,
-    sidecar: Option<&Path>,
+/// What `audit` compares and how.
+struct AuditRun<'a> {
+    input: &'a Path,
+    output: &'a Path,
+    sidecar: Option<&'a Path>,
+    truth: Option<&'a Path>,
     fps: Option<f64>,
-    cfg: &Config,
-    json: Option<&Path>,
-) -> Result<bool> {
-    let side = sidecar
+    json: Option<&'a Path>,
+    overrides: PolicyOverrides,
+    miss_threshold: f32,
+}
+
+fn run_audit(a: &AuditRun, cfg: &Config) -> Result<bool> {
+    let side = a
+        .sidecar
         .map(Path::to_path_buf)
-        .unwrap_or_else(|| sidecar_path(output));
+        .unwrap_or_else(|| sidecar_path(a.output));
+    let truth = a
+        .truth
+        .map(Path::to_path_buf)
+        .or_else(|| truth_beside(a.input));
     let pb = progress_bar("audit");
     let mut cb = |done: u64, total: Option<u64>| {
         if let Some(t) = total {
@@ -434,36 +467,90 @@ fn run_audit(
         }
         pb.set_position(done);
     };
-    let policy: Policy = cfg.policy()?;
     let files = AuditFiles {
-        input,
-        output,
+        input: a.input,
+        output: a.output,
         sidecar: &side,
-        fps_hint: fps,
+        truth: truth.as_deref(),
+        fps_hint: a.fps,
+    };
+    let opts = AuditOptions {
+        miss_threshold: a.miss_threshold,
+        ..AuditOptions::default()
     };
     let rep = audit(
         files,
-        &policy,
+        &cfg.policy,
+        &a.overrides,
         &cfg.detector,
-        AuditThresholds::default(),
+        opts,
         &mut cb,
     )?;
     pb.finish_and_clear();
+    if !rep.policy_from_sidecar {
+        eprintln!(
+            "warning: {} has no header (written by an older livecensor): auditing with the \
+             policy of the configuration and flags, which may not be what the censor applied",
+            side.display()
+        );
+    }
+    print_audit(&rep);
+    if let Some(j) = a.json {
+        std::fs::write(j, serde_json::to_string_pretty(&rep)?)
+            .with_context(|| format!("writing {}", j.display()))?;
+    }
+    Ok(rep.passed())
+}
+
+/// The audit's terminal summary: each failure on its own line, then one
+/// line per pass.
+fn print_audit(rep: &AuditReport) {
+    let bbox = |b: &[f32; 4]| format!("[{:.0},{:.0},{:.0},{:.0}]", b[0], b[1], b[2], b[3]);
+    let p = &rep.policy;
+    println!(
+        "policy: {}: classes {}, threshold {}",
+        rep.policy_source,
+        p.classes.join(","),
+        p.threshold
+    );
     for l in &rep.leaks {
         println!(
-            "LEAK frame {}: {} {:.2} at [{:.0},{:.0},{:.0},{:.0}] masked {:.0}% detail left {:.0}%",
+            "LEAK frame {}: {} {:.2} at {} masked {:.0}% detail left {:.0}%",
             l.frame,
             l.class,
             l.score,
-            l.bbox[0],
-            l.bbox[1],
-            l.bbox[2],
-            l.bbox[3],
+            bbox(&l.bbox),
             100.0 * l.mask_coverage,
             100.0 * l.detail_ratio
         );
     }
-    if let Some(m) = &rep.mismatch {
+    for m in &rep.possible_misses {
+        println!(
+            "POSSIBLE MISS frame {}: {} {:.2} at {} on the output, masked {:.0}%",
+            m.frame,
+            m.class,
+            m.score,
+            bbox(&m.bbox),
+            100.0 * m.mask_coverage
+        );
+    }
+    if let Some(t) = &rep.truth {
+        for l in &t.left_visible {
+            println!(
+                "TRUTH LEFT VISIBLE frame {}: face {} at {} ({:.0}% visible) masked {:.0}% detail left {:.0}%",
+                l.frame,
+                l.object,
+                bbox(&l.bbox),
+                100.0 * l.visible,
+                100.0 * l.mask_coverage,
+                100.0 * l.detail_ratio
+            );
+        }
+    }
+    for u in &rep.undecodable_frames {
+        println!("UNDECODABLE output frame {}: {}", u.frame, u.reason);
+    }
+    for m in &rep.mismatches {
         println!("MISMATCH: {m}");
     }
     println!(
@@ -476,11 +563,29 @@ fn run_audit(
         rep.fail_closed,
         100.0 * rep.mean_masked_area
     );
-    if let Some(j) = json {
-        std::fs::write(j, serde_json::to_string_pretty(&rep)?)
-            .with_context(|| format!("writing {}", j.display()))?;
+    println!(
+        "output pass (score >= {}): {} censored-class detections on frames not censored whole, {} possible misses in {} frames",
+        rep.miss_threshold,
+        rep.output_regions,
+        rep.possible_misses.len(),
+        rep.miss_frames.len()
+    );
+    match &rep.truth {
+        Some(t) => println!(
+            "ground truth ({}): {} faces judged, {} left visible in {} frames",
+            t.path.display(),
+            t.faces,
+            t.left_visible.len(),
+            t.left_visible_frames.len()
+        ),
+        None => println!("ground truth: none (no --truth, no INPUT.truth.jsonl)"),
     }
-    Ok(rep.passed())
+    let failures = rep.failures();
+    if failures.is_empty() {
+        println!("audit passed");
+    } else {
+        println!("audit FAILED: {}", failures.join(", "));
+    }
 }
 
 fn photos_dir(p: Option<PathBuf>) -> PathBuf {
@@ -510,11 +615,7 @@ fn write_synth(scenario: Scenario, cfg: SynthConfig, output: &Path) -> Result<()
         w.write(&f.frame, pts)?;
     }
     w.finish()?;
-    let truth = {
-        let mut s = output.as_os_str().to_owned();
-        s.push(".truth.jsonl");
-        PathBuf::from(s)
-    };
+    let truth = livecensor::synth::truth_path(output);
     std::fs::write(&truth, synth.truth_json_lines())
         .with_context(|| format!("writing {}", truth.display()))?;
     println!(
@@ -711,12 +812,17 @@ fn main() -> Result<()> {
         Cmd::Audit(a) => {
             let cfg = load_config(cfg_path, Some(&a.p))?;
             let passed = run_audit(
-                &a.input,
-                &a.output,
-                a.sidecar.as_deref(),
-                a.p.fps,
+                &AuditRun {
+                    input: &a.input,
+                    output: &a.output,
+                    sidecar: a.sidecar.as_deref(),
+                    truth: a.truth.as_deref(),
+                    fps: a.p.fps,
+                    json: a.json.as_deref(),
+                    overrides: policy_overrides(&a.p)?,
+                    miss_threshold: a.miss_threshold,
+                },
                 &cfg,
-                a.json.as_deref(),
             )?;
             if !passed {
                 std::process::exit(1);
@@ -747,7 +853,19 @@ fn main() -> Result<()> {
             };
             write_synth(Scenario::ConstantPan, synth, &input)?;
             run_censor(&input, &output, None, &cfg)?;
-            let passed = run_audit(&input, &output, None, None, &cfg, None)?;
+            let passed = run_audit(
+                &AuditRun {
+                    input: &input,
+                    output: &output,
+                    sidecar: None,
+                    truth: None,
+                    fps: None,
+                    json: None,
+                    overrides: PolicyOverrides::default(),
+                    miss_threshold: AuditOptions::default().miss_threshold,
+                },
+                &cfg,
+            )?;
             println!(
                 "\ndemo: input {}  censored {}  (faces censored, ellipse blur)",
                 input.display(),

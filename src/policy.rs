@@ -253,6 +253,57 @@ impl Policy {
     }
 }
 
+/// Policy flags given on a command line, applied over a policy from
+/// elsewhere (the config file, or the header of the sidecar an audit reads),
+/// so that "what the flags changed" is known and can be reported.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct PolicyOverrides {
+    /// `--policy FILE`: replaces the base policy whole.
+    pub file: Option<PolicyFile>,
+    /// `--classes A,B`: replaces the censored class list.
+    pub classes: Option<Vec<String>>,
+    /// `--threshold T`: the minimum score of every class.
+    pub threshold: Option<f32>,
+    pub shape: Option<MaskShape>,
+    pub method: Option<CensorMethod>,
+}
+
+impl PolicyOverrides {
+    /// Applies the flags over `base`, `--policy` first.
+    pub fn apply(&self, base: &mut PolicyFile) {
+        if let Some(f) = &self.file {
+            *base = f.clone();
+        }
+        if let Some(c) = &self.classes {
+            base.classes = c.clone();
+        }
+        if let Some(m) = self.method {
+            base.censor = m;
+        }
+        if let Some(s) = self.shape {
+            base.shape = s;
+        }
+        if let Some(t) = self.threshold {
+            base.threshold = t;
+        }
+    }
+
+    /// The flags given, by name (empty when none was).
+    pub fn flags(&self) -> Vec<&'static str> {
+        [
+            (self.file.is_some(), "--policy"),
+            (self.classes.is_some(), "--classes"),
+            (self.threshold.is_some(), "--threshold"),
+            (self.shape.is_some(), "--shape"),
+            (self.method.is_some(), "--method"),
+        ]
+        .into_iter()
+        .filter(|(given, _)| *given)
+        .map(|(_, name)| name)
+        .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +385,44 @@ mod tests {
         let e =
             Policy::from_toml("keep_threshold = -0.1", std::path::Path::new("p.toml")).unwrap_err();
         assert!(e.to_string().contains("policy.keep_threshold"), "{e}");
+    }
+
+    #[test]
+    fn overrides_change_only_what_was_given() {
+        let mut base = PolicyFile {
+            classes: vec!["FACE_FEMALE".into()],
+            threshold: 0.4,
+            expand: 0.3,
+            ..PolicyFile::default()
+        };
+        let none = PolicyOverrides::default();
+        let kept = base.clone();
+        none.apply(&mut base);
+        assert_eq!(base, kept);
+        assert!(none.flags().is_empty());
+        let o = PolicyOverrides {
+            classes: Some(vec!["FACE_MALE".into()]),
+            threshold: Some(0.2),
+            ..PolicyOverrides::default()
+        };
+        o.apply(&mut base);
+        assert_eq!(base.classes, vec!["FACE_MALE".to_string()]);
+        assert_eq!((base.threshold, base.expand), (0.2, 0.3));
+        assert_eq!(o.flags(), vec!["--classes", "--threshold"]);
+        // `--policy` replaces the base whole; the other flags still apply on top.
+        let o = PolicyOverrides {
+            file: Some(PolicyFile::default()),
+            shape: Some(MaskShape::Ellipse),
+            ..PolicyOverrides::default()
+        };
+        o.apply(&mut base);
+        assert_eq!(
+            base,
+            PolicyFile {
+                shape: MaskShape::Ellipse,
+                ..PolicyFile::default()
+            }
+        );
     }
 
     #[test]

@@ -75,7 +75,9 @@ fn censor_then_audit_a_real_clip_in_every_container() {
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("censored 24 frames"), "{}", text(&o));
         let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
-        assert_eq!(side.lines().count(), 24);
+        // The header, then one record per frame.
+        assert_eq!(side.lines().count(), 25);
+        assert!(side.starts_with("{\"header\":"), "{side}");
         assert!(
             side.contains("\"detected\""),
             "no detection masked in {inp}"
@@ -170,6 +172,258 @@ fn audit_catches_an_uncensored_output() {
     let o = on_files(&["audit", "--classes", "FACE_FEMALE"], &input, &output);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(text(&o).contains("LEAK frame 0"), "{}", text(&o));
+}
+
+fn sidecar_of(output: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.censor.jsonl", output.display()))
+}
+
+fn report(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// `synth` writes the ground truth beside the clip, `censor` the policy
+/// into the sidecar; `audit` with no flags judges by both, and fails,
+/// naming the ground truth, on an output whose policy did not hide the face.
+#[test]
+fn audit_judges_ground_truth_by_the_sidecar_policy() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = synth(dir.path(), "in.mp4", "constant-pan");
+    let output = dir.path().join("out.mp4");
+    let o = on_files(
+        &["censor", "--classes", "FACE_FEMALE,FACE_MALE"],
+        &input,
+        &output,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let json = dir.path().join("report.json");
+    let o = bin()
+        .args(["audit", "--json"])
+        .arg(&json)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(
+        t.contains("policy: sidecar header (version 2, mode strict)"),
+        "{t}"
+    );
+    assert!(t.contains("24 faces judged, 0 left visible"), "{t}");
+    assert!(t.contains("audit passed"), "{t}");
+    let r = report(&json);
+    assert_eq!(r["policy_from_sidecar"], true);
+    assert_eq!(
+        r["policy"]["classes"],
+        serde_json::json!(["FACE_FEMALE", "FACE_MALE"])
+    );
+    assert_eq!(r["truth"]["faces"], 24);
+    assert_eq!(r["truth"]["left_visible"], serde_json::json!([]));
+    assert_eq!(r["possible_misses"], serde_json::json!([]));
+    assert_eq!(
+        r["miss_threshold"].as_f64().map(|v| (v * 100.0).round()),
+        Some(10.0)
+    );
+    assert!(r["regions"].as_u64().unwrap() > 0, "{r}");
+
+    // The censor ran with a policy that does not censor faces: the detector
+    // passes agree with that policy, the ground truth does not.
+    let wrong = dir.path().join("wrong.mp4");
+    let o = on_files(
+        &["censor", "--classes", "FEMALE_BREAST_EXPOSED"],
+        &input,
+        &wrong,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let o = bin()
+        .args(["audit", "--json"])
+        .arg(&json)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("TRUTH LEFT VISIBLE frame 0: face 0"), "{t}");
+    assert!(t.contains("audit FAILED: ground truth left visible"), "{t}");
+    let r = report(&json);
+    assert_eq!(
+        r["policy"]["classes"],
+        serde_json::json!(["FEMALE_BREAST_EXPOSED"])
+    );
+    assert_eq!(
+        r["truth"]["left_visible_frames"].as_array().unwrap().len(),
+        24
+    );
+    // Flags override the header: judged as a face censor, the detector
+    // passes see the faces too, on the input and on the output.
+    let o = on_files(
+        &["audit", "--classes", "FACE_FEMALE,FACE_MALE"],
+        &input,
+        &wrong,
+    );
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("overridden by --classes"), "{t}");
+    assert!(
+        t.contains("LEAK frame 0") && t.contains("POSSIBLE MISS frame 0"),
+        "{t}"
+    );
+
+    // --truth elsewhere; a malformed one is an error naming it.
+    let elsewhere = dir.path().join("faces.jsonl");
+    std::fs::copy(format!("{}.truth.jsonl", input.display()), &elsewhere).unwrap();
+    std::fs::remove_file(format!("{}.truth.jsonl", input.display())).unwrap();
+    let o = on_files(&["audit"], &input, &output);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("ground truth: none"), "{}", text(&o));
+    let o = bin()
+        .args(["audit", "--truth"])
+        .arg(&elsewhere)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("faces.jsonl): 24 faces judged, 24 left visible"),
+        "{}",
+        text(&o)
+    );
+    std::fs::write(&elsewhere, "{\"frame\":0,\"truth\":[{\"bbox\":[1,2]}]}\n").unwrap();
+    let o = bin()
+        .args(["audit", "--truth"])
+        .arg(&elsewhere)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success() && !t.contains("panicked"), "{t}");
+    assert!(t.contains("faces.jsonl: line 1:"), "{t}");
+}
+
+/// Sidecar records are matched by their frame index: reordered records
+/// pass, a missing one fails; a sidecar without a header (older
+/// livecensor) still loads, judged by the flags with a warning.
+#[test]
+fn audit_matches_sidecar_records_by_frame_and_reads_old_sidecars() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = synth(dir.path(), "in.y4m", "static");
+    let output = dir.path().join("out.y4m");
+    let o = on_files(
+        &["censor", "--classes", "FACE_FEMALE,FACE_MALE"],
+        &input,
+        &output,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let side = std::fs::read_to_string(sidecar_of(&output)).unwrap();
+    let mut lines: Vec<&str> = side.lines().collect();
+    let header = lines.remove(0);
+    // Records in reverse order, the header still first.
+    let reversed: Vec<&str> = std::iter::once(header)
+        .chain(lines.iter().rev().copied())
+        .collect();
+    std::fs::write(sidecar_of(&output), reversed.join("\n")).unwrap();
+    let o = on_files(&["audit"], &input, &output);
+    assert!(o.status.success(), "{}", text(&o));
+    // Frame 3's record gone, frame 5's twice.
+    let mut broken: Vec<&str> = vec![header];
+    for (i, l) in lines.iter().enumerate() {
+        match i {
+            3 => {}
+            5 => broken.extend([*l, *l]),
+            _ => broken.push(l),
+        }
+    }
+    std::fs::write(sidecar_of(&output), broken.join("\n")).unwrap();
+    let o = on_files(&["audit"], &input, &output);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("MISMATCH: sidecar has no record for frame 3"),
+        "{t}"
+    );
+    assert!(
+        t.contains("MISMATCH: sidecar has more than one record for frame 5"),
+        "{t}"
+    );
+    // An old sidecar: records only.
+    std::fs::write(sidecar_of(&output), lines.join("\n")).unwrap();
+    let o = on_files(
+        &["audit", "--classes", "FACE_FEMALE,FACE_MALE"],
+        &input,
+        &output,
+    );
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("warning:") && t.contains("has no header"), "{t}");
+    assert!(t.contains("policy: configuration and flags"), "{t}");
+}
+
+/// A damaged output frame is a failure of its own, and the audit goes on.
+#[test]
+fn audit_reports_an_undecodable_output_frame_and_goes_on() {
+    if !models_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let input = synth(dir.path(), "in.h264", "static");
+    let output = dir.path().join("out.h264");
+    let o = on_files(
+        &["censor", "--classes", "FACE_FEMALE,FACE_MALE"],
+        &input,
+        &output,
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let mut bytes = std::fs::read(&output).unwrap();
+    let starts: Vec<usize> = (0..bytes.len().saturating_sub(4))
+        .filter(|&i| bytes[i..i + 3] == [0, 0, 1] && matches!(bytes[i + 3] & 0x1f, 1 | 5))
+        .collect();
+    assert!(starts.len() >= 20, "{} slices", starts.len());
+    let mid = starts.len() / 2;
+    let at = starts[mid] + 5;
+    let end = (at + 200).min(starts[mid + 1] - 1);
+    for b in &mut bytes[at..end] {
+        *b ^= 0xA5;
+    }
+    std::fs::write(&output, &bytes).unwrap();
+    let json = dir.path().join("report.json");
+    let o = bin()
+        .args(["audit", "--json"])
+        .arg(&json)
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&output)
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(&format!("UNDECODABLE output frame {mid}")),
+        "{t}"
+    );
+    assert!(t.contains("audit: 24 frames"), "{t}");
+    assert!(t.contains("audit FAILED: undecodable output frames"), "{t}");
+    let r = report(&json);
+    assert_eq!(r["output_frames"], 24);
+    assert_eq!(r["undecodable_frames"][0]["frame"], mid);
 }
 
 #[test]
@@ -300,7 +554,7 @@ fn corrupt_frame_in_the_middle_is_censored_whole() {
     let o = on_files(&["censor", "--classes", "FACE_FEMALE"], &broken, &output);
     assert!(o.status.success(), "{}", text(&o));
     let side = std::fs::read_to_string(format!("{}.censor.jsonl", output.display())).unwrap();
-    assert_eq!(side.lines().count(), 24, "every frame leaves");
+    assert_eq!(side.lines().count(), 25, "a header and every frame");
     assert!(side.contains("fail_closed"), "no frame was censored whole");
     let o = on_files(&["audit", "--classes", "FACE_FEMALE"], &broken, &output);
     assert!(o.status.success(), "{}", text(&o));

@@ -3,7 +3,7 @@
 //! detector thread and this thread overlap.
 
 use super::service::DetectService;
-use super::sidecar::{sidecar_path, SidecarWriter, Status};
+use super::sidecar::{sidecar_path, SidecarHeader, SidecarWriter, Status};
 use super::stream::{Released, StageTimes, StreamOptions, StreamPipeline};
 use crate::codec::EncoderConfig;
 use crate::config::Config;
@@ -160,7 +160,8 @@ fn encode_on_device(
     Ok(Some(Encoded { au, width, height }))
 }
 
-/// Censors `input` into `output` (+ `output.censor.jsonl`).
+/// Censors `input` into `output` (+ `output.censor.jsonl`: a header line,
+/// then one record per frame).
 pub fn censor_file(
     input: &Path,
     output: &Path,
@@ -226,6 +227,8 @@ pub fn censor_file(
     }
     let side = sidecar_path(output);
     let mut sidecar = SidecarWriter::create(&side)?;
+    // The policy goes with the output, so `audit` judges by what was applied.
+    sidecar.write_header(&SidecarHeader::from_config(cfg)?)?;
     let mut summary = Summary {
         sidecar: side,
         encoder,

@@ -6,7 +6,7 @@
 mod raster;
 mod scenarios;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -126,6 +126,85 @@ pub fn visible_parts(b: &BBox, hidden: &[BBox]) -> Vec<BBox> {
         }
     }
     out
+}
+
+/// `clip.mp4` -> `clip.mp4.truth.jsonl`, where `livecensor synth` writes
+/// the ground truth and `audit` looks for it.
+pub fn truth_path(video: &Path) -> PathBuf {
+    let mut s = video.as_os_str().to_owned();
+    s.push(".truth.jsonl");
+    PathBuf::from(s)
+}
+
+/// One line of a truth file (see [`Synth::truth_json_lines`]).
+#[derive(Deserialize)]
+struct TruthLine {
+    frame: u64,
+    truth: Vec<TruthEntry>,
+}
+
+#[derive(Deserialize)]
+struct TruthEntry {
+    object: u32,
+    bbox: [f32; 4],
+    visible: f32,
+    #[serde(default)]
+    hidden: Vec<[f32; 4]>,
+}
+
+/// Reads a truth file (one line per frame, as [`Synth::truth_json_lines`]
+/// writes it) into frame index -> faces. A line that does not parse, a box
+/// that is not a box (x1 < x0, not finite), a visible share outside 0..=1 or
+/// a frame listed twice is an error naming the path and the line.
+pub fn read_truth(path: &Path) -> Result<BTreeMap<u64, Vec<GroundTruth>>, Error> {
+    use std::io::BufRead;
+    let f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let bad = |line: usize, reason: String| -> Error {
+        ConfigError::File {
+            path: path.to_path_buf(),
+            reason: format!("line {line}: {reason}"),
+        }
+        .into()
+    };
+    let to_box = |[x0, y0, x1, y1]: [f32; 4]| -> Result<BBox, String> {
+        let ok = [x0, y0, x1, y1].iter().all(|v| v.is_finite()) && x1 >= x0 && y1 >= y0;
+        ok.then(|| BBox::new(x0, y0, x1, y1))
+            .ok_or_else(|| format!("[{x0}, {y0}, {x1}, {y1}] is not a box (x0, y0, x1, y1)"))
+    };
+    let mut out = BTreeMap::new();
+    for (i, line) in std::io::BufReader::new(f).lines().enumerate() {
+        let line = line.map_err(|e| Error::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let l: TruthLine = serde_json::from_str(&line).map_err(|e| bad(i + 1, e.to_string()))?;
+        let mut faces = Vec::with_capacity(l.truth.len());
+        for t in l.truth {
+            if !(0.0..=1.0).contains(&t.visible) {
+                return Err(bad(
+                    i + 1,
+                    format!("visible {} is not a share between 0 and 1", t.visible),
+                ));
+            }
+            let bbox = to_box(t.bbox).map_err(|e| bad(i + 1, e))?;
+            let hidden = t
+                .hidden
+                .into_iter()
+                .map(to_box)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(i + 1, format!("hidden: {e}")))?;
+            faces.push(GroundTruth {
+                bbox,
+                object: t.object,
+                visible_fraction: t.visible,
+                hidden,
+            });
+        }
+        if out.insert(l.frame, faces).is_some() {
+            return Err(bad(i + 1, format!("frame {} is listed twice", l.frame)));
+        }
+    }
+    Ok(out)
 }
 
 /// One rendered frame (I420) and the faces on it.

@@ -266,6 +266,68 @@ fn truth_json_lines_match_truth() {
 }
 
 #[test]
+fn truth_files_read_back_what_synth_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = truth_path(&dir.path().join("clip.mp4"));
+    assert!(p.to_string_lossy().ends_with("clip.mp4.truth.jsonl"));
+    // Occlusion: faces with hidden parts; crossing: two faces per frame.
+    for s in [Scenario::Occlusion, Scenario::Crossing] {
+        let sy = synth(s);
+        std::fs::write(&p, sy.truth_json_lines()).unwrap();
+        let back = read_truth(&p).unwrap();
+        assert_eq!(back.len(), sy.len());
+        for (i, faces) in &back {
+            assert_eq!(faces, &sy.truth(*i as usize), "{s} frame {i}");
+        }
+        if s == Scenario::Occlusion {
+            assert!(back.values().flatten().any(|t| !t.hidden.is_empty()));
+        }
+    }
+}
+
+#[test]
+fn malformed_truth_files_are_named_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("clip.mp4.truth.jsonl");
+    let ok = r#"{"frame":0,"truth":[{"object":0,"bbox":[1,2,30,40],"visible":1.0}]}"#;
+    for (text, needle) in [
+        (format!("{ok}\nnot json"), "line 2:"),
+        (format!("{ok}\n{ok}"), "line 2: frame 0 is listed twice"),
+        (r#"{"frame":0}"#.to_string(), "line 1: missing field `truth`"),
+        (
+            r#"{"frame":0,"truth":[{"object":0,"bbox":[30,2,1,40],"visible":1.0}]}"#.into(),
+            "is not a box",
+        ),
+        (
+            r#"{"frame":0,"truth":[{"object":0,"bbox":[1,2,3],"visible":1.0}]}"#.into(),
+            "line 1:",
+        ),
+        (
+            r#"{"frame":0,"truth":[{"object":0,"bbox":[1,2,30,40],"visible":1.5}]}"#.into(),
+            "visible 1.5",
+        ),
+        (
+            r#"{"frame":0,"truth":[{"object":0,"bbox":[1,2,30,40],"visible":1,"hidden":[[5,5,2,2]]}]}"#
+                .into(),
+            "hidden:",
+        ),
+    ] {
+        std::fs::write(&p, &text).unwrap();
+        let e = read_truth(&p).unwrap_err().to_string();
+        assert!(e.contains(needle) && e.contains("clip.mp4.truth.jsonl"), "{text}: {e}");
+    }
+    let e = read_truth(&dir.path().join("none.jsonl"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("none.jsonl"), "{e}");
+    std::fs::write(&p, format!("{ok}\n\n")).unwrap();
+    assert_eq!(
+        read_truth(&p).unwrap()[&0][0].bbox,
+        BBox::new(1.0, 2.0, 30.0, 40.0)
+    );
+}
+
+#[test]
 fn missing_photos_give_clear_errors() {
     let e = Synth::new(Scenario::Static, SynthConfig::new("/nonexistent/photos"))
         .err()
