@@ -140,6 +140,7 @@ fn predictive_censor_of_a_file_waits_for_the_detector() {
     )
     .unwrap();
     let truth = std::fs::read_to_string(format!("{}.truth.jsonl", input.display())).unwrap();
+    let side = side.records;
     assert_eq!(side.len(), 36);
     let first = side
         .iter()

@@ -174,7 +174,8 @@ pub fn plan(
             continue;
         }
         if crops.len() >= cfg.max_crops {
-            break;
+            // A later (weaker) candidate may still fall in a window.
+            continue;
         }
         let (cx, cy) = d.bbox.center();
         let corner = |c: f32, n: usize, extent: usize| -> usize {
