@@ -611,17 +611,19 @@ impl StreamPipeline {
                         .iter()
                         .map(|d| self.policy.mask(&d.bbox, d.class, MaskOrigin::Detected))
                         .collect();
-                    // Censor first: every live track the frame's own masks
-                    // do not already cover keeps its mask, whatever its
-                    // state (a one-hit tentative track that missed, a
-                    // region kept by a weak detection, a coasting one).
-                    masks.extend(self.track_masks(p.index, true));
+                    // Censor first: every live track keeps its mask,
+                    // whatever its state (a one-hit tentative track that
+                    // missed, a region kept by a weak detection, a coasting
+                    // one); one a strong detection of this frame continued
+                    // adds its smoothed box (a detection of a partly hidden
+                    // or small region is often tighter than the region).
+                    masks.extend(self.track_masks(p.index));
                     (Status::Verified, None, masks, own)
                 }
                 Verdict::Predicted => (
                     Status::Predicted,
                     None,
-                    self.track_masks(p.index, false),
+                    self.track_masks(p.index),
                     Vec::new(),
                 ),
                 Verdict::FailClosed { reason } => (
@@ -732,17 +734,27 @@ impl StreamPipeline {
         }
     }
 
-    /// The tracker's masks for `frame`; `uncovered_only` leaves out tracks
-    /// a strong detection of this frame continued (already masked by it).
-    fn track_masks(&self, frame: u64, uncovered_only: bool) -> Vec<Mask> {
+    /// The tracker's masks for `frame`: each live track's box widened by
+    /// its uncertainty, or for a track a strong detection of this very
+    /// frame continued (its detection is masked already) the filtered box
+    /// pushed out on every side by what it lacks of the region's
+    /// remembered extent (a face partly behind something is detected
+    /// by its visible part, and which side is hidden is not known).
+    fn track_masks(&self, frame: u64) -> Vec<Mask> {
         let Some(tr) = self.tracker.as_ref() else {
             return Vec::new();
         };
         tr.predict(frame)
             .into_iter()
             .filter(|t| self.policy.censors_class(t.class))
-            .filter(|t| !uncovered_only || !t.covered)
-            .map(|t| self.policy.mask(&t.bbox, t.class, MaskOrigin::Predicted))
+            .map(|t| {
+                let b = if t.covered {
+                    t.raw_bbox.padded(t.shortfall.0, t.shortfall.1)
+                } else {
+                    t.bbox
+                };
+                self.policy.mask(&b, t.class, MaskOrigin::Predicted)
+            })
             .collect()
     }
 }

@@ -147,6 +147,11 @@ pub struct Track {
     /// was strong (passes the policy, so it is masked by itself).
     pub last_hit: u64,
     pub last_hit_strong: bool,
+    /// The region's full size as seen before (width, height): it follows
+    /// detections that grow, or that keep the region's shape, but not one
+    /// that loses a side (the region partly hidden or cut off), so a mask
+    /// can make up the part the detector no longer sees.
+    pub extent: (f32, f32),
     kalman: KalmanState,
 }
 
@@ -177,6 +182,10 @@ pub struct TrackPrediction {
     /// A strong detection of this very frame continued the track: the
     /// frame's own mask already covers it.
     pub covered: bool,
+    /// How much smaller than the region's remembered extent `raw_bbox` is
+    /// (width, height; 0 when not): the part a partly hidden region may
+    /// show beyond its detection, on either side.
+    pub shortfall: (f32, f32),
 }
 
 /// The tracker of one stream.
@@ -296,6 +305,7 @@ impl Tracker {
                     t.last_hit = frame;
                     t.last_hit_strong = di < n_strong;
                     t.class = d.class;
+                    t.extent = next_extent(t.extent, &d.bbox);
                     t.state = if t.hits >= cfg.min_hits {
                         TrackState::Confirmed
                     } else {
@@ -341,6 +351,7 @@ impl Tracker {
             last_frame: frame,
             last_hit: frame,
             last_hit_strong: true,
+            extent: (d.bbox.width(), d.bbox.height()),
             kalman: self.kf.initiate(d.bbox),
         });
         self.next_id = self.next_id.wrapping_add(1);
@@ -414,11 +425,41 @@ impl Tracker {
                     confidence: decayed(t.confidence, self.cfg.decay, dt),
                     state: t.state,
                     covered: t.last_hit == frame && t.last_hit_strong,
+                    shortfall: (
+                        (t.extent.0 - raw.width()).max(0.0),
+                        (t.extent.1 - raw.height()).max(0.0),
+                    ),
                 })
             })
             .collect()
     }
 }
+
+/// A region's remembered extent after a detection `b`: a detection at
+/// least as large in both sides, or of about the same shape (the region
+/// moved nearer or away), is the region; one that lost a side is the
+/// region partly hidden, and leaves the extent as it was.
+fn next_extent(extent: (f32, f32), b: &BBox) -> (f32, f32) {
+    let (w, h) = (b.width(), b.height());
+    let (ew, eh) = extent;
+    if !(w > 0.0 && h > 0.0 && ew > 0.0 && eh > 0.0) {
+        return (w.max(0.0), h.max(0.0));
+    }
+    if w >= ew && h >= eh {
+        return (w, h);
+    }
+    let shape = (w / h) / (ew / eh);
+    if (shape - 1.0).abs() <= EXTENT_SHAPE_TOLERANCE {
+        // Follows a change of scale, smoothed.
+        (0.7 * ew + 0.3 * w, 0.7 * eh + 0.3 * h)
+    } else {
+        extent
+    }
+}
+
+/// How far a detection's aspect ratio may stray from the remembered one
+/// and still be the whole region.
+const EXTENT_SHAPE_TOLERANCE: f32 = 0.15;
 
 fn decayed(confidence: f32, decay: f32, dt: u32) -> f32 {
     confidence * decay.powi(i32::try_from(dt).unwrap_or(i32::MAX))
@@ -733,6 +774,34 @@ mod tests {
         }
         tr.update(cfg.max_coast_frames as u64 + 1, &[]);
         assert!(tr.predict(cfg.max_coast_frames as u64 + 1).is_empty());
+    }
+
+    #[test]
+    fn a_region_that_loses_a_side_keeps_its_extent_one_that_shrinks_whole_does_not() {
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for f in 0..10 {
+            tr.update(f, &[Traj::new(100.0, 100.0, 100.0, 100.0).det(f)]);
+        }
+        assert_eq!(only(&tr.predict(9)).shortfall, (0.0, 0.0));
+        // The bottom 30% goes behind something: the detection is 100x70.
+        for f in 10..30 {
+            tr.update(f, &[Traj::new(100.0, 100.0, 100.0, 70.0).det(f)]);
+        }
+        let p = only(&tr.predict(29));
+        assert!(p.shortfall.1 > 25.0, "{:?}", p.shortfall);
+        assert!(p.shortfall.0 < 1.0, "{:?}", p.shortfall);
+        // A region moving away shrinks whole: the extent follows it.
+        let mut tr = Tracker::new(TrackerConfig::default());
+        for f in 0..40u64 {
+            let s = 100.0 - f as f32;
+            tr.update(f, &[Traj::new(100.0, 100.0, s, s).det(f)]);
+        }
+        let p = only(&tr.predict(39));
+        assert!(
+            p.shortfall.0 < 3.0 && p.shortfall.1 < 3.0,
+            "{:?}",
+            p.shortfall
+        );
     }
 
     #[test]
