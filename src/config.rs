@@ -55,6 +55,12 @@ pub struct SchedulerSection {
     /// catches a stalled detector, so a busy machine does not blank frames.
     pub file_deadline_ms: u64,
     pub max_pending: usize,
+    /// Strict mode, live: frames a verified frame also waits for, so a
+    /// region found a few frames later is masked on it too (each costs a
+    /// frame interval of latency; 0 = none).
+    pub lookahead: u32,
+    /// The same for file jobs, where waiting costs nothing.
+    pub file_lookahead: u32,
 }
 
 impl Default for SchedulerSection {
@@ -65,6 +71,8 @@ impl Default for SchedulerSection {
             deadline_ms: 250,
             file_deadline_ms: 10_000,
             max_pending: 32,
+            lookahead: 0,
+            file_lookahead: 5,
         }
     }
 }
@@ -266,6 +274,14 @@ impl Config {
                 "must be 1..=600000",
             ));
         }
+        for (key, v) in [
+            ("scheduler.lookahead", self.scheduler.lookahead),
+            ("scheduler.file_lookahead", self.scheduler.file_lookahead),
+        ] {
+            if v > 30 {
+                return Err(bad(key, v.to_string(), "must be 0..=30 frames"));
+            }
+        }
         if self.scheduler.max_pending == 0 {
             return Err(bad(
                 "scheduler.max_pending",
@@ -325,6 +341,7 @@ impl Config {
             // Live by default; a job whose input outruns the detector (a
             // file, an unpaced bench stream) turns it on.
             await_detections: false,
+            lookahead: self.scheduler.lookahead,
         })
     }
 

@@ -181,6 +181,9 @@ pub fn censor_file(
     // Decoding outruns the detector: predictive frames wait for the
     // detections before them (and their own) instead of leaving unmasked.
     opts.scheduler.await_detections = true;
+    // Waiting for later frames costs a file nothing: a region first found
+    // a few frames on is masked back to where it came from.
+    opts.scheduler.lookahead = cfg.scheduler.file_lookahead;
     let mut stream = StreamPipeline::new(0, svc, opts);
     // With [gpu] enabled, frames are decoded into device memory (NVDEC) and
     // preprocessed and censored there; the context lives as long as they do.
@@ -265,7 +268,10 @@ pub fn censor_file(
             match source.push_next(&mut stream) {
                 Some(Ok(())) => {}
                 Some(Err(e)) => return Err(e),
-                None => eof = true,
+                None => {
+                    eof = true;
+                    stream.finish();
+                }
             }
             while let Some(mut r) = stream.poll_output(Instant::now()) {
                 let au = encode_on_device(&mut stream, nvenc.as_mut(), &mut r)?;

@@ -65,6 +65,14 @@ pub struct SchedulerConfig {
     /// back; off for live paced streams, whose answers come within a frame
     /// or two, so waiting would only add latency. Strict mode waits anyway.
     pub await_detections: bool,
+    /// Strict mode: a verified frame also waits until the detector has
+    /// seen the next `lookahead` frames (or its deadline passes, or the
+    /// input ends), so a region first found a few frames later is masked
+    /// on it too, tracked backwards (a face entering, emerging from behind
+    /// something, too small or too cut off to be found at first). Costs
+    /// `lookahead` frame intervals of latency; files pay nothing for it.
+    #[serde(default)]
+    pub lookahead: u32,
 }
 
 impl Default for SchedulerConfig {
@@ -74,6 +82,7 @@ impl Default for SchedulerConfig {
             deadline: Duration::from_millis(250),
             max_pending: 32,
             await_detections: false,
+            lookahead: 0,
         }
     }
 }
@@ -191,6 +200,8 @@ pub struct Scheduler {
     /// still feed the tracker.
     expired: BTreeSet<u64>,
     last_arrived: Option<u64>,
+    /// [`Scheduler::handle_end`] was called.
+    ended: bool,
     /// Highest frame whose `Detections` event was emitted.
     emitted_through: Option<u64>,
     /// Predictive: false after a failure or an unanswered deadline until an
@@ -222,6 +233,7 @@ impl Scheduler {
             outstanding: VecDeque::new(),
             expired: BTreeSet::new(),
             last_arrived: None,
+            ended: false,
             emitted_through: None,
             healthy: true,
             health_frame: None,
@@ -432,10 +444,11 @@ impl Scheduler {
     /// Releases the oldest held frame if its verdict is known at `now`.
     fn poll_release(&mut self, now: Instant) -> Option<Event> {
         let head = self.held.front()?;
-        let due = head.verified.is_some()
+        let expired = expired_at(head.arrived, self.cfg.deadline, now);
+        let due = (head.verified.is_some() && (self.looked_ahead(head.frame) || expired))
             || head.fail.is_some()
             || match self.cfg.mode {
-                Mode::Strict => expired_at(head.arrived, self.cfg.deadline, now),
+                Mode::Strict => expired,
                 Mode::Predictive { .. } => !self.awaited(head.frame),
             };
         if !due {
@@ -483,6 +496,11 @@ impl Scheduler {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let deadline = self.cfg.deadline;
         let held = self.held.front().and_then(|h| {
+            if h.verified.is_some() && !self.looked_ahead(h.frame) {
+                // Freed by later frames' answers, the end of input, or its
+                // deadline.
+                return h.arrived.checked_add(deadline);
+            }
             if h.verified.is_some() || h.fail.is_some() {
                 return Some(h.arrived);
             }
@@ -502,6 +520,32 @@ impl Scheduler {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
+    }
+
+    /// No more frames will arrive: frames held for lookahead need not wait
+    /// for them.
+    pub fn handle_end(&mut self) {
+        self.ended = true;
+    }
+
+    /// Strict lookahead: the detector has answered (or given up on) every
+    /// frame of the `lookahead` after `frame`, or none will come.
+    fn looked_ahead(&self, frame: u64) -> bool {
+        let ahead = u64::from(self.cfg.lookahead);
+        if ahead == 0 || self.ended || !matches!(self.cfg.mode, Mode::Strict) {
+            return true;
+        }
+        if self
+            .last_arrived
+            .is_none_or(|last| last < frame.saturating_add(ahead))
+        {
+            return false;
+        }
+        self.held
+            .iter()
+            .skip_while(|h| h.frame <= frame)
+            .take_while(|h| h.frame <= frame.saturating_add(ahead))
+            .all(|h| h.verified.is_some() || h.fail.is_some())
     }
 
     fn emit_detections(&mut self, frame: u64, detections: Vec<Detection>) -> Event {
@@ -664,7 +708,7 @@ mod tests {
             mode: Mode::Strict,
             deadline: Duration::from_millis(deadline_ms),
             max_pending,
-            await_detections: false,
+            ..SchedulerConfig::default()
         })
     }
 
@@ -675,7 +719,7 @@ mod tests {
             },
             deadline: Duration::from_millis(deadline_ms),
             max_pending: 32,
-            await_detections: false,
+            ..SchedulerConfig::default()
         })
     }
 
@@ -726,6 +770,13 @@ mod tests {
         assert_eq!(c.mode, Mode::Predictive { detect_every: 5 });
         let c: SchedulerConfig = toml::from_str("await_detections = true").unwrap();
         assert!(c.await_detections);
+        assert_eq!(
+            SchedulerConfig::default().lookahead,
+            0,
+            "live: no latency added"
+        );
+        let c: SchedulerConfig = toml::from_str("lookahead = 4").unwrap();
+        assert_eq!(c.lookahead, 4);
         assert!(toml::from_str::<SchedulerConfig>("mode = \"sometimes\"").is_err());
     }
 
@@ -752,6 +803,58 @@ mod tests {
         );
         assert_eq!(s.pending(), 1);
         assert_eq!(s.poll_timeout(), Some(t + 2 * MS + 250 * MS));
+    }
+
+    #[test]
+    fn lookahead_holds_a_verified_frame_until_the_next_ones_are_seen() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig {
+            lookahead: 2,
+            ..SchedulerConfig::default()
+        });
+        for f in 0..2 {
+            s.try_handle_frame(t, f).unwrap();
+        }
+        s.handle_detections(t, 0, Ok(det(0)));
+        s.handle_detections(t, 1, Ok(det(1)));
+        // Frame 2 has not arrived: frame 0 waits (its deadline is the wake-up).
+        assert_eq!(drain(&mut s, t), vec![dets(0), dets(1)]);
+        assert_eq!(s.poll_timeout(), Some(t + 250 * MS));
+        s.try_handle_frame(t + MS, 2).unwrap();
+        assert!(drain(&mut s, t + MS).is_empty(), "frame 2 not answered yet");
+        s.handle_detections(t + 2 * MS, 2, Err("down".into()));
+        // Given up on frame 2 (failed closed) counts as seen; frame 1 still
+        // waits for frame 3.
+        assert_eq!(drain(&mut s, t + 2 * MS), vec![rel(0, verified(0))]);
+        // Its deadline lets it go verified.
+        assert_eq!(
+            drain(&mut s, t + 250 * MS),
+            vec![
+                rel(1, verified(1)),
+                rel(2, failed(FailReason::DetectorError("down".into())))
+            ]
+        );
+    }
+
+    #[test]
+    fn lookahead_ends_with_the_input() {
+        let t = Instant::now();
+        let mut s = Scheduler::new(SchedulerConfig {
+            lookahead: 5,
+            ..SchedulerConfig::default()
+        });
+        s.try_handle_frame(t, 0).unwrap();
+        s.handle_detections(t, 0, Ok(det(0)));
+        assert_eq!(drain(&mut s, t), vec![dets(0)]);
+        s.handle_end();
+        assert_eq!(drain(&mut s, t), vec![rel(0, verified(0))]);
+        // Predictive mode never looks ahead.
+        let mut p = Scheduler::new(SchedulerConfig {
+            lookahead: 5,
+            ..predictive(1, 250).cfg
+        });
+        p.try_handle_frame(t, 0).unwrap();
+        assert_eq!(drain(&mut p, t), vec![rel(0, Verdict::Predicted)]);
     }
 
     #[test]
@@ -1193,12 +1296,31 @@ mod tests {
         max_pending: usize,
         arrivals: &[Arrival],
     ) -> Result<(), TestCaseError> {
+        run_sim_ahead(
+            mode,
+            await_detections,
+            0,
+            deadline_ms,
+            max_pending,
+            arrivals,
+        )
+    }
+
+    fn run_sim_ahead(
+        mode: Mode,
+        await_detections: bool,
+        lookahead: u32,
+        deadline_ms: u64,
+        max_pending: usize,
+        arrivals: &[Arrival],
+    ) -> Result<(), TestCaseError> {
         let t0 = Instant::now();
         let mut s = Scheduler::new(SchedulerConfig {
             mode,
             deadline: Duration::from_millis(deadline_ms),
             max_pending,
             await_detections,
+            lookahead,
         });
         let is_strict = mode == Mode::Strict;
         // Releases wait for every earlier answer (strict, or predictive
@@ -1274,6 +1396,29 @@ mod tests {
                             Verdict::Verified { detections } => {
                                 prop_assert_eq!(detections, &det(frame));
                                 prop_assert!(emitted.contains(&frame));
+                                // Lookahead: the next frames were seen first,
+                                // unless the frame's deadline came.
+                                let ahead = frame + u64::from(lookahead);
+                                if is_strict && lookahead > 0 && ms < arrival + deadline_ms {
+                                    prop_assert!(
+                                        arrived_at.keys().any(|&k| k >= ahead),
+                                        "frame {} left before frame {} arrived",
+                                        frame,
+                                        ahead
+                                    );
+                                    for (&k, &at) in arrived_at.range(frame + 1..=ahead) {
+                                        prop_assert!(
+                                            emitted.contains(&k)
+                                                || failed_at.contains(&k)
+                                                || ms >= at + deadline_ms
+                                                || s.stats().overflow > 0
+                                                || !submitted.contains_key(&k),
+                                            "frame {} left before frame {} was answered",
+                                            frame,
+                                            k
+                                        );
+                                    }
+                                }
                             }
                             Verdict::Predicted => prop_assert!(!is_strict),
                             Verdict::FailClosed { .. } => {}
@@ -1369,6 +1514,16 @@ mod tests {
             arrivals in arrivals(),
         ) {
             run_sim(Mode::Strict, false, deadline, max_pending, &arrivals)?;
+        }
+
+        #[test]
+        fn strict_lookahead_invariants(
+            lookahead in 1u32..6,
+            deadline in 5u64..120,
+            max_pending in prop_oneof![1usize..8, Just(1000)],
+            arrivals in arrivals(),
+        ) {
+            run_sim_ahead(Mode::Strict, false, lookahead, deadline, max_pending, &arrivals)?;
         }
 
         #[test]

@@ -281,6 +281,12 @@ impl StreamPipeline {
             .unwrap_or_default()
     }
 
+    /// No more frames will be pushed: frames held back for lookahead leave
+    /// without waiting for later ones.
+    pub fn finish(&mut self) {
+        self.scheduler.handle_end();
+    }
+
     /// Frames inside the stream (not yet released).
     pub fn in_flight(&self) -> usize {
         self.pending.len()
@@ -1116,6 +1122,66 @@ mod tests {
             }
         }
         out
+    }
+
+    #[test]
+    fn lookahead_masks_a_region_on_the_frames_before_it_was_found() {
+        let run = |lookahead: u32| -> Vec<Vec<Mask>> {
+            // Found from frame 3 on only.
+            let scores = vec![None, None, None, Some(0.6), Some(0.6), Some(0.6)];
+            let svc = Arc::new(
+                DetectService::start(
+                    vec![Box::new(Scripted { scores, next: 0 })],
+                    BatcherConfig::default(),
+                )
+                .unwrap(),
+            );
+            let opts = StreamOptions {
+                policy: Policy::default(),
+                scheduler: SchedulerConfig {
+                    lookahead,
+                    ..SchedulerConfig::default()
+                },
+                tracker: Some(TrackerConfig::default()),
+                resize: Default::default(),
+                zoom: ZoomConfig::off(),
+            };
+            let mut s = StreamPipeline::new(5, svc, opts);
+            let mut out = Vec::new();
+            for i in 0..6u64 {
+                s.push(Instant::now(), i as i64, noisy(48, 40, i as u8), false, 0.0);
+                // One at a time through the detector, so the script is in
+                // frame order.
+                let give_up = Instant::now() + Duration::from_secs(10);
+                loop {
+                    while let Some(r) = s.poll_output(Instant::now()) {
+                        out.push(r.record.masks);
+                    }
+                    if s.scheduler.outstanding() == 0 || Instant::now() > give_up {
+                        break;
+                    }
+                    s.wait(Duration::from_millis(5));
+                }
+            }
+            s.finish();
+            let give_up = Instant::now() + Duration::from_secs(10);
+            while s.in_flight() > 0 && Instant::now() < give_up {
+                s.wait(Duration::from_millis(5));
+                while let Some(r) = s.poll_output(Instant::now()) {
+                    out.push(r.record.masks);
+                }
+            }
+            out
+        };
+        let none = run(0);
+        assert_eq!(none.len(), 6);
+        assert!(none[..3].iter().all(|m| m.is_empty()), "{none:?}");
+        let ahead = run(2);
+        assert_eq!(ahead.len(), 6);
+        assert!(ahead[0].is_empty(), "3 frames before: out of reach");
+        for (f, m) in ahead.iter().enumerate().skip(1) {
+            assert!(covers_box(m), "frame {f}: {m:?}");
+        }
     }
 
     fn covers_box(masks: &[Mask]) -> bool {

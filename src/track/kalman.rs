@@ -201,6 +201,26 @@ impl KalmanFilter {
         KalmanState { mean, covariance }
     }
 
+    /// [`KalmanFilter::predict`], also backwards: a negative `dt` runs the
+    /// motion back by `|dt|` frames, and the uncertainty grows by what
+    /// `|dt|` forward steps would add (where a region was before it was
+    /// first seen is no better known than where it will be).
+    pub fn extrapolate(&self, state: &KalmanState, dt_frames: f32) -> KalmanState {
+        if dt_frames >= 0.0 || dt_frames.is_nan() {
+            return self.predict(state, dt_frames);
+        }
+        let back = -dt_frames;
+        let grown = self.predict(state, back);
+        let mut mean = state.mean;
+        for i in 0..MEAS_DIM {
+            mean[i] -= back * state.mean[i + MEAS_DIM];
+        }
+        KalmanState {
+            mean,
+            covariance: grown.covariance,
+        }
+    }
+
     /// Corrects `state` with a measured box. If the innovation covariance
     /// cannot be inverted (a corrupt state), the track restarts at the
     /// measurement: the detection is the better evidence of where the object is.

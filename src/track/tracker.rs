@@ -13,6 +13,9 @@ use super::kalman::{KalmanFilter, KalmanParams, KalmanState};
 use crate::error::ConfigError;
 use crate::frame::{BBox, Detection};
 
+/// Frames an ended track is kept for predictions of earlier frames.
+const REMOVED_MEMORY: u64 = 64;
+
 /// IoU is scaled to integers for the assignment solver.
 const COST_SCALE: f32 = 1_000_000.0;
 
@@ -152,6 +155,8 @@ pub struct Track {
     /// that loses a side (the region partly hidden or cut off), so a mask
     /// can make up the part the detector no longer sees.
     pub extent: (f32, f32),
+    /// The update that removed it (`u64::MAX` while it lives).
+    pub removed_at: u64,
     kalman: KalmanState,
 }
 
@@ -248,14 +253,21 @@ impl Tracker {
     /// already updated past `frame` is not moved (dt = 0), and a detection
     /// that matches it only refreshes its confidence.
     pub fn observe(&mut self, frame: u64, strong: &[Detection], weak: &[Detection]) {
-        self.tracks.retain(|t| t.state != TrackState::Removed);
+        // Ended tracks are kept a while: a frame held back for lookahead
+        // is censored after later updates, and must still see the tracks
+        // that were alive on it.
+        self.tracks.retain(|t| {
+            t.state != TrackState::Removed || frame.saturating_sub(t.removed_at) <= REMOVED_MEMORY
+        });
 
         // A track whose gap alone outlives its persistence ends before
         // association, which also keeps dt (and so the covariance) bounded.
         for i in 0..self.tracks.len() {
             let (dt, _) = Self::gap(&self.tracks[i], frame);
-            if !self.survives(&self.tracks[i], dt) {
+            let t = &self.tracks[i];
+            if t.state != TrackState::Removed && !self.survives(t, dt) {
                 self.tracks[i].state = TrackState::Removed;
+                self.tracks[i].removed_at = frame;
             }
         }
 
@@ -323,6 +335,7 @@ impl Tracker {
                     }
                     if t.misses > cfg.max_coast_frames || t.confidence < cfg.min_confidence {
                         t.state = TrackState::Removed;
+                        t.removed_at = frame;
                     }
                 }
             }
@@ -352,6 +365,7 @@ impl Tracker {
             last_hit: frame,
             last_hit_strong: true,
             extent: (d.bbox.width(), d.bbox.height()),
+            removed_at: u64::MAX,
             kalman: self.kf.initiate(d.bbox),
         });
         self.next_id = self.next_id.wrapping_add(1);
@@ -398,20 +412,28 @@ impl Tracker {
             .collect()
     }
 
-    /// Every live track extrapolated to `frame` (never mutates). A track that
-    /// `update(frame, &[])` would remove is left out, so masks end exactly
-    /// when the track does. Frames older than a track's state use dt = 0.
+    /// Every track alive on `frame` extrapolated to it (never mutates). A
+    /// track that `update(frame, &[])` would remove is left out, so masks
+    /// end exactly when the track does. A frame older than a track's state
+    /// (a frame held back for lookahead, or a late result) gets the motion
+    /// run backwards, with the uncertainty grown as forwards: a track
+    /// first seen a few frames later covers where the region was coming
+    /// from. A track ended after `frame` still counts there.
     pub fn predict(&self, frame: u64) -> Vec<TrackPrediction> {
         let sigmas = self.cfg.uncertainty_sigmas;
         self.tracks
             .iter()
-            .filter(|t| t.state != TrackState::Removed)
+            .filter(|t| t.state != TrackState::Removed || frame < t.removed_at)
             .filter_map(|t| {
                 let (dt, _) = Self::gap(t, frame);
-                if !self.survives(t, dt) {
+                let since_hit = frame.saturating_sub(t.last_hit);
+                let alive = since_hit <= u64::from(self.cfg.max_coast_frames)
+                    && decayed(t.confidence, self.cfg.decay, dt) >= self.cfg.min_confidence;
+                if !alive {
                     return None;
                 }
-                let s = self.kf.predict(&t.kalman, dt as f32);
+                let offset = frame as f64 - t.last_frame as f64;
+                let s = self.kf.extrapolate(&t.kalman, offset as f32);
                 if !s.is_finite() {
                     return None;
                 }
@@ -423,7 +445,12 @@ impl Tracker {
                     bbox: raw.padded(sigmas * sx, sigmas * sy),
                     raw_bbox: raw,
                     confidence: decayed(t.confidence, self.cfg.decay, dt),
-                    state: t.state,
+                    // Removed later, it was coasting on this frame.
+                    state: if t.state == TrackState::Removed {
+                        TrackState::Coasting
+                    } else {
+                        t.state
+                    },
                     covered: t.last_hit == frame && t.last_hit_strong,
                     shortfall: (
                         (t.extent.0 - raw.width()).max(0.0),
@@ -748,10 +775,15 @@ mod tests {
         );
         assert!(tr.predict(last + 1).is_empty());
         tr.update(last + 2, &[g.det(last + 2)]);
-        let l: Vec<_> = tr.tracks().collect();
+        let l = live(&tr);
         assert_eq!(l.len(), 1);
         assert_ne!(l[0].id, 1);
         assert_eq!(l[0].state, TrackState::Tentative);
+        // Ended, it still covers the frames it was alive on (a frame held
+        // back for lookahead is censored after later updates).
+        let back: Vec<u64> = tr.predict(last).iter().map(|p| p.id).collect();
+        assert!(back.contains(&1), "{back:?}");
+        assert!(tr.predict(last + 1).iter().all(|p| p.id != 1));
     }
 
     #[test]
@@ -864,8 +896,16 @@ mod tests {
         assert_eq!(after[0].last_frame, 9);
         assert_eq!(after[0].bbox(), before.bbox());
         assert_eq!(after[0].misses, 0);
-        // Predicting into the past uses dt = 0.
-        assert_eq!(only(&tr.predict(1)).raw_bbox, before.bbox());
+        // Predicting into the past runs the motion back, widened.
+        let p = only(&tr.predict(1));
+        assert!(
+            p.raw_bbox.iou(&g.at(1)) > 0.8,
+            "{:?} vs {:?}",
+            p.raw_bbox,
+            g.at(1)
+        );
+        assert!(contains(&p.bbox, &g.at(1)));
+        assert!(p.bbox.width() > only(&tr.predict(9)).bbox.width());
         // And the track continues normally afterwards.
         tr.update(10, &[g.det(10)]);
         assert_eq!(live(&tr)[0].id, before.id);
