@@ -33,7 +33,7 @@ impl Default for ZoomConfig {
     fn default() -> Self {
         ZoomConfig {
             factor: 2.0,
-            probe: 0.05,
+            probe: 0.03,
             max_crops: 2,
             input: 160,
         }

@@ -119,14 +119,18 @@ impl DetectBackend for Detector {
 /// The input shapes warmed up at start, each with the largest batch run:
 /// the service's main shape (square, or for a rectangular letterbox the
 /// landscape 16:9 one, what live video is) at every batch size; the other
-/// 16:9 shapes once. Other shapes plan their memory on their first batch.
+/// 16:9 shapes and a second look's crop once. Other shapes plan their
+/// memory on their first batch.
 fn warm_shapes(mode: LetterboxMode, size: usize, max_batch: usize) -> Vec<(Letterbox, usize)> {
     let square = Letterbox::new(size, size, size);
     if mode == LetterboxMode::Square {
         return vec![(square, max_batch)];
     }
     let mut shapes = vec![(Letterbox::rect(1280, 720, size), max_batch)];
-    for lb in [square, Letterbox::rect(720, 1280, size)] {
+    // Half the side: a second look's crop (detect::ZoomConfig::input).
+    let half = (size / 2).div_ceil(crate::detect::STRIDE) * crate::detect::STRIDE;
+    let crop = Letterbox::rect(half, half, half);
+    for lb in [square, Letterbox::rect(720, 1280, size), crop] {
         if !shapes.iter().any(|(s, _)| s.dims() == lb.dims()) {
             shapes.push((lb, 1));
         }
@@ -741,7 +745,13 @@ mod tests {
         let warm: Vec<_> = seen.lock().unwrap().drain(..).collect();
         assert_eq!(
             warm,
-            vec![(1, (64, 96)), (2, (64, 96)), (1, (96, 96)), (1, (96, 64))]
+            vec![
+                (1, (64, 96)),
+                (2, (64, 96)),
+                (1, (96, 96)),
+                (1, (96, 64)),
+                (1, (64, 64))
+            ]
         );
         let (tx, rx) = channel();
         for (frame, lb) in [Letterbox::rect(192, 108, 96), Letterbox::rect(108, 192, 96)]

@@ -5,6 +5,8 @@
 //! included, and a track that stops being detected keeps being censored
 //! (coasting) while its confidence decays, for at most `max_coast_frames`.
 
+use std::collections::VecDeque;
+
 use pathfinding::kuhn_munkres::kuhn_munkres_min;
 use pathfinding::matrix::Matrix;
 use serde::Deserialize;
@@ -15,6 +17,9 @@ use crate::frame::{BBox, Detection};
 
 /// Frames an ended track is kept for predictions of earlier frames.
 const REMOVED_MEMORY: u64 = 64;
+
+/// Updates a track remembers (more than the longest lookahead).
+const HISTORY: usize = 40;
 
 /// IoU is scaled to integers for the assignment solver.
 const COST_SCALE: f32 = 1_000_000.0;
@@ -158,6 +163,35 @@ pub struct Track {
     /// The update that removed it (`u64::MAX` while it lives).
     pub removed_at: u64,
     kalman: KalmanState,
+    /// The state after each of its latest updates, oldest first: a frame
+    /// held back for lookahead is masked as it would have been then.
+    history: VecDeque<Snapshot>,
+}
+
+/// A track as it stood after the update of `frame`.
+#[derive(Clone, Debug, PartialEq)]
+struct Snapshot {
+    frame: u64,
+    kalman: KalmanState,
+    /// Matched on that frame, and by a strong detection.
+    hit: bool,
+    strong: bool,
+    extent: (f32, f32),
+}
+
+impl Track {
+    fn remember(&mut self, frame: u64, hit: bool, strong: bool) {
+        if self.history.len() >= HISTORY {
+            self.history.pop_front();
+        }
+        self.history.push_back(Snapshot {
+            frame,
+            kalman: self.kalman,
+            hit,
+            strong,
+            extent: self.extent,
+        });
+    }
 }
 
 impl Track {
@@ -323,6 +357,7 @@ impl Tracker {
                     } else {
                         TrackState::Tentative
                     };
+                    t.remember(frame, true, di < n_strong);
                 }
                 (None, true) => {}
                 (None, false) => {
@@ -330,6 +365,7 @@ impl Tracker {
                     t.confidence = decayed(t.confidence, cfg.decay, dt);
                     t.misses = t.misses.saturating_add(dt);
                     t.last_frame = frame;
+                    t.remember(frame, false, false);
                     if t.state == TrackState::Confirmed && dt > 0 {
                         t.state = TrackState::Coasting;
                     }
@@ -367,7 +403,11 @@ impl Tracker {
             extent: (d.bbox.width(), d.bbox.height()),
             removed_at: u64::MAX,
             kalman: self.kf.initiate(d.bbox),
+            history: VecDeque::new(),
         });
+        if let Some(t) = self.tracks.last_mut() {
+            t.remember(frame, true, true);
+        }
         self.next_id = self.next_id.wrapping_add(1);
     }
 
@@ -420,45 +460,90 @@ impl Tracker {
     /// first seen a few frames later covers where the region was coming
     /// from. A track ended after `frame` still counts there.
     pub fn predict(&self, frame: u64) -> Vec<TrackPrediction> {
-        let sigmas = self.cfg.uncertainty_sigmas;
         self.tracks
             .iter()
             .filter(|t| t.state != TrackState::Removed || frame < t.removed_at)
-            .filter_map(|t| {
-                let (dt, _) = Self::gap(t, frame);
-                let since_hit = frame.saturating_sub(t.last_hit);
-                let alive = since_hit <= u64::from(self.cfg.max_coast_frames)
-                    && decayed(t.confidence, self.cfg.decay, dt) >= self.cfg.min_confidence;
-                if !alive {
-                    return None;
-                }
-                let offset = frame as f64 - t.last_frame as f64;
-                let s = self.kf.extrapolate(&t.kalman, offset as f32);
-                if !s.is_finite() {
-                    return None;
-                }
-                let raw = s.bbox();
-                let (sx, sy) = s.edge_std();
-                Some(TrackPrediction {
-                    id: t.id,
-                    class: t.class,
-                    bbox: raw.padded(sigmas * sx, sigmas * sy),
-                    raw_bbox: raw,
-                    confidence: decayed(t.confidence, self.cfg.decay, dt),
-                    // Removed later, it was coasting on this frame.
-                    state: if t.state == TrackState::Removed {
-                        TrackState::Coasting
-                    } else {
-                        t.state
-                    },
-                    covered: t.last_hit == frame && t.last_hit_strong,
-                    shortfall: (
-                        (t.extent.0 - raw.width()).max(0.0),
-                        (t.extent.1 - raw.height()).max(0.0),
-                    ),
-                })
-            })
+            .filter_map(|t| self.predict_track(t, frame))
             .collect()
+    }
+
+    fn predict_track(&self, t: &Track, frame: u64) -> Option<TrackPrediction> {
+        let sigmas = self.cfg.uncertainty_sigmas;
+        let max_coast = u64::from(self.cfg.max_coast_frames);
+        // The state to extrapolate from: the current one, or for a frame
+        // in the past the one the track had then (a frame before the track
+        // began runs the first one backwards).
+        let (from, last_hit, strong_hit, extent) = if frame >= t.last_frame {
+            (t.last_frame, t.last_hit, t.last_hit_strong, t.extent)
+        } else {
+            let then = t.history.iter().rev().find(|s| s.frame <= frame);
+            match then {
+                Some(s) => {
+                    let hit = t
+                        .history
+                        .iter()
+                        .rev()
+                        .filter(|h| h.frame <= frame)
+                        .find(|h| h.hit);
+                    (
+                        s.frame,
+                        hit.map_or(s.frame, |h| h.frame),
+                        s.hit && s.strong,
+                        s.extent,
+                    )
+                }
+                None => {
+                    let first = t.history.front();
+                    let f = first.map_or(t.last_frame, |s| s.frame);
+                    (f, frame, false, first.map_or(t.extent, |s| s.extent))
+                }
+            }
+        };
+        let state = if from == t.last_frame {
+            &t.kalman
+        } else {
+            &t.history.iter().find(|s| s.frame == from)?.kalman
+        };
+        let dt = frame.saturating_sub(from);
+        let alive = frame.saturating_sub(last_hit) <= max_coast
+            && decayed(
+                t.confidence,
+                self.cfg.decay,
+                u32::try_from(dt).unwrap_or(u32::MAX),
+            ) >= self.cfg.min_confidence;
+        if !alive {
+            return None;
+        }
+        let s = self
+            .kf
+            .extrapolate(state, (frame as f64 - from as f64) as f32);
+        if !s.is_finite() {
+            return None;
+        }
+        let raw = s.bbox();
+        let (sx, sy) = s.edge_std();
+        Some(TrackPrediction {
+            id: t.id,
+            class: t.class,
+            bbox: raw.padded(sigmas * sx, sigmas * sy),
+            raw_bbox: raw,
+            confidence: decayed(
+                t.confidence,
+                self.cfg.decay,
+                u32::try_from(dt).unwrap_or(u32::MAX),
+            ),
+            // Removed later, it was coasting on this frame.
+            state: if t.state == TrackState::Removed {
+                TrackState::Coasting
+            } else {
+                t.state
+            },
+            covered: last_hit == frame && strong_hit,
+            shortfall: (
+                (extent.0 - raw.width()).max(0.0),
+                (extent.1 - raw.height()).max(0.0),
+            ),
+        })
     }
 }
 
