@@ -66,6 +66,37 @@ pub fn apply(frame: &mut Frame, masks: &[Mask], method: &CensorMethod) {
     }
 }
 
+/// Merges rectangle masks that mostly overlap (IoU >= 0.5) into the box
+/// around both, in place: a region masked by its own detection and by its
+/// track would otherwise be blurred twice, at twice the cost, for nothing.
+/// The union covers everything either did. Ellipses are left as they are
+/// (the ellipse of a union box need not hold both).
+pub fn merge_overlapping(masks: &mut Vec<Mask>) {
+    let mut i = 0;
+    while i < masks.len() {
+        let mut merged = false;
+        for j in i + 1..masks.len() {
+            let (a, b) = (&masks[i], &masks[j]);
+            let rects = a.shape == MaskShape::Rect && b.shape == MaskShape::Rect;
+            if rects && a.origin != MaskOrigin::FullFrame && a.bbox.iou(&b.bbox) >= 0.5 {
+                let (p, q) = (a.bbox, b.bbox);
+                masks[i].bbox = crate::frame::BBox::new(
+                    p.x0.min(q.x0),
+                    p.y0.min(q.y0),
+                    p.x1.max(q.x1),
+                    p.y1.max(q.y1),
+                );
+                masks.remove(j);
+                merged = true;
+                break;
+            }
+        }
+        if !merged {
+            i += 1;
+        }
+    }
+}
+
 /// Censors the whole frame strongly enough that no detail survives (for
 /// fail-closed frames); see the module doc for the raised strengths. A blur
 /// is done decimated ([`blur::blur_whole_plane`]): fail-closed frames come
@@ -240,6 +271,29 @@ mod tests {
 
     const FORMATS: [PixelFormat; 2] = [PixelFormat::I420, PixelFormat::Nv12];
     const SHAPES: [MaskShape; 2] = [MaskShape::Rect, MaskShape::Ellipse];
+
+    #[test]
+    fn overlapping_rects_merge_into_their_union_and_cover_as_much() {
+        let mut m = vec![
+            mask(BBox::new(10.0, 10.0, 110.0, 110.0), MaskShape::Rect),
+            mask(BBox::new(300.0, 0.0, 340.0, 40.0), MaskShape::Rect),
+            mask(BBox::new(12.0, 8.0, 114.0, 112.0), MaskShape::Rect),
+            mask(BBox::new(14.0, 10.0, 110.0, 110.0), MaskShape::Ellipse),
+        ];
+        let before = m.clone();
+        merge_overlapping(&mut m);
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert_eq!(m[0].bbox, BBox::new(10.0, 8.0, 114.0, 112.0));
+        // Every point any mask covered is still covered.
+        for x in (0..400).step_by(3) {
+            for y in (0..150).step_by(3) {
+                let (x, y) = (x as f32, y as f32);
+                let was = before.iter().any(|k| crate::audit::mask_contains(k, x, y));
+                let is = m.iter().any(|k| crate::audit::mask_contains(k, x, y));
+                assert!(!was || is, "({x},{y}) uncovered");
+            }
+        }
+    }
 
     fn methods() -> Vec<CensorMethod> {
         vec![

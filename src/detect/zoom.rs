@@ -87,6 +87,9 @@ impl ZoomConfig {
     }
 }
 
+/// A crop's detection answers a candidate it overlaps this much.
+const CONFIRM_IOU: f32 = 0.25;
+
 /// One window to look at again, in frame pixels (even corner), and the
 /// candidates that asked for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,6 +110,25 @@ impl Crop {
             bbox: BBox::new(b.x0 + dx, b.y0 + dy, b.x1 + dx, b.y1 + dy).clipped(width, height),
             ..*d
         }
+    }
+
+    /// Whether a detection of the crop (in frame pixels, within a frame of
+    /// `width x height`) answers one of the candidates that asked for the
+    /// look: it overlaps one, and does not run into an edge of the crop
+    /// inside the frame. Anything else in the window was in the
+    /// whole-frame pass too and was not a candidate there; a crop cuts
+    /// objects at its edges and shows them out of context, which the model
+    /// can mistake (a 0.44 face cut off at a crop's corner over a
+    /// motorbike).
+    pub fn confirms(&self, d: &Detection, width: usize, height: usize) -> bool {
+        let b = &d.bbox;
+        let (x0, y0) = (self.x as f32, self.y as f32);
+        let (x1, y1) = ((self.x + self.w) as f32, (self.y + self.h) as f32);
+        let cut = (b.x0 <= x0 + 1.0 && self.x > 0)
+            || (b.y0 <= y0 + 1.0 && self.y > 0)
+            || (b.x1 >= x1 - 1.0 && self.x + self.w < width)
+            || (b.y1 >= y1 - 1.0 && self.y + self.h < height);
+        !cut && self.candidates.iter().any(|c| c.bbox.iou(b) >= CONFIRM_IOU)
     }
 
     /// What stands in for the second look when it cannot be had (queue
@@ -288,6 +310,14 @@ mod tests {
         // Highest first: the 0.2 one, which the 0.1 one joins; then 0.15.
         assert_eq!(crops[0].candidates.len(), 2);
         assert_eq!(crops[1].candidates[0].score, 0.15);
+        // Only detections on a candidate answer it.
+        let c = &crops[1];
+        assert!(c.confirms(&face(905.0, 498.0, 36.0, 0.6), 1280, 720));
+        assert!(!c.confirms(&face(1000.0, 600.0, 40.0, 0.6), 1280, 720));
+        // Cut off at the crop's edge inside the frame: not an answer.
+        let mut cut = face(905.0, 498.0, 36.0, 0.6);
+        cut.bbox.x0 = c.x as f32;
+        assert!(!c.confirms(&cut, 1280, 720));
         let back = crops[1].fallback(&p);
         assert!(
             back.iter().all(|d| p.accepts(d)),

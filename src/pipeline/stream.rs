@@ -505,8 +505,11 @@ impl StreamPipeline {
         match result {
             Ok(dets) => {
                 let (w, h) = (look.width, look.height);
-                look.found
-                    .extend(dets.iter().map(|d| crop.to_frame(d, w, h)));
+                let answers = dets
+                    .iter()
+                    .map(|d| crop.to_frame(d, w, h))
+                    .filter(|d| crop.confirms(d, w, h));
+                look.found.extend(answers);
             }
             Err(_) => {
                 let fallback = crop.fallback(&self.policy);
@@ -624,14 +627,14 @@ impl StreamPipeline {
                     // adds its smoothed box (a detection of a partly hidden
                     // or small region is often tighter than the region).
                     masks.extend(self.track_masks(p.index));
+                    censor::merge_overlapping(&mut masks);
                     (Status::Verified, None, masks, own)
                 }
-                Verdict::Predicted => (
-                    Status::Predicted,
-                    None,
-                    self.track_masks(p.index),
-                    Vec::new(),
-                ),
+                Verdict::Predicted => {
+                    let mut masks = self.track_masks(p.index);
+                    censor::merge_overlapping(&mut masks);
+                    (Status::Predicted, None, masks, Vec::new())
+                }
                 Verdict::FailClosed { reason } => (
                     Status::FailClosed,
                     Some(reason_text(&reason)),
@@ -1220,7 +1223,7 @@ mod tests {
     /// A rect-letterbox backend for second looks: the whole 1280x720
     /// frame (a 320x192 input) shows a weak candidate at frame pixels
     /// (1000, 100)-(1040, 140); a 160x160 crop shows a strong one at crop
-    /// pixels (160, 120)-(200, 160), or fails.
+    /// pixels (150, 110)-(190, 150), or fails.
     struct Zoomer {
         fail_crop: bool,
     }
@@ -1250,7 +1253,7 @@ mod tests {
             lbs.iter()
                 .map(|lb| match lb.dims() {
                     (160, 160) if self.fail_crop => Err(DetectError::Runtime("crop".into())),
-                    (160, 160) => Ok(vec![det(160.0, 120.0, 200.0, 160.0, 0.7)]),
+                    (160, 160) => Ok(vec![det(150.0, 110.0, 190.0, 150.0, 0.7)]),
                     _ => Ok(vec![det(1000.0, 100.0, 1040.0, 140.0, 0.1)]),
                 })
                 .collect()
@@ -1292,8 +1295,8 @@ mod tests {
         let (masks, c) = one_look(false, ZoomConfig::default());
         assert_eq!(c.second_looks, 1);
         // The crop (320 px around the candidate, corner (860, 0)) found it
-        // at crop (160, 120): frame (1020, 120)-(1060, 160).
-        let found = BBox::new(1020.0, 120.0, 1060.0, 160.0);
+        // at crop (150, 110): frame (1010, 110)-(1050, 150).
+        let found = BBox::new(1010.0, 110.0, 1050.0, 150.0);
         assert!(crate::audit::coverage(&found, &masks) >= 0.999, "{masks:?}");
         assert!(masks.iter().any(|m| m.origin == MaskOrigin::Detected));
         // No second look: a weak candidate alone is not masked.
