@@ -15,7 +15,9 @@ SIZE = 320
 
 
 def letterbox(img):
-    """The same letterbox as src/detect/preprocess.rs (black bottom/right)."""
+    """The letterbox of src/detect/preprocess.rs (black bottom/right), resampled
+    with Pillow's antialiased BILINEAR: the filter of `resize = "triangle"`
+    (on RGB rather than YUV)."""
     w, h = img.size
     s = max(w, h)
     sq = Image.new("RGB", (s, s))
