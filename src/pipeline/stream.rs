@@ -158,6 +158,10 @@ impl Look {
     }
 }
 
+/// A track a detection of this frame continued adds its own mask when that
+/// detection lacks more than this share of the region's remembered size.
+const SHORTFALL_MASKED: f32 = 0.05;
+
 /// NudeNet's NMS IoU, for merging a frame's detections with its crops'.
 const LOOK_NMS_IOU: f32 = 0.45;
 
@@ -624,8 +628,8 @@ impl StreamPipeline {
                     // whatever its state (a one-hit tentative track that
                     // missed, a region kept by a weak detection, a coasting
                     // one); one a strong detection of this frame continued
-                    // adds its smoothed box (a detection of a partly hidden
-                    // or small region is often tighter than the region).
+                    // adds its box only where that detection lacks part of
+                    // the region (partly hidden).
                     masks.extend(self.track_masks(p.index));
                     censor::merge_overlapping(&mut masks);
                     (Status::Verified, None, masks, own)
@@ -753,9 +757,15 @@ impl StreamPipeline {
         let Some(tr) = self.tracker.as_ref() else {
             return Vec::new();
         };
+        // A detection of the whole region needs no second mask over it.
+        let lacks = |t: &crate::track::TrackPrediction| {
+            let (w, h) = (t.raw_bbox.width(), t.raw_bbox.height());
+            t.shortfall.0 > SHORTFALL_MASKED * w || t.shortfall.1 > SHORTFALL_MASKED * h
+        };
         tr.predict(frame)
             .into_iter()
             .filter(|t| self.policy.censors_class(t.class))
+            .filter(|t| !t.covered || lacks(t))
             .map(|t| {
                 let b = if t.covered {
                     t.raw_bbox.padded(t.shortfall.0, t.shortfall.1)
