@@ -105,9 +105,6 @@ pub struct TruthReport {
     pub faces: u64,
     pub left_visible: Vec<TruthLeak>,
     pub left_visible_frames: Vec<u64>,
-    /// Why the truth was not judged (its boxes are faces and the policy
-    /// censors no face class); `None` when it was.
-    pub skipped: Option<String>,
 }
 
 /// An output frame the decoder could not decode: its pixels prove nothing.
@@ -563,14 +560,6 @@ fn miss_detector(detector: &DetectorConfig, min_score: f32) -> DetectorConfig {
     }
 }
 
-/// Whether the policy censors a face class, the only thing truth boxes name.
-fn censors_faces(policy: &Policy) -> bool {
-    ["FACE_FEMALE", "FACE_MALE"]
-        .iter()
-        .filter_map(|c| crate::detect::class_index(c))
-        .any(|c| policy.censors_class(c))
-}
-
 /// Audits `output` (and its sidecar, and the ground truth when given)
 /// against `input`. The policy is the sidecar header's, with `overrides`
 /// over it; `configured` is used only for a sidecar without a header.
@@ -625,10 +614,6 @@ pub fn audit(
         miss_threshold: opts.miss_threshold,
         truth: truth.as_ref().map(|(p, _)| TruthReport {
             path: p.clone(),
-            skipped: (!censors_faces(&policy)).then(|| {
-                "the policy censors no face class (FACE_FEMALE, FACE_MALE) and the truth boxes are faces"
-                    .to_string()
-            }),
             ..TruthReport::default()
         }),
         ..AuditReport::default()
@@ -745,10 +730,7 @@ pub fn audit(
             rep.miss_frames.push(i);
             rep.possible_misses.extend(misses);
         }
-        if let (Some(faces), Some(tr)) = (
-            frame_truth,
-            rep.truth.as_mut().filter(|t| t.skipped.is_none()),
-        ) {
+        if let (Some(faces), Some(tr)) = (frame_truth, rep.truth.as_mut()) {
             tr.faces += faces.len() as u64;
             let left = judge_truth(i, &a.frame, Some(&b.frame), &rec.masks, faces, &th);
             if !left.is_empty() {
@@ -787,16 +769,6 @@ mod tests {
             origin: MaskOrigin::Detected,
             class: 0,
         }
-    }
-
-    #[test]
-    fn truth_of_faces_is_judged_only_when_faces_are_censored() {
-        assert!(!censors_faces(&Policy::default()));
-        let faces = PolicyFile {
-            classes: vec!["FACE_MALE".into()],
-            ..PolicyFile::default()
-        };
-        assert!(censors_faces(&Policy::from_file(&faces).unwrap()));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use livecensor::audit::{audit, truth_beside, AuditFiles, AuditOptions, AuditReport, TruthReport};
+use livecensor::audit::{audit, truth_beside, AuditFiles, AuditOptions, AuditReport};
 use livecensor::config::Config;
 use livecensor::detect::CLASSES;
 use livecensor::frame::CensorMethod;
@@ -571,11 +571,6 @@ fn print_audit(rep: &AuditReport) {
         rep.miss_frames.len()
     );
     match &rep.truth {
-        Some(TruthReport {
-            path,
-            skipped: Some(why),
-            ..
-        }) => println!("ground truth ({}): not judged: {why}", path.display()),
         Some(t) => println!(
             "ground truth ({}): {} faces judged, {} left visible in {} frames",
             t.path.display(),
