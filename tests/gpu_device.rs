@@ -13,6 +13,7 @@ use livecensor::detect::postprocess::decode;
 use livecensor::detect::preprocess::{
     preprocess_frame_as, preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter,
 };
+use livecensor::detect::{DetectBackend, DetectInput, DeviceInput};
 use livecensor::error::DetectError;
 use livecensor::frame::{
     BBox, CensorMethod, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat,
@@ -23,9 +24,7 @@ use livecensor::gpu::{probe, GpuContext, GpuStream};
 use livecensor::pipeline::batcher::{BatcherConfig, Key};
 use livecensor::pipeline::scheduler::SchedulerConfig;
 use livecensor::pipeline::service::Completion;
-use livecensor::pipeline::{
-    DetectBackend, DetectInput, DetectService, DeviceInput, Status, StreamOptions, StreamPipeline,
-};
+use livecensor::pipeline::{DetectService, Status, StreamOptions, StreamPipeline};
 use livecensor::policy::Policy;
 use livecensor::track::TrackerConfig;
 use rand::rngs::SmallRng;
@@ -609,7 +608,10 @@ fn device_inputs_reach_the_batcher_in_place() {
     let score = |c: &Completion| c.result.as_ref().expect("detections")[0].score;
     assert!((score(&got[0]) - score(&got[1])).abs() < 1e-6);
     assert_eq!(
-        got[0].spent.as_ref().map(|t| t.len()),
+        got[0].spent.as_ref().map(|t| match t {
+            DetectInput::Device(t) => t.len(),
+            DetectInput::Host(v) => v.len(),
+        }),
         Some(3 * size * size)
     );
     assert!(got[1].spent.is_none());

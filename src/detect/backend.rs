@@ -9,9 +9,10 @@ use serde::Deserialize;
 
 use super::onnx::{Detector, DetectorConfig};
 use super::tensorrt::TrtEngine;
+use super::{Letterbox, LetterboxMode};
 use crate::error::DetectError;
-use crate::gpu::GpuContext;
-use crate::pipeline::DetectBackend;
+use crate::frame::Detection;
+use crate::gpu::{DeviceTensor, GpuContext};
 
 /// The detector backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
@@ -118,5 +119,90 @@ mod tests {
         } else {
             assert!(e.starts_with("TensorRT backend not built"), "{e}");
         }
+    }
+}
+
+/// One frame's detector input as it enters the service.
+pub enum DetectInput {
+    /// `[3, rows, cols]` f32 on the host.
+    Host(Vec<f32>),
+    /// `[1, 3, size, size]` in device memory, in the data type the backends
+    /// read ([`DetectService::device_input`]), written by the stream's
+    /// preprocess kernel and complete (its stream synchronised) before it is
+    /// submitted. It goes back to its stream in [`Completion::spent`].
+    Device(DeviceTensor),
+}
+
+impl DetectInput {
+    pub(crate) fn host(&self) -> Option<&[f32]> {
+        match self {
+            DetectInput::Host(t) => Some(t),
+            DetectInput::Device(_) => None,
+        }
+    }
+
+    /// The input again when it is a device tensor (which goes back to its
+    /// stream for reuse); `None` for a host one.
+    pub fn device_only(self) -> Option<DetectInput> {
+        match self {
+            DetectInput::Device(_) => Some(self),
+            DetectInput::Host(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Debug for DetectInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DetectInput::Host(t) => write!(f, "Host({} values)", t.len()),
+            DetectInput::Device(t) => write!(f, "Device({t:?})"),
+        }
+    }
+}
+
+/// The device tensors a backend reads in place ([`DetectBackend::detect_inputs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceInput {
+    /// IEEE half rather than f32 values.
+    pub f16: bool,
+}
+
+/// Anything that turns a batch of prepared tensors into detections.
+pub trait DetectBackend: Send {
+    /// Long side of the input tensor.
+    fn input_size(&self) -> usize;
+    /// The letterbox the backend takes: square unless it accepts any
+    /// input of whole strides up to `input_size` (ONNX Runtime does).
+    fn letterbox_mode(&self) -> LetterboxMode {
+        LetterboxMode::Square
+    }
+    /// Runs one batch (`batch` images laid out NCHW one after another, all
+    /// of the letterboxes' one shape).
+    fn detect(
+        &mut self,
+        tensors: &[f32],
+        batch: usize,
+        letterboxes: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError>;
+
+    /// `Some` when [`DetectBackend::detect_inputs`] reads device tensors in
+    /// place (TensorRT with the CUDA kernels): the GPU pipeline then hands
+    /// its preprocessed tensors over without a copy to the host.
+    fn device_input(&self) -> Option<DeviceInput> {
+        None
+    }
+
+    /// Runs one batch of which at least one input is on the device, all of
+    /// one shape (the backend's square). Only backends that report
+    /// [`DetectBackend::device_input`] are given one.
+    fn detect_inputs(
+        &mut self,
+        inputs: &[&DetectInput],
+        letterboxes: &[Letterbox],
+    ) -> Result<Vec<Vec<Detection>>, DetectError> {
+        let _ = (inputs, letterboxes);
+        Err(DetectError::Runtime(
+            "this detector takes host tensors only".into(),
+        ))
     }
 }

@@ -11,7 +11,7 @@ pub mod preprocess;
 pub mod tensorrt;
 pub mod zoom;
 
-pub use backend::{backends, DetectorBackend};
+pub use backend::{backends, DetectBackend, DetectInput, DetectorBackend, DeviceInput};
 pub use classes::{class_index, CLASSES, DEFAULT_CENSORED};
 pub use onnx::{resolve_ort_library, Detector, DetectorConfig};
 pub use postprocess::{decode, nms, OUTPUT_ROWS};

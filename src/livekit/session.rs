@@ -972,12 +972,12 @@ mod tests {
     use super::*;
     use crate::codec::test_util::pattern;
     use crate::codec::Encoder;
+    use crate::detect::DetectBackend;
     use crate::detect::Letterbox;
     use crate::error::DetectError;
     use crate::frame::Detection;
     use crate::pipeline::batcher::BatcherConfig;
     use crate::pipeline::scheduler::SchedulerConfig;
-    use crate::pipeline::service::DetectBackend;
     use crate::policy::Policy;
 
     /// A detector that finds nothing: every intact frame is verified.

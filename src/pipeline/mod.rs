@@ -10,6 +10,6 @@ pub mod sidecar;
 pub mod stream;
 
 pub use run::{censor_file, Summary};
-pub use service::{DetectBackend, DetectInput, DetectService, DeviceInput};
+pub use service::DetectService;
 pub use sidecar::{FrameRecord, Status};
 pub use stream::{Released, StreamOptions, StreamPipeline};

@@ -3,99 +3,15 @@
 //! stream's channel by (stream, frame). Every stream of the process shares it.
 
 use super::batcher::{Batcher, BatcherConfig, Key};
-use crate::detect::{Detector, Letterbox, LetterboxMode};
+use crate::detect::{DetectBackend, DetectInput, Detector, DeviceInput, Letterbox, LetterboxMode};
 use crate::error::DetectError;
 use crate::frame::Detection;
-use crate::gpu::DeviceTensor;
 use crate::metrics::{Histogram, BATCH_BUCKETS};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-/// One frame's detector input as it enters the service.
-pub enum DetectInput {
-    /// `[3, rows, cols]` f32 on the host.
-    Host(Vec<f32>),
-    /// `[1, 3, size, size]` in device memory, in the data type the backends
-    /// read ([`DetectService::device_input`]), written by the stream's
-    /// preprocess kernel and complete (its stream synchronised) before it is
-    /// submitted. It goes back to its stream in [`Completion::spent`].
-    Device(DeviceTensor),
-}
-
-impl DetectInput {
-    fn host(&self) -> Option<&[f32]> {
-        match self {
-            DetectInput::Host(t) => Some(t),
-            DetectInput::Device(_) => None,
-        }
-    }
-
-    fn into_device(self) -> Option<DeviceTensor> {
-        match self {
-            DetectInput::Device(t) => Some(t),
-            DetectInput::Host(_) => None,
-        }
-    }
-}
-
-impl std::fmt::Debug for DetectInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            DetectInput::Host(t) => write!(f, "Host({} values)", t.len()),
-            DetectInput::Device(t) => write!(f, "Device({t:?})"),
-        }
-    }
-}
-
-/// The device tensors a backend reads in place ([`DetectBackend::detect_inputs`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeviceInput {
-    /// IEEE half rather than f32 values.
-    pub f16: bool,
-}
-
-/// Anything that turns a batch of prepared tensors into detections.
-pub trait DetectBackend: Send {
-    /// Long side of the input tensor.
-    fn input_size(&self) -> usize;
-    /// The letterbox the backend takes: square unless it accepts any
-    /// input of whole strides up to `input_size` (ONNX Runtime does).
-    fn letterbox_mode(&self) -> LetterboxMode {
-        LetterboxMode::Square
-    }
-    /// Runs one batch (`batch` images laid out NCHW one after another, all
-    /// of the letterboxes' one shape).
-    fn detect(
-        &mut self,
-        tensors: &[f32],
-        batch: usize,
-        letterboxes: &[Letterbox],
-    ) -> Result<Vec<Vec<Detection>>, DetectError>;
-
-    /// `Some` when [`DetectBackend::detect_inputs`] reads device tensors in
-    /// place (TensorRT with the CUDA kernels): the GPU pipeline then hands
-    /// its preprocessed tensors over without a copy to the host.
-    fn device_input(&self) -> Option<DeviceInput> {
-        None
-    }
-
-    /// Runs one batch of which at least one input is on the device, all of
-    /// one shape (the backend's square). Only backends that report
-    /// [`DetectBackend::device_input`] are given one.
-    fn detect_inputs(
-        &mut self,
-        inputs: &[&DetectInput],
-        letterboxes: &[Letterbox],
-    ) -> Result<Vec<Vec<Detection>>, DetectError> {
-        let _ = (inputs, letterboxes);
-        Err(DetectError::Runtime(
-            "this detector takes host tensors only".into(),
-        ))
-    }
-}
 
 impl DetectBackend for Detector {
     fn input_size(&self) -> usize {
@@ -252,7 +168,7 @@ pub struct Completion {
     pub infer: Duration,
     pub batch_size: usize,
     /// The frame's device input, handed back for its stream to reuse.
-    pub spent: Option<DeviceTensor>,
+    pub spent: Option<DetectInput>,
 }
 
 struct Job {
@@ -517,7 +433,7 @@ fn worker(
                 queue_wait: start.saturating_duration_since(q.enqueued),
                 infer: Duration::ZERO,
                 batch_size: 0,
-                spent: q.item.input.into_device(),
+                spent: q.item.input.device_only(),
             };
             let _ = q.item.reply.send(c);
         }
@@ -577,7 +493,7 @@ fn worker(
                 queue_wait: start.saturating_duration_since(q.enqueued),
                 infer,
                 batch_size: n,
-                spent: q.item.input.into_device(),
+                spent: q.item.input.device_only(),
             };
             // A stream that went away no longer needs its result.
             let _ = q.item.reply.send(c);

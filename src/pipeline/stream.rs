@@ -5,10 +5,11 @@
 
 use super::batcher::Key;
 use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Verdict};
-use super::service::{Completion, DetectInput, DetectService};
+use super::service::{Completion, DetectService};
 use super::sidecar::{FrameRecord, Status};
 use crate::censor;
 use crate::detect::zoom::{self, ZoomConfig};
+use crate::detect::DetectInput;
 use crate::detect::{nms, preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter};
 use crate::frame::{BBox, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
 use crate::gpu::nvenc::GpuEncoder;
@@ -382,7 +383,7 @@ impl StreamPipeline {
     }
 
     fn take(&mut self, now: Instant, mut c: Completion) {
-        if let (Some(t), Some(g)) = (c.spent.take(), self.gpu.as_mut()) {
+        if let (Some(DetectInput::Device(t)), Some(g)) = (c.spent.take(), self.gpu.as_mut()) {
             g.recycle(t);
         }
         let (frame, part) = (c.key.frame, c.key.part);
@@ -873,12 +874,12 @@ fn reason_text(r: &FailReason) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detect::DetectBackend;
     use crate::detect::{class_index, Letterbox};
     use crate::error::DetectError;
     use crate::frame::{Detection, PixelFormat};
     use crate::pipeline::batcher::BatcherConfig;
     use crate::pipeline::scheduler::Mode;
-    use crate::pipeline::service::DetectBackend;
 
     /// Finds one exposed breast at a fixed place, or fails on demand.
     struct Fixed {

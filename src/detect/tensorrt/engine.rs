@@ -20,11 +20,11 @@ use super::{
 use crate::detect::classes::CLASSES;
 use crate::detect::postprocess::{decode_batch, nms, output_anchors, OUTPUT_ROWS};
 use crate::detect::preprocess::preprocess_rgb;
+use crate::detect::{DetectBackend, DetectInput, DeviceInput};
 use crate::detect::{DetectorConfig, Letterbox};
 use crate::error::DetectError;
 use crate::frame::Detection;
 use crate::gpu::{DeviceTensor, GpuContext, GpuStream};
-use crate::pipeline::{DetectBackend, DetectInput, DeviceInput};
 
 fn trt(msg: impl Into<String>) -> DetectError {
     DetectError::TensorRt(msg.into())

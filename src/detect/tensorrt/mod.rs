@@ -11,7 +11,7 @@
 //!   build`, the engine layout the detector accepts, build options, and the
 //!   probe `doctor` prints.
 //! - With the shim (`cfg(livecensor_trt_shim)`, set by build.rs): [`TrtEngine`],
-//!   [`TrtDetector`] (a [`DetectBackend`](crate::pipeline::DetectBackend)),
+//!   [`TrtDetector`] (a [`DetectBackend`](crate::detect::DetectBackend)),
 //!   [`build_engine`]. Without it: the same names, whose constructors return
 //!   [`DetectError::TrtNotBuilt`], so callers carry no `cfg`.
 

@@ -10,11 +10,11 @@ use std::path::Path;
 use super::{
     find_nvinfer, BuildOptions, BuildReport, EngineLayout, PlanMeta, TrtProbe, TrtVersion,
 };
+use crate::detect::{DetectBackend, DetectInput, DeviceInput};
 use crate::detect::{DetectorConfig, Letterbox};
 use crate::error::DetectError;
 use crate::frame::Detection;
 use crate::gpu::{DeviceTensor, GpuContext, GpuStream};
-use crate::pipeline::{DetectBackend, DetectInput, DeviceInput};
 
 /// Why this binary has no TensorRT backend, and how to get one.
 fn not_built() -> DetectError {
