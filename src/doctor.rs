@@ -483,6 +483,10 @@ impl fmt::Display for DoctorReport {
         for s in &self.stages {
             writeln!(f, "{:<16} {}  ({})", s.stage, s.backend, s.reason)?;
         }
+        writeln!(f, "\nfallbacks (censor, bench and serve alike):")?;
+        for (when, what) in crate::backend::FALLBACKS {
+            writeln!(f, "  {when}: {what}")?;
+        }
         for n in &self.notes {
             writeln!(f, "\nnote: {n}")?;
         }

@@ -4,12 +4,14 @@
 //! (Kalman) -> `censor` (blur, pixelate, fill) -> `sink` (encode and write).
 
 pub mod audit;
+pub mod backend;
 pub mod bench;
 pub mod censor;
 pub mod codec;
 pub mod config;
 pub mod detect;
 pub mod doctor;
+pub mod engine;
 pub mod error;
 pub mod frame;
 pub mod gpu;

@@ -709,13 +709,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
     }
     // Before the detector starts: no GPU is a one-line error, not a
     // session that fails later.
-    let gpu = if cfg.gpu.enabled {
-        Some(std::sync::Arc::new(livecensor::gpu::GpuContext::new(
-            cfg.gpu.device,
-        )?))
-    } else {
-        None
-    };
+    let backend = livecensor::backend::Backend::open(&cfg.gpu)?;
     let lk = LiveKitSettings {
         url: if cfg.livekit.url.is_empty() {
             "ws://127.0.0.1:7880".into()
@@ -736,7 +730,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
                 .map(|d| d.as_nanos() as u64)
                 .unwrap_or(1),
         )?,
-        gpu,
+        backend,
     };
     if lk.faults.is_active() {
         eprintln!(

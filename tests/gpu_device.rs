@@ -6,6 +6,7 @@
 //! every test returns at once with the reason on stderr: they are skipped,
 //! not ignored, so `scripts/gpu-check.sh run` runs them all on the GPU box.
 
+use livecensor::backend::{Backend, Picture};
 use livecensor::censor;
 use livecensor::codec::{Decoder, Encoder, EncoderConfig};
 use livecensor::detect::class_index;
@@ -627,7 +628,7 @@ fn stream_device_path_feeds_device_inputs() {
         return;
     };
     let (svc, [device_reads, host_reads]) = device_sum_service(&ctx, 32);
-    let s = ctx.stream().expect("stream");
+    let backend = Backend::Cuda(std::sync::Arc::new(ctx));
     let opts = StreamOptions {
         policy: Policy::default(),
         scheduler: SchedulerConfig::default(),
@@ -635,12 +636,14 @@ fn stream_device_path_feeds_device_inputs() {
         resize: ResizeFilter::default(),
         zoom: Default::default(),
     };
-    let mut p = StreamPipeline::new(3, svc, opts).with_gpu(ctx.stream().expect("stream"));
+    let mut p = StreamPipeline::new(3, svc, opts).with_lane(backend.lane().expect("lane"));
     let mut rng = SmallRng::seed_from_u64(82);
     let mut out = Vec::new();
     for i in 0..12u64 {
         let f = random_frame(&mut rng, 48, 40);
-        p.push_device(Instant::now(), i as i64, upload(&s, &f), false, 0.0);
+        // Uploaded on the lane's own stream, which the kernels then run on.
+        let d = p.lane_mut().upload(&f).expect("upload");
+        p.push(Instant::now(), i as i64, Picture::Device(d), false, 0.0);
         while let Some(r) = p.poll_output(Instant::now()) {
             out.push(r);
         }

@@ -9,16 +9,16 @@ pub mod plot;
 pub mod report;
 
 use crate::audit::Hidden;
+use crate::backend::Backend;
 use crate::codec::{Decoder, Encoder, EncoderConfig};
 use crate::config::Config;
 use crate::detect::{Detector, Letterbox, LetterboxMode};
+use crate::engine::{drive, Engine, EngineOptions, Feed, Input, Output, Sink, Source};
 use crate::error::{Error, PipelineError};
-use crate::frame::{BBox, Frame, PixelFormat};
-use crate::gpu::nvenc::{GpuEncoder, Preset};
-use crate::gpu::{nvdec::NvDecoder, GpuContext};
+use crate::frame::BBox;
 use crate::pipeline::run::{start_service, stream_options};
 use crate::pipeline::service::DetectService;
-use crate::pipeline::stream::{Released, StreamPipeline};
+use crate::pipeline::stream::StreamPipeline;
 use crate::policy::Policy;
 use crate::synth::{Scenario, Synth, SynthConfig};
 use report::{
@@ -183,69 +183,8 @@ struct Stream<'a> {
     /// Pacing phase of this stream (streams are spread over a frame interval).
     offset: Duration,
     /// `--gpu`: NVDEC into device memory, kernels on this stream's own CUDA
-    /// stream (the device path of `censor --gpu`).
-    gpu: Option<&'a GpuContext>,
-}
-
-/// The stream's decoder: openh264 into host frames, or NVDEC into device
-/// frames.
-enum StreamDecoder {
-    Cpu(Decoder),
-    Gpu(Box<NvDecoder>),
-}
-
-impl StreamDecoder {
-    /// Decodes `au` (`None`: flushes) and pushes every frame it gives into
-    /// `pipe` at `pts(pushed)`. A decoder error pushes nothing; the caller
-    /// decides what stands in.
-    fn feed(
-        &mut self,
-        pipe: &mut StreamPipeline,
-        au: Option<&[u8]>,
-        arrival: Instant,
-        pushed: &mut u64,
-        pts: impl Fn(u64) -> i64,
-    ) -> Result<(), String> {
-        let t0 = Instant::now();
-        // Frames given by a flush were decoded earlier: no decode time.
-        let took = |t0: Instant| {
-            if au.is_some() {
-                t0.elapsed().as_secs_f64()
-            } else {
-                0.0
-            }
-        };
-        match self {
-            StreamDecoder::Cpu(d) => {
-                let frames = match au {
-                    Some(au) => d.decode(au),
-                    None => d.flush(),
-                }
-                .map_err(|e| e.to_string())?;
-                let decode = took(t0);
-                for f in frames {
-                    pipe.push(arrival, pts(*pushed), f, false, decode);
-                    *pushed += 1;
-                }
-            }
-            StreamDecoder::Gpu(d) => {
-                for f in pipe.take_spent_device_frames() {
-                    d.recycle(f);
-                }
-                let frames = match au {
-                    Some(au) => d.decode(au, pts(*pushed)),
-                    None => d.flush(),
-                }
-                .map_err(|e| format!("NVDEC: {e}"))?;
-                let decode = took(t0);
-                for f in frames {
-                    pipe.push_device(arrival, pts(*pushed), f.frame, f.damaged, decode);
-                    *pushed += 1;
-                }
-            }
-        }
-        Ok(())
-    }
+    /// stream, NVENC where the GPU has one (the device path of `censor`).
+    backend: &'a Backend,
 }
 
 impl Stream<'_> {
@@ -255,113 +194,108 @@ impl Stream<'_> {
 
     fn run(&self, pipe: StreamPipeline, scenario: Scenario) -> Result<StreamRun, Error> {
         let o = self.opts;
-        let (mut dec, mut pipe) = match self.gpu {
-            Some(ctx) => (
-                StreamDecoder::Gpu(Box::new(NvDecoder::new(ctx)?)),
-                pipe.with_gpu(ctx.stream()?),
-            ),
-            None => (StreamDecoder::Cpu(Decoder::new()?), pipe),
-        };
-        // NVENC on the device path where the GPU has it (censored frames then
-        // stay on the device), else openh264.
-        let gpu_stream = self.gpu.map(|c| c.stream()).transpose()?;
-        let config = EncoderConfig::new(o.width, o.height, o.fps as f32);
-        let (mut enc, encoder) = GpuEncoder::new(gpu_stream.as_ref(), config, Preset::P1)?;
-        pipe.set_keep_on_device(enc.is_nvenc());
-        let n = self.aus.len();
-        let mut samples: Vec<FrameSample> = Vec::with_capacity(n);
-        let start = self.start;
-        let since = |t: Instant| t.saturating_duration_since(start).as_secs_f64();
-        let mut out = |pipe: &mut StreamPipeline,
-                       mut r: Released,
-                       samples: &mut Vec<FrameSample>|
-         -> Result<(), Error> {
-            let t0 = Instant::now();
-            let au = pipe.encode_device(&mut enc, &mut r, false)?;
-            let done = Instant::now();
-            let mut times = r.times;
-            times.encode = done.duration_since(t0).as_secs_f64();
-            samples.push(FrameSample {
-                index: r.index,
-                arrival_s: since(r.arrived),
-                output_s: since(done),
-                times,
-                status: r.record.status,
-                reason: r.record.reason,
-                masks: r.record.masks,
-                detections: r.record.detections,
-                au,
-                score: FrameScore::default(),
-                truth_misses: Vec::new(),
-            });
-            Ok(())
-        };
-        let pts = |k: u64| (k as f64 * 90_000.0 / o.fps).round() as i64;
-        let mut next = 0usize;
-        let mut pushed = 0u64;
-        let mut flushed = false;
+        let mut engine = Engine::new(
+            pipe,
+            self.backend,
+            EngineOptions {
+                fps: o.fps as f32,
+                encode: true,
+                max_in_flight: None,
+            },
+        )?;
         let first = self.due(0);
         if let Some(d) = first.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
-        loop {
-            while next < n {
-                let now = Instant::now();
-                let ready = if o.paced {
-                    self.due(next) <= now
-                } else {
-                    pipe.in_flight() < self.window
-                };
-                if !ready {
-                    break;
-                }
-                let arrival = if o.paced { self.due(next) } else { now };
-                let t0 = Instant::now();
-                let au = &self.aus[next];
-                next += 1;
-                if let Err(e) = dec.feed(&mut pipe, Some(au), arrival, &mut pushed, pts) {
-                    tracing::warn!("stream {}: {e}", self.id);
-                    let black = Frame::new(PixelFormat::I420, o.width, o.height);
-                    let decode = t0.elapsed().as_secs_f64();
-                    pipe.push(arrival, pts(pushed), black, true, decode);
-                    pushed += 1;
-                }
-                while let Some(r) = pipe.poll_output(Instant::now()) {
-                    out(&mut pipe, r, &mut samples)?;
-                }
-            }
-            if next == n && !flushed {
-                flushed = true;
-                // Baseline streams hold nothing back; anything held goes in.
-                let _ = dec.feed(&mut pipe, None, Instant::now(), &mut pushed, pts);
-                // Frames held for lookahead need not wait for more.
-                pipe.finish();
-            }
-            while let Some(r) = pipe.poll_output(Instant::now()) {
-                out(&mut pipe, r, &mut samples)?;
-            }
-            if next == n && pipe.in_flight() == 0 {
-                break;
-            }
-            let max = if o.paced && next < n {
-                self.due(next)
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(20))
-            } else {
-                Duration::from_millis(20)
-            };
-            if !max.is_zero() {
-                pipe.wait(max);
-            }
-        }
+        let mut source = ClipSource {
+            stream: self,
+            next: 0,
+        };
+        let mut sink = Collector {
+            start: self.start,
+            samples: Vec::with_capacity(self.aus.len()),
+        };
+        drive(&mut engine, &mut source, &mut sink)?;
         Ok(StreamRun {
             id: self.id,
             scenario: scenario.name().to_string(),
-            frames_in: n as u64,
-            samples,
-            encoder,
-            second_looks: pipe.counters().second_looks,
+            frames_in: self.aus.len() as u64,
+            samples: sink.samples,
+            encoder: engine.encoder_description(),
+            second_looks: engine.pipeline().counters().second_looks,
         })
+    }
+}
+
+/// A synthetic clip's access units as a source: paced at the frame rate
+/// (each at its due time, which is its arrival), or unpaced (a window in
+/// flight).
+struct ClipSource<'a, 'b> {
+    stream: &'b Stream<'a>,
+    next: usize,
+}
+
+impl Source for ClipSource<'_, '_> {
+    fn next(&mut self, in_flight: usize) -> Result<Feed, Error> {
+        let (s, o) = (self.stream, self.stream.opts);
+        let Some(au) = s.aus.get(self.next) else {
+            return Ok(Feed::End);
+        };
+        let now = Instant::now();
+        let arrival = if o.paced {
+            let due = s.due(self.next);
+            if due > now {
+                return Ok(Feed::Wait((due - now).min(Duration::from_millis(20))));
+            }
+            due
+        } else {
+            if in_flight >= s.window {
+                return Ok(Feed::Wait(Duration::from_millis(20)));
+            }
+            now
+        };
+        let pts = (self.next as f64 * 90_000.0 / o.fps).round() as i64;
+        self.next += 1;
+        Ok(Feed::Input(Input::AccessUnit {
+            data: au.as_slice().into(),
+            pts,
+            arrival,
+            origin: arrival,
+            contiguous: true,
+            show: true,
+            stale: false,
+        }))
+    }
+}
+
+/// The bench's sink: one sample per released frame.
+struct Collector {
+    start: Instant,
+    samples: Vec<FrameSample>,
+}
+
+impl Sink for Collector {
+    fn write(&mut self, out: Output) -> Result<(), Error> {
+        let since = |t: Instant| t.saturating_duration_since(self.start).as_secs_f64();
+        let au = match out.encoded {
+            Some(Ok(au)) => au,
+            Some(Err(e)) => return Err(other(format!("frame {}: encoder: {e}", out.index))),
+            None => Vec::new(),
+        };
+        self.samples.push(FrameSample {
+            index: out.index,
+            arrival_s: since(out.arrived),
+            output_s: since(out.done),
+            times: out.times,
+            status: out.record.status,
+            reason: out.record.reason,
+            masks: out.record.masks,
+            detections: out.record.detections,
+            au,
+            score: FrameScore::default(),
+            truth_misses: Vec::new(),
+        });
+        Ok(())
     }
 }
 
@@ -410,16 +344,16 @@ pub fn run(
     clips: &Clips,
     svc: &Arc<DetectService>,
 ) -> Result<(RunReport, Vec<StreamRun>), Error> {
-    run_on(cfg, o, clips, svc, None)
+    run_on(cfg, o, clips, svc, &Backend::Cpu)
 }
 
-/// [`run`], on the device path when `gpu` is given (`bench --gpu`).
+/// [`run`] on `backend` (the GPU with `bench --gpu`).
 pub fn run_on(
     cfg: &Config,
     o: &BenchOptions,
     clips: &Clips,
     svc: &Arc<DetectService>,
-    gpu: Option<&GpuContext>,
+    backend: &Backend,
 ) -> Result<(RunReport, Vec<StreamRun>), Error> {
     if o.streams == 0 || o.frames == 0 || o.frames > clips.frames {
         return Err(other("bench: need at least 1 stream and 1 frame"));
@@ -454,7 +388,7 @@ pub fn run_on(
                     window: win,
                     start,
                     offset: Duration::from_secs_f64(*k as f64 / (o.streams as f64 * o.fps)),
-                    gpu,
+                    backend,
                 };
                 let s = *s;
                 sc.spawn(move || st.run(pipe, s))
@@ -490,7 +424,7 @@ fn run_in_turn(
     o: &BenchOptions,
     clips: &Clips,
     svc: &Arc<DetectService>,
-    gpu: Option<&GpuContext>,
+    backend: &Backend,
 ) -> Result<(RunReport, Vec<StreamRun>), Error> {
     let mut all: Vec<StreamRun> = Vec::new();
     let mut res = Resources::default();
@@ -501,7 +435,7 @@ fn run_in_turn(
             scenarios: vec![s],
             ..o.clone()
         };
-        let (r, runs) = run_on(cfg, &one, clips, svc, gpu)?;
+        let (r, runs) = run_on(cfg, &one, clips, svc, backend)?;
         eprintln!(
             "bench: {s}: {} of {} face-frame(s) left visible, p99 {:.1} ms",
             r.truth_uncensored, r.truth_faces, r.latency_ms.p99
@@ -849,13 +783,8 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
     );
     let clips = prepare_clips(&o, max)?;
     let svc = start_service(&cfg)?;
-    let gpu = if cfg.gpu.enabled {
-        Some(GpuContext::new(cfg.gpu.device)?)
-    } else {
-        None
-    };
-    let gpu = gpu.as_ref();
-    warm_up_on(&cfg, &o, &clips, &svc, gpu)?;
+    let backend = Backend::open(&cfg.gpu)?;
+    warm_up_on(&cfg, &o, &clips, &svc, &backend)?;
     let mut last_runs = Vec::new();
     if args.find_capacity {
         let (steps, cap) = find_capacity(max, |n| -> Result<RunReport, Error> {
@@ -863,7 +792,7 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
                 streams: n,
                 ..o.clone()
             };
-            let (r, runs) = run_on(&cfg, &step, &clips, &svc, gpu)?;
+            let (r, runs) = run_on(&cfg, &step, &clips, &svc, &backend)?;
             println!("{}", r.table());
             last_runs = runs;
             Ok(r)
@@ -882,12 +811,12 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
         report.capacity = Some(cap.within_budget);
         report.capacity_realtime = Some(cap.realtime);
     } else if in_turn {
-        let (r, runs) = run_in_turn(&cfg, &o, &clips, &svc, gpu)?;
+        let (r, runs) = run_in_turn(&cfg, &o, &clips, &svc, &backend)?;
         println!("{}", r.table());
         report.runs.push(r);
         last_runs = runs;
     } else {
-        let (r, runs) = run_on(&cfg, &o, &clips, &svc, gpu)?;
+        let (r, runs) = run_on(&cfg, &o, &clips, &svc, &backend)?;
         println!("{}", r.table());
         report.runs.push(r);
         last_runs = runs;
@@ -940,7 +869,7 @@ pub fn warm_up(
     clips: &Clips,
     svc: &Arc<DetectService>,
 ) -> Result<(), Error> {
-    warm_up_on(cfg, o, clips, svc, None)
+    warm_up_on(cfg, o, clips, svc, &Backend::Cpu)
 }
 
 fn warm_up_on(
@@ -948,7 +877,7 @@ fn warm_up_on(
     o: &BenchOptions,
     clips: &Clips,
     svc: &Arc<DetectService>,
-    gpu: Option<&GpuContext>,
+    backend: &Backend,
 ) -> Result<(), Error> {
     let w = BenchOptions {
         streams: 1,
@@ -959,7 +888,7 @@ fn warm_up_on(
         audit: false,
         ..o.clone()
     };
-    run_on(cfg, &w, clips, svc, gpu).map(|_| ())
+    run_on(cfg, &w, clips, svc, backend).map(|_| ())
 }
 
 /// Today's date (UTC), YYYY-MM-DD.

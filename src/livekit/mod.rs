@@ -10,6 +10,7 @@
 
 pub mod fault;
 pub mod io;
+pub mod media;
 pub mod participant;
 pub mod session;
 pub mod signal;

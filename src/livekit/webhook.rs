@@ -246,6 +246,7 @@ pub fn session_metrics(room: &str, s: &SessionStats) -> String {
         ("fail_closed", s.fail_closed.load(Relaxed)),
         ("access_units_out", s.access_units_out.load(Relaxed)),
         ("keyframes_forced", s.keyframes_forced.load(Relaxed)),
+        ("encoder_fallbacks", s.encoder_fallbacks.load(Relaxed)),
         ("keyframe_requests", s.keyframe_requests.load(Relaxed)),
         ("fault_injected", s.fault_injected.load(Relaxed)),
     ];

@@ -1,18 +1,15 @@
-//! The file runner behind `livecensor censor`: decode, the stream pipeline,
-//! encode and the sidecar, with decoding kept a few frames ahead so the
-//! detector thread and this thread overlap.
+//! The file job behind `livecensor censor`: a file source and a file sink
+//! (muxer, sidecar, summary) around the one stream engine.
 
 use super::service::DetectService;
 use super::sidecar::{sidecar_path, SidecarHeader, SidecarWriter, Status};
-use super::stream::{Released, StageTimes, StreamOptions, StreamPipeline};
-use crate::codec::EncoderConfig;
+use super::stream::{StageTimes, StreamOptions, StreamPipeline};
+use crate::backend::Backend;
 use crate::config::Config;
+use crate::engine::{drive, Engine, EngineOptions, Output, Sink};
 use crate::error::{Error, PipelineError};
-use crate::gpu::nvenc::{GpuEncoder, Preset};
-use crate::gpu::GpuContext;
 use crate::sink::{OutputInfo, VideoWriter};
-use crate::source::device::DeviceReader;
-use crate::source::{VideoInfo, VideoReader};
+use crate::source::file::FileSource;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,69 +92,51 @@ pub fn add_times(a: &mut StageTimes, b: &StageTimes) {
     a.encode += b.encode;
 }
 
-/// Where the file job's frames come from: host frames (openh264, Y4M) or
-/// device frames (NVDEC, uploaded Y4M).
-enum Source {
-    Host(Box<VideoReader>),
-    Device(Box<DeviceReader>),
+/// The file job's sink: the muxer (H.264 access units, or pictures for
+/// Y4M), the sidecar and the summary.
+struct FileSink<'a> {
+    writer: VideoWriter,
+    sidecar: SidecarWriter,
+    summary: Summary,
+    expected: Option<u64>,
+    progress: Progress<'a>,
 }
 
-impl Source {
-    fn info(&self) -> &VideoInfo {
-        match self {
-            Source::Host(r) => r.info(),
-            Source::Device(r) => r.info(),
-        }
-    }
-
-    /// Decodes the next frame into `stream`; `None` at the end.
-    fn push_next(&mut self, stream: &mut StreamPipeline) -> Option<Result<(), Error>> {
+impl Sink for FileSink<'_> {
+    fn write(&mut self, out: Output) -> Result<(), Error> {
         let t0 = Instant::now();
-        match self {
-            Source::Host(r) => r.next_frame().map(|res| {
-                res.map(|df| {
-                    let decode = t0.elapsed().as_secs_f64();
-                    stream.push(Instant::now(), df.pts, df.frame, df.corrupt, decode);
-                })
-            }),
-            Source::Device(r) => {
-                for f in stream.take_spent_device_frames() {
-                    r.recycle(f);
-                }
-                r.next_frame().map(|res| {
-                    res.map(|df| {
-                        let decode = t0.elapsed().as_secs_f64();
-                        stream.push_device(Instant::now(), df.pts, df.frame, df.corrupt, decode);
-                    })
-                })
+        match (out.encoded, &out.picture) {
+            (Some(Ok(au)), _) => {
+                self.writer
+                    .write_encoded(&au, out.width, out.height, out.pts)?;
+            }
+            (Some(Err(e)), _) => {
+                return Err(
+                    PipelineError::Other(format!("frame {}: encoder: {e}", out.index)).into(),
+                )
+            }
+            (None, Some(f)) => {
+                self.writer.write(f, out.pts)?;
+            }
+            (None, None) => {
+                return Err(PipelineError::Other(format!("frame {}: no picture", out.index)).into())
             }
         }
+        let mut times = out.times;
+        times.encode += t0.elapsed().as_secs_f64();
+        self.sidecar.write(&out.record)?;
+        let s = &mut self.summary;
+        add_times(&mut s.stage_totals, &times);
+        s.latencies_ms.push(out.record.latency_ms);
+        s.frames += 1;
+        match out.record.status {
+            Status::Verified => s.verified += 1,
+            Status::Predicted => s.predicted += 1,
+            Status::FailClosed => s.fail_closed += 1,
+        }
+        (self.progress)(s.frames, self.expected);
+        Ok(())
     }
-}
-
-/// An access unit NVENC made, with its picture's size.
-struct Encoded {
-    au: Vec<u8>,
-    width: usize,
-    height: usize,
-}
-
-/// NVENC's access unit for a released frame when the stream has one (the
-/// frame itself then carries no host picture); `None` for openh264.
-fn encode_on_device(
-    stream: &mut StreamPipeline,
-    nvenc: Option<&mut GpuEncoder>,
-    r: &mut Released,
-) -> Result<Option<Encoded>, Error> {
-    let Some(enc) = nvenc else {
-        return Ok(None);
-    };
-    let (width, height) = match &r.device {
-        Some(f) => (f.width(), f.height()),
-        None => (r.frame.width, r.frame.height),
-    };
-    let au = stream.encode_device(enc, r, false)?;
-    Ok(Some(Encoded { au, width, height }))
 }
 
 /// Censors `input` into `output` (+ `output.censor.jsonl`: a header line,
@@ -175,6 +154,7 @@ pub fn censor_file(
     let mut cfg = cfg.clone();
     cfg.batcher.max_per_stream = 0;
     let cfg = &cfg;
+    let backend = Backend::open(&cfg.gpu)?;
     let svc = start_service(cfg)?;
     let mut opts = stream_options(cfg)?;
     opts.scheduler.deadline = Duration::from_millis(cfg.scheduler.file_deadline_ms);
@@ -184,22 +164,12 @@ pub fn censor_file(
     // Waiting for later frames costs a file nothing: a region first found
     // a few frames on is masked back to where it came from.
     opts.scheduler.lookahead = cfg.scheduler.file_lookahead;
-    let mut stream = StreamPipeline::new(0, svc, opts);
-    // With [gpu] enabled, frames are decoded into device memory (NVDEC) and
-    // preprocessed and censored there; the context lives as long as they do.
-    let _gpu;
-    let mut source = if cfg.gpu.enabled {
-        let ctx = GpuContext::new(cfg.gpu.device)?;
-        let reader = DeviceReader::open(input, fps_hint, &ctx)?;
-        stream = stream.with_gpu(ctx.stream()?);
-        _gpu = Some(ctx);
-        Source::Device(Box::new(reader))
-    } else {
-        _gpu = None;
-        Source::Host(Box::new(VideoReader::open(input, fps_hint)?))
-    };
+    // Enough frames in flight to keep the detector busy while this thread
+    // decodes and encodes; strict mode holds each until it is verified.
+    let window = (cfg.batcher.max_batch * cfg.batcher.contexts).clamp(3, 16);
+    let mut source = FileSource::open(input, fps_hint, &backend, window)?;
     let info = source.info().clone();
-    let mut writer = VideoWriter::create(
+    let writer = VideoWriter::create(
         output,
         &OutputInfo {
             width: info.width,
@@ -209,85 +179,41 @@ pub fn censor_file(
             bitrate_bps: None,
         },
     )?;
-    // On a GPU with NVENC, censored device frames are encoded where they
-    // are (no copy to the host); elsewhere openh264 after one copy.
-    let mut nvenc = None;
-    let h264 = writer.takes_encoded();
-    let mut encoder = String::from(if h264 {
-        "CPU openh264"
-    } else {
-        "none (Y4M pictures)"
-    });
-    if let (Some(ctx), true) = (_gpu.as_ref(), h264) {
-        let config = EncoderConfig::new(info.width, info.height, info.fps as f32);
-        let (enc, why) = GpuEncoder::new(Some(&ctx.stream()?), config, Preset::P1)?;
-        tracing::info!("encoder: {why}");
-        encoder = why;
-        if enc.is_nvenc() {
-            stream = stream.keep_on_device(true);
-            nvenc = Some(enc);
-        }
-    }
+    let encode = writer.takes_encoded();
+    let pipeline = StreamPipeline::new(0, svc, opts);
+    let mut engine = Engine::new(
+        pipeline,
+        &backend,
+        EngineOptions {
+            fps: info.fps as f32,
+            encode,
+            max_in_flight: None,
+        },
+    )?;
     let side = sidecar_path(output);
     let mut sidecar = SidecarWriter::create(&side)?;
     // The policy goes with the output, so `audit` judges by what was applied.
     sidecar.write_header(&SidecarHeader::from_config(cfg)?)?;
-    let mut summary = Summary {
-        sidecar: side,
-        encoder,
-        ..Summary::default()
+    let mut sink = FileSink {
+        writer,
+        sidecar,
+        summary: Summary {
+            sidecar: side,
+            ..Summary::default()
+        },
+        expected: info.frame_count,
+        progress,
     };
-    // Enough frames in flight to keep the detector busy while this thread
-    // decodes and encodes; strict mode holds each until it is verified.
-    let window = (cfg.batcher.max_batch * cfg.batcher.contexts).clamp(3, 16);
     let start = Instant::now();
-    let mut eof = false;
-    let mut write =
-        |r: Released, au: Option<Encoded>, summary: &mut Summary| -> Result<(), Error> {
-            let t0 = Instant::now();
-            match au {
-                Some(e) => writer.write_encoded(&e.au, e.width, e.height, r.pts)?,
-                None => writer.write(&r.frame, r.pts)?,
-            };
-            let mut times = r.times;
-            times.encode = t0.elapsed().as_secs_f64();
-            sidecar.write(&r.record)?;
-            add_times(&mut summary.stage_totals, &times);
-            summary.latencies_ms.push(r.record.latency_ms);
-            summary.frames += 1;
-            match r.record.status {
-                Status::Verified => summary.verified += 1,
-                Status::Predicted => summary.predicted += 1,
-                Status::FailClosed => summary.fail_closed += 1,
-            }
-            progress(summary.frames, info.frame_count);
-            Ok(())
-        };
-    loop {
-        while !eof && stream.in_flight() < window {
-            match source.push_next(&mut stream) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => return Err(e),
-                None => {
-                    eof = true;
-                    stream.finish();
-                }
-            }
-            while let Some(mut r) = stream.poll_output(Instant::now()) {
-                let au = encode_on_device(&mut stream, nvenc.as_mut(), &mut r)?;
-                write(r, au, &mut summary)?;
-            }
-        }
-        while let Some(mut r) = stream.poll_output(Instant::now()) {
-            let au = encode_on_device(&mut stream, nvenc.as_mut(), &mut r)?;
-            write(r, au, &mut summary)?;
-        }
-        if eof && stream.in_flight() == 0 {
-            break;
-        }
-        stream.wait(Duration::from_millis(20));
-    }
+    drive(&mut engine, &mut source, &mut sink)?;
+    let FileSink {
+        writer,
+        sidecar,
+        mut summary,
+        ..
+    } = sink;
     summary.wall = start.elapsed().as_secs_f64();
+    summary.encoder = engine.encoder_description();
     writer.finish()?;
     sidecar.finish()?;
     if summary.frames == 0 {

@@ -7,13 +7,11 @@ use super::batcher::Key;
 use super::scheduler::{Event, FailReason, Scheduler, SchedulerConfig, Submit, Verdict};
 use super::service::{Completion, DetectService};
 use super::sidecar::{FrameRecord, Status};
+use crate::backend::{InputSpec, Lane, Picture};
 use crate::censor;
 use crate::detect::zoom::{self, ZoomConfig};
-use crate::detect::DetectInput;
-use crate::detect::{nms, preprocess_frame_with, Letterbox, LetterboxMode, ResizeFilter};
+use crate::detect::{nms, Letterbox, LetterboxMode, ResizeFilter};
 use crate::frame::{BBox, Detection, Frame, Mask, MaskOrigin, MaskShape, PixelFormat};
-use crate::gpu::nvenc::GpuEncoder;
-use crate::gpu::{DeviceFrame, DeviceTensor, GpuStream};
 use crate::policy::Policy;
 use crate::track::{Tracker, TrackerConfig};
 use std::collections::{HashMap, VecDeque};
@@ -38,67 +36,13 @@ pub struct StageTimes {
 pub struct Released {
     pub index: u64,
     pub pts: i64,
-    /// The censored picture on the host; empty (0x0) when it stayed on the
-    /// device (`device`).
-    pub frame: Frame,
-    /// The censored picture left on the device for NVENC
-    /// ([`StreamPipeline::keep_on_device`]); encode it with
-    /// [`StreamPipeline::encode_device`].
-    pub device: Option<DeviceFrame>,
+    /// The censored picture: on the host, or left on the device when an
+    /// NVENC encoder follows ([`Lane::set_keep_on_device`]).
+    pub picture: Picture,
     pub record: FrameRecord,
     /// When the frame entered the stream.
     pub arrived: Instant,
     pub times: StageTimes,
-}
-
-/// Where a pending frame's pixels live: host memory (openh264, Y4M) or
-/// device memory (NVDEC). A device frame is preprocessed and censored by the
-/// CUDA kernels and copied to the host once, censored, when it leaves.
-enum Picture {
-    Host(Frame),
-    Device(DeviceFrame),
-}
-
-/// The CUDA side of a stream: its own CUDA stream and the one-image
-/// detector inputs the preprocess kernel writes. They go to the shared
-/// batcher as they are when its backends read device tensors (TensorRT),
-/// else one copy to the host; either way they come back for reuse.
-struct GpuLane {
-    stream: GpuStream,
-    inputs: Vec<DeviceTensor>,
-    /// Frames already copied to the host, for the decoder's pool.
-    spent: Vec<DeviceFrame>,
-    /// Censored device frames stay on the device (an NVENC encoder follows).
-    keep: bool,
-}
-
-/// More spent frames (or idle inputs) than this are freed rather than kept.
-const MAX_SPENT: usize = 16;
-
-impl GpuLane {
-    fn spend(&mut self, f: DeviceFrame) {
-        if self.spent.len() < MAX_SPENT {
-            self.spent.push(f);
-        }
-    }
-
-    fn recycle(&mut self, t: DeviceTensor) {
-        if self.inputs.len() < MAX_SPENT {
-            self.inputs.push(t);
-        }
-    }
-
-    /// An idle one-image input of `size` in the given data type.
-    fn input(&mut self, size: usize, f16: bool) -> Result<DeviceTensor, String> {
-        let fits = |t: &DeviceTensor| t.len() == 3 * size * size && t.is_f16() == f16;
-        match self.inputs.iter().position(fits) {
-            Some(i) => Ok(self.inputs.swap_remove(i)),
-            None => self
-                .stream
-                .alloc_input(1, size, f16)
-                .map_err(|e| format!("GPU preprocess: {e}")),
-        }
-    }
 }
 
 struct Pending {
@@ -181,7 +125,7 @@ pub struct StreamPipeline {
     pending: VecDeque<Pending>,
     next_index: u64,
     counters: StreamCounters,
-    gpu: Option<GpuLane>,
+    lane: Lane,
 }
 
 impl StreamPipeline {
@@ -202,88 +146,21 @@ impl StreamPipeline {
             pending: VecDeque::new(),
             next_index: 0,
             counters: StreamCounters::default(),
-            gpu: None,
+            lane: Lane::Cpu,
         }
     }
 
-    /// Device frames ([`StreamPipeline::push_device`]) run their kernels on
-    /// `stream`.
-    pub fn with_gpu(mut self, stream: GpuStream) -> Self {
-        self.gpu = Some(GpuLane {
-            stream,
-            inputs: Vec::new(),
-            spent: Vec::new(),
-            keep: false,
-        });
+    /// The backend lane this stream's pictures run on (the CPU by default;
+    /// device pictures need a CUDA lane, else they are censored whole).
+    pub fn with_lane(mut self, lane: Lane) -> Self {
+        self.lane = lane;
         self
     }
 
-    /// Censored device frames leave as [`Released::device`] instead of one
-    /// copy to the host: for an NVENC encoder (see [`Self::encode_device`]).
-    /// Frames censored whole on the host still leave as host frames.
-    pub fn keep_on_device(mut self, keep: bool) -> Self {
-        self.set_keep_on_device(keep);
-        self
-    }
-
-    /// [`Self::keep_on_device`] on a running stream (a live session opens
-    /// its encoder on the first frame, when the size is known).
-    pub fn set_keep_on_device(&mut self, keep: bool) {
-        if let Some(g) = self.gpu.as_mut() {
-            g.keep = keep;
-        }
-    }
-
-    /// Encodes a released frame with `enc`. A host picture with openh264:
-    /// as it is. Otherwise on this stream's CUDA stream: the device picture
-    /// as it is (openh264 after one copy), or for NVENC a host picture (one
-    /// censored whole) uploaded first; the device frame then goes back to
-    /// the pool.
-    pub fn encode_device(
-        &mut self,
-        enc: &mut GpuEncoder,
-        r: &mut Released,
-        force_keyframe: bool,
-    ) -> Result<Vec<u8>, crate::error::Error> {
-        if let (GpuEncoder::Cpu(e), None) = (&mut *enc, &r.device) {
-            return Ok(e.encode(&r.frame, force_keyframe)?);
-        }
-        let Some(gpu) = self.gpu.as_mut() else {
-            return Err(crate::error::Error::Gpu(
-                "encode_device on a stream without a CUDA stream".into(),
-            ));
-        };
-        let frame = match r.device.take() {
-            Some(f) => f,
-            None => {
-                let (w, h) = (r.frame.width, r.frame.height);
-                let reuse = gpu
-                    .spent
-                    .iter()
-                    .position(|f| (f.width(), f.height()) == (w, h));
-                let mut f = match reuse {
-                    Some(i) => gpu.spent.swap_remove(i),
-                    None => gpu.stream.alloc_frame(w, h)?,
-                };
-                if let Err(e) = gpu.stream.upload(&r.frame, &mut f) {
-                    gpu.spend(f);
-                    return Err(e);
-                }
-                f
-            }
-        };
-        let au = enc.encode(&gpu.stream, &frame, force_keyframe);
-        gpu.spend(frame);
-        au
-    }
-
-    /// Device frames that have left (censored and copied to the host), for
-    /// the decoder to reuse instead of allocating one per frame.
-    pub fn take_spent_device_frames(&mut self) -> Vec<DeviceFrame> {
-        self.gpu
-            .as_mut()
-            .map(|g| std::mem::take(&mut g.spent))
-            .unwrap_or_default()
+    /// The lane, for the encoder that follows and the decoder's reuse of
+    /// device frames that have left.
+    pub fn lane_mut(&mut self) -> &mut Lane {
+        &mut self.lane
     }
 
     /// No more frames will be pushed: frames held back for lookahead leave
@@ -301,26 +178,17 @@ impl StreamPipeline {
         self.counters
     }
 
-    /// A frame enters. `corrupt` frames (decoder errors) are censored whole.
-    /// Frame indices are assigned here so they are strictly increasing.
-    pub fn push(&mut self, now: Instant, pts: i64, frame: Frame, corrupt: bool, decode: f64) {
-        // A buffer that does not match its size cannot be inspected.
-        let corrupt = corrupt || frame.data.len() != Frame::expected_len(frame.width, frame.height);
-        self.enter(now, pts, Picture::Host(frame), corrupt, decode);
-    }
-
-    /// A device NV12 frame (NVDEC) enters; needs [`StreamPipeline::with_gpu`],
-    /// without which it is censored whole.
-    pub fn push_device(
-        &mut self,
-        now: Instant,
-        pts: i64,
-        frame: DeviceFrame,
-        corrupt: bool,
-        decode: f64,
-    ) {
-        let corrupt = corrupt || self.gpu.is_none();
-        self.enter(now, pts, Picture::Device(frame), corrupt, decode);
+    /// A frame enters. `corrupt` frames (decoder errors) are censored whole,
+    /// as are host frames whose buffer does not match their size and device
+    /// frames on a stream without a CUDA lane. Frame indices are assigned
+    /// here so they are strictly increasing.
+    pub fn push(&mut self, now: Instant, pts: i64, frame: Picture, corrupt: bool, decode: f64) {
+        let malformed = match &frame {
+            Picture::Host(f) => f.data.len() != Frame::expected_len(f.width, f.height),
+            Picture::Device(_) => false,
+        };
+        let corrupt = corrupt || malformed || !self.lane.can_read(&frame);
+        self.enter(now, pts, frame, corrupt, decode);
     }
 
     fn enter(&mut self, now: Instant, pts: i64, frame: Picture, corrupt: bool, decode: f64) {
@@ -339,14 +207,7 @@ impl StreamPipeline {
             } else {
                 let t0 = Instant::now();
                 let size = self.svc.input_size();
-                let prepared = prepare_input(
-                    &frame,
-                    None,
-                    self.gpu.as_mut(),
-                    &self.svc,
-                    self.resize,
-                    size,
-                );
+                let prepared = self.lane.prepare(&frame, None, self.input_spec(size));
                 times.preprocess = t0.elapsed().as_secs_f64();
                 match prepared {
                     Ok((tensor, lb)) => {
@@ -358,9 +219,7 @@ impl StreamPipeline {
                         let expires = now + self.scheduler.config().deadline;
                         let refused = self.svc.submit(key, expires, tensor, lb, self.tx.clone());
                         if let Err(input) = refused {
-                            if let (DetectInput::Device(t), Some(g)) = (input, self.gpu.as_mut()) {
-                                g.recycle(t);
-                            }
+                            self.lane.recycle(input);
                             self.counters.backpressured += 1;
                             self.scheduler.handle_submit_failed(now, index);
                         }
@@ -383,8 +242,8 @@ impl StreamPipeline {
     }
 
     fn take(&mut self, now: Instant, mut c: Completion) {
-        if let (Some(DetectInput::Device(t)), Some(g)) = (c.spent.take(), self.gpu.as_mut()) {
-            g.recycle(t);
+        if let Some(input) = c.spent.take() {
+            self.lane.recycle(input);
         }
         let (frame, part) = (c.key.frame, c.key.part);
         if let Some(p) = self.pending.iter_mut().find(|p| p.index == frame) {
@@ -447,14 +306,7 @@ impl StreamPipeline {
         for (k, crop) in crops.into_iter().enumerate() {
             let window = Some((crop.x, crop.y, crop.w, crop.h));
             let picture = &self.pending[i].frame;
-            let prepared = prepare_input(
-                picture,
-                window,
-                self.gpu.as_mut(),
-                &self.svc,
-                self.resize,
-                input,
-            );
+            let prepared = self.lane.prepare(picture, window, self.input_spec(input));
             let key = Key {
                 stream: self.id,
                 frame,
@@ -465,9 +317,7 @@ impl StreamPipeline {
                     match self.svc.submit(key, expires, tensor, lb, self.tx.clone()) {
                         Ok(()) => true,
                         Err(input) => {
-                            if let (DetectInput::Device(t), Some(g)) = (input, self.gpu.as_mut()) {
-                                g.recycle(t);
-                            }
+                            self.lane.recycle(input);
                             false
                         }
                     }
@@ -648,14 +498,14 @@ impl StreamPipeline {
                 ),
             }
         };
-        let (out, device, masks) = if status == Status::FailClosed {
-            let mut out = self.host_picture(p.frame);
+        let (out, masks) = if status == Status::FailClosed {
+            let mut out = self.lane.to_host(p.frame);
             censor::censor_full(&mut out, &self.policy.method);
             let m = full_frame_mask(&out);
-            (out, None, m)
+            (Picture::Host(out), m)
         } else {
-            match self.censor_picture(p.frame, &masks) {
-                Ok((out, device)) => (out, device, masks),
+            match self.lane.censor(p.frame, &masks, &self.policy.method) {
+                Ok(out) => (out, masks),
                 Err((mut out, e)) => {
                     // The censored picture could not be made: the whole
                     // frame is censored instead.
@@ -668,7 +518,7 @@ impl StreamPipeline {
                     status = Status::FailClosed;
                     reason = Some(e);
                     let m = full_frame_mask(&out);
-                    (out, None, m)
+                    (Picture::Host(out), m)
                 }
             }
         };
@@ -690,61 +540,10 @@ impl StreamPipeline {
         Released {
             index: p.index,
             pts: p.pts,
-            frame: out,
-            device,
+            picture: out,
             record,
             arrived: p.arrived,
             times: p.times,
-        }
-    }
-
-    /// `masks` applied: on the host, or by the censor kernel and then one
-    /// copy to the host. `Err` carries the uncensored-or-grey host picture
-    /// for the caller to censor whole, and why.
-    fn censor_picture(
-        &mut self,
-        frame: Picture,
-        masks: &[Mask],
-    ) -> Result<(Frame, Option<DeviceFrame>), (Frame, String)> {
-        match frame {
-            Picture::Host(mut f) => {
-                censor::apply(&mut f, masks, &self.policy.method);
-                Ok((f, None))
-            }
-            Picture::Device(mut f) => {
-                let (w, h) = (f.width(), f.height());
-                let Some(gpu) = self.gpu.as_mut() else {
-                    return Err((grey(w, h), "device frame without a CUDA stream".into()));
-                };
-                let censored = gpu.stream.censor_nv12(&mut f, masks, &self.policy.method);
-                if gpu.keep && censored.is_ok() {
-                    return Ok((Frame::new(PixelFormat::Nv12, 0, 0), Some(f)));
-                }
-                let host = gpu.stream.download(&f);
-                gpu.spend(f);
-                match (censored, host) {
-                    (Ok(()), Ok(host)) => Ok((host, None)),
-                    (Err(e), Ok(host)) => Err((host, format!("GPU censor: {e}"))),
-                    (_, Err(e)) => Err((grey(w, h), format!("GPU download: {e}"))),
-                }
-            }
-        }
-    }
-
-    /// The picture on the host, uncensored (the caller censors it whole); a
-    /// grey frame of its size if it cannot be copied.
-    fn host_picture(&mut self, frame: Picture) -> Frame {
-        match frame {
-            Picture::Host(f) => f,
-            Picture::Device(f) => {
-                let (w, h) = (f.width(), f.height());
-                let Some(gpu) = self.gpu.as_mut() else {
-                    return grey(w, h);
-                };
-                let host = gpu.stream.download(&f);
-                gpu.spend(f);
-                host.unwrap_or_else(|_| grey(w, h))
-            }
         }
     }
 
@@ -779,78 +578,15 @@ impl StreamPipeline {
     }
 }
 
-impl Picture {
-    fn size(&self) -> (usize, usize) {
-        match self {
-            Picture::Host(f) => (f.width, f.height),
-            Picture::Device(f) => (f.width(), f.height()),
+impl StreamPipeline {
+    fn input_spec(&self, size: usize) -> InputSpec {
+        InputSpec {
+            mode: self.svc.letterbox_mode(),
+            resize: self.resize,
+            size,
+            device: self.svc.device_input(),
         }
     }
-}
-
-/// The detector input of a picture, or of a `(x, y, w, h)` window of it (a
-/// second look): on the host, or by the preprocess kernel; a device input
-/// stays on the device when the service's backends read it there, else it
-/// is copied to the host once.
-fn prepare_input(
-    frame: &Picture,
-    window: Option<(usize, usize, usize, usize)>,
-    gpu: Option<&mut GpuLane>,
-    svc: &DetectService,
-    resize: ResizeFilter,
-    size: usize,
-) -> Result<(DetectInput, Letterbox), String> {
-    let mode = svc.letterbox_mode();
-    match frame {
-        Picture::Host(f) => {
-            let cropped;
-            let f = match window {
-                Some((x, y, w, h)) => {
-                    cropped = f.crop(x, y, w, h).ok_or("window outside the frame")?;
-                    &cropped
-                }
-                None => f,
-            };
-            let lb = Letterbox::with_mode(mode, f.width, f.height, size);
-            let mut tensor = vec![0f32; lb.len()];
-            let lb = preprocess_frame_with(f, mode, resize, size, &mut tensor);
-            Ok((DetectInput::Host(tensor), lb))
-        }
-        Picture::Device(f) => {
-            let device = svc.device_input();
-            let gpu = gpu.ok_or("device frame without a CUDA stream")?;
-            let mut input = gpu.input(size, device.is_some_and(|d| d.f16))?;
-            let window = window.unwrap_or((0, 0, f.width(), f.height()));
-            let prepared = gpu
-                .stream
-                .preprocess_nv12_window(f, window, &mut input, mode, resize, size, 0)
-                .and_then(|lb| match device {
-                    // The batcher's context reads it on its own stream.
-                    Some(_) => gpu.stream.synchronize().map(|()| lb),
-                    None => Ok(lb),
-                });
-            let lb = match prepared {
-                Ok(lb) if device.is_some() => return Ok((DetectInput::Device(input), lb)),
-                Ok(lb) => lb,
-                Err(e) => {
-                    gpu.recycle(input);
-                    return Err(format!("GPU preprocess: {e}"));
-                }
-            };
-            let host = gpu.stream.download_tensor(&input);
-            gpu.recycle(input);
-            let mut t = host.map_err(|e| format!("GPU preprocess: {e}"))?;
-            t.truncate(lb.len());
-            Ok((DetectInput::Host(t), lb))
-        }
-    }
-}
-
-/// A mid-grey NV12 picture: what leaves when a device frame cannot be read.
-fn grey(width: usize, height: usize) -> Frame {
-    let mut f = Frame::new(PixelFormat::Nv12, width, height);
-    f.data.fill(128);
-    f
 }
 
 fn full_frame_mask(f: &Frame) -> Vec<Mask> {
@@ -937,7 +673,7 @@ mod tests {
             s.push(
                 Instant::now(),
                 i as i64 * 10,
-                noisy(48, 40, i as u8),
+                Picture::Host(noisy(48, 40, i as u8)),
                 corrupt,
                 0.0,
             );
@@ -978,7 +714,11 @@ mod tests {
                 .iter()
                 .any(|m| m.origin == MaskOrigin::Detected && m.bbox.x0 <= 8.0));
             let before = noisy(48, 40, i as u8);
-            let ratio = censor::detail_ratio(&before, &r.frame, &BBox::new(8.0, 8.0, 24.0, 24.0));
+            let ratio = censor::detail_ratio(
+                &before,
+                r.picture.as_host().unwrap(),
+                &BBox::new(8.0, 8.0, 24.0, 24.0),
+            );
             assert!(ratio < 0.35, "frame {i}: detail ratio {ratio}");
         }
     }
@@ -995,7 +735,7 @@ mod tests {
         assert!(out.iter().all(|r| r.record.status == Status::FailClosed));
         let before = noisy(48, 40, 3);
         let whole = BBox::new(0.0, 0.0, 48.0, 40.0);
-        assert!(censor::detail_ratio(&before, &out[3].frame, &whole) < 0.35);
+        assert!(censor::detail_ratio(&before, out[3].picture.as_host().unwrap(), &whole) < 0.35);
     }
 
     #[test]
@@ -1040,7 +780,13 @@ mod tests {
         let mut s = StreamPipeline::new(2, svc, opts);
         let mut out = Vec::new();
         for i in 0..12u64 {
-            s.push(Instant::now(), i as i64, noisy(48, 40, i as u8), false, 0.0);
+            s.push(
+                Instant::now(),
+                i as i64,
+                Picture::Host(noisy(48, 40, i as u8)),
+                false,
+                0.0,
+            );
             while let Some(r) = s.poll_output(Instant::now()) {
                 out.push(r);
             }
@@ -1063,7 +809,11 @@ mod tests {
             assert_eq!(r.record.status, want, "frame {i}");
             assert!(covers_box(&r.record.masks), "frame {i}: {:?}", r.record);
             let before = noisy(48, 40, i as u8);
-            let ratio = censor::detail_ratio(&before, &r.frame, &BBox::new(8.0, 8.0, 24.0, 24.0));
+            let ratio = censor::detail_ratio(
+                &before,
+                r.picture.as_host().unwrap(),
+                &BBox::new(8.0, 8.0, 24.0, 24.0),
+            );
             assert!(ratio < 0.35, "frame {i}: detail ratio {ratio}");
         }
     }
@@ -1125,7 +875,13 @@ mod tests {
         let mut s = StreamPipeline::new(1, svc, opts);
         let mut out = Vec::new();
         for i in 0..frames {
-            s.push(Instant::now(), i as i64, noisy(48, 40, i as u8), false, 0.0);
+            s.push(
+                Instant::now(),
+                i as i64,
+                Picture::Host(noisy(48, 40, i as u8)),
+                false,
+                0.0,
+            );
             let give_up = Instant::now() + Duration::from_secs(10);
             while s.in_flight() > 0 && Instant::now() < give_up {
                 s.wait(Duration::from_millis(10));
@@ -1163,7 +919,13 @@ mod tests {
             let mut s = StreamPipeline::new(5, svc, opts);
             let mut out = Vec::new();
             for i in 0..6u64 {
-                s.push(Instant::now(), i as i64, noisy(48, 40, i as u8), false, 0.0);
+                s.push(
+                    Instant::now(),
+                    i as i64,
+                    Picture::Host(noisy(48, 40, i as u8)),
+                    false,
+                    0.0,
+                );
                 // One at a time through the detector, so the script is in
                 // frame order.
                 let give_up = Instant::now() + Duration::from_secs(10);
@@ -1289,7 +1051,13 @@ mod tests {
             zoom,
         };
         let mut s = StreamPipeline::new(4, svc, opts);
-        s.push(Instant::now(), 0, noisy(1280, 720, 9), false, 0.0);
+        s.push(
+            Instant::now(),
+            0,
+            Picture::Host(noisy(1280, 720, 9)),
+            false,
+            0.0,
+        );
         let give_up = Instant::now() + Duration::from_secs(10);
         while Instant::now() < give_up {
             s.wait(Duration::from_millis(10));
@@ -1343,7 +1111,7 @@ mod tests {
         let mut s = StreamPipeline::new(0, svc, opts);
         let mut f = noisy(48, 40, 0);
         f.data.truncate(100);
-        s.push(Instant::now(), 0, f, false, 0.0);
+        s.push(Instant::now(), 0, Picture::Host(f), false, 0.0);
         let mut got = None;
         for _ in 0..100 {
             if let Some(r) = s.poll_output(Instant::now()) {

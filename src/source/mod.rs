@@ -8,6 +8,7 @@
 
 mod demux;
 pub mod device;
+pub mod file;
 
 use crate::codec::{is_keyframe, Decoder};
 use crate::error::{Error, MediaError};

@@ -1,0 +1,547 @@
+//! One stream engine for every command: a [`Source`] (a file, a LiveKit
+//! track, a synthetic clip) feeds access units or pictures; the engine
+//! decodes them on its backend (openh264 or NVDEC), runs the stream
+//! pipeline (detect, track, censor) and encodes what it releases (openh264
+//! or NVENC, [`EncoderSlot`]); a [`Sink`] (a file muxer and sidecar, a
+//! LiveKit publisher, the bench's collector) takes each [`Output`]. `censor`,
+//! `bench` and `serve` supply only a source and a sink and call [`drive`].
+//!
+//! What the engine does the same for all of them: a frame that cannot be
+//! decoded (a lost or corrupt access unit, a decoder error) leaves as a grey
+//! picture censored whole, and so does every frame until the next key frame
+//! decodes; the decoder concealing an error censors that frame whole too; a
+//! failed encode is reported on its output and the encoder restarts with an
+//! IDR; every fallback between GPU and CPU follows [`crate::backend`].
+
+use crate::backend::{grey, Backend, Decoder, EncoderSlot, Lane, Picture};
+use crate::codec::is_keyframe;
+use crate::error::Error;
+use crate::frame::Frame;
+use crate::pipeline::stream::{Released, StageTimes, StreamPipeline};
+use crate::pipeline::FrameRecord;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How a stream runs.
+#[derive(Clone, Copy, Debug)]
+pub struct EngineOptions {
+    /// The input's frame rate (the encoder's rate control).
+    pub fps: f32,
+    /// Encode released frames (an H.264 sink); `false` hands the sink host
+    /// pictures (a Y4M file).
+    pub encode: bool,
+    /// Frames inside the pipeline beyond which new ones are decoded but
+    /// skipped, never released (live: latency must not grow without bound).
+    pub max_in_flight: Option<usize>,
+}
+
+/// What a source hands the engine.
+#[derive(Debug)]
+pub enum Input {
+    /// One Annex-B access unit.
+    AccessUnit {
+        data: Arc<[u8]>,
+        pts: i64,
+        /// Clock of the added latency and of the strict deadline.
+        arrival: Instant,
+        /// When it reached us (live: network arrival), for the sink.
+        origin: Instant,
+        /// False after a gap (lost packets): wait for a key frame.
+        contiguous: bool,
+        /// False: decode it (references) but release nothing for it.
+        show: bool,
+        /// Too old to decode: a grey stand-in, then wait for a key frame.
+        stale: bool,
+    },
+    /// A picture a source decoded itself (a file reader, Y4M).
+    Picture {
+        picture: Picture,
+        pts: i64,
+        arrival: Instant,
+        origin: Instant,
+        /// Decoded from damaged data: censored whole.
+        corrupt: bool,
+        /// Seconds spent decoding it.
+        decode: f64,
+    },
+    /// The input restarted (a new broadcaster track): decoder state is stale.
+    Reset,
+    /// The next encoded frame must be an IDR (a new viewer).
+    ForceKeyframe,
+}
+
+/// A released frame, encoded or as a host picture.
+#[derive(Debug)]
+pub struct Output {
+    pub index: u64,
+    pub pts: i64,
+    pub record: FrameRecord,
+    /// When it entered the pipeline (the latency clock).
+    pub arrived: Instant,
+    /// Its input's origin (see [`Input::AccessUnit`]).
+    pub origin: Instant,
+    /// When encoding finished (or the picture was ready).
+    pub done: Instant,
+    /// Stage times, encode included.
+    pub times: StageTimes,
+    /// The access unit (`encode`), or why there is none for this frame.
+    pub encoded: Option<Result<Vec<u8>, String>>,
+    /// The censored host picture (`encode = false`).
+    pub picture: Option<Frame>,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// Counters of one engine.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EngineCounters {
+    pub access_units: u64,
+    pub frames_decoded: u64,
+    pub decode_errors: u64,
+    pub frames_corrupt: u64,
+    /// Decoded but not released (late or over `max_in_flight`).
+    pub frames_skipped: u64,
+    /// Access units not decoded (stale).
+    pub access_units_dropped: u64,
+    pub encode_errors: u64,
+    pub keyframes_forced: u64,
+    pub fail_closed: u64,
+    pub released: u64,
+    /// Streams that left NVENC for openh264 for good.
+    pub encoder_fallbacks: u64,
+    pub nvenc_errors: u64,
+}
+
+pub struct Engine {
+    pipeline: StreamPipeline,
+    backend: Backend,
+    opts: EngineOptions,
+    decoder: Option<Decoder>,
+    encoder: Option<EncoderSlot>,
+    /// Until the next key frame decodes, frames are censored whole: after
+    /// loss, a decoder error or a new input.
+    waiting_for_keyframe: bool,
+    /// A key frame is wanted from the source (live: a PLI).
+    keyframe_wanted: bool,
+    force_idr: bool,
+    /// The last decoded picture's size: the grey stand-in's.
+    last_size: Option<(usize, usize)>,
+    /// Origins of the frames inside the pipeline, in push order (the
+    /// pipeline releases in that order).
+    origins: VecDeque<Instant>,
+    counters: EngineCounters,
+}
+
+impl Engine {
+    /// A stream on `backend`: its pipeline gets the backend's lane.
+    pub fn new(
+        pipeline: StreamPipeline,
+        backend: &Backend,
+        opts: EngineOptions,
+    ) -> Result<Engine, Error> {
+        let pipeline = pipeline.with_lane(backend.lane()?);
+        Ok(Engine {
+            pipeline,
+            backend: backend.clone(),
+            opts,
+            decoder: None,
+            encoder: opts.encode.then(|| backend.encoder(opts.fps)),
+            waiting_for_keyframe: true,
+            keyframe_wanted: false,
+            force_idr: true,
+            last_size: None,
+            origins: VecDeque::new(),
+            counters: EngineCounters::default(),
+        })
+    }
+
+    pub fn counters(&self) -> EngineCounters {
+        let mut c = self.counters;
+        if let Some(e) = &self.encoder {
+            c.encoder_fallbacks = e.fallbacks;
+            c.nvenc_errors = e.nvenc_errors;
+        }
+        c
+    }
+
+    pub fn pipeline(&self) -> &StreamPipeline {
+        &self.pipeline
+    }
+
+    /// What encodes (after the first frame) and why.
+    pub fn encoder_description(&self) -> String {
+        match &self.encoder {
+            Some(e) if !e.description().is_empty() => e.description().to_string(),
+            Some(_) => "not opened yet".into(),
+            None => "none (pictures)".into(),
+        }
+    }
+
+    /// The decoder in use, once one was opened.
+    pub fn decoder_name(&self) -> Option<&'static str> {
+        self.decoder.as_ref().map(Decoder::name)
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.pipeline.in_flight()
+    }
+
+    /// Device pictures that have left, when the source decoded them (the
+    /// engine's own decoder takes its own back).
+    pub fn take_spent(&mut self) -> Vec<Picture> {
+        match self.decoder {
+            Some(_) => Vec::new(),
+            None => self.pipeline.lane_mut().take_spent(),
+        }
+    }
+
+    /// Whether the source should be asked for a key frame (cleared).
+    pub fn take_keyframe_wanted(&mut self) -> bool {
+        std::mem::take(&mut self.keyframe_wanted)
+    }
+
+    /// Takes one input.
+    pub fn take(&mut self, input: Input) -> Result<(), Error> {
+        match input {
+            Input::Reset => {
+                self.decoder = None;
+                self.waiting_for_keyframe = true;
+            }
+            Input::ForceKeyframe => self.force_idr = true,
+            Input::Picture {
+                picture,
+                pts,
+                arrival,
+                origin,
+                corrupt,
+                decode,
+            } => {
+                self.last_size = Some(picture.size());
+                self.counters.frames_decoded += 1;
+                let picture = self.on_device(picture);
+                self.push(picture, pts, arrival, origin, corrupt, decode);
+            }
+            Input::AccessUnit {
+                data,
+                pts,
+                arrival,
+                origin,
+                contiguous,
+                show,
+                stale,
+            } => self.access_unit(&data, pts, arrival, origin, contiguous, show, stale)?,
+        }
+        Ok(())
+    }
+
+    /// A host picture on a GPU backend goes to the device on the lane's own
+    /// stream (so the kernels after it are ordered behind the copy); if it
+    /// cannot, it stays on the host, which the pipeline also takes.
+    fn on_device(&mut self, picture: Picture) -> Picture {
+        match (&picture, self.backend.is_gpu()) {
+            (Picture::Host(f), true) => match self.pipeline.lane_mut().upload(f) {
+                Ok(d) => Picture::Device(d),
+                Err(e) => {
+                    tracing::debug!("upload: {e}; the picture stays on the host");
+                    picture
+                }
+            },
+            _ => picture,
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn access_unit(
+        &mut self,
+        data: &[u8],
+        pts: i64,
+        arrival: Instant,
+        origin: Instant,
+        contiguous: bool,
+        show: bool,
+        stale: bool,
+    ) -> Result<(), Error> {
+        self.counters.access_units += 1;
+        if !contiguous {
+            self.waiting_for_keyframe = true;
+        }
+        let key = is_keyframe(data);
+        let stale = stale && !key;
+        if stale {
+            self.counters.access_units_dropped += 1;
+            self.waiting_for_keyframe = true;
+        }
+        if key {
+            self.waiting_for_keyframe = false;
+        }
+        if self.waiting_for_keyframe {
+            self.keyframe_wanted = true;
+        }
+        if self.decoder.is_none() && !self.waiting_for_keyframe {
+            self.decoder = Some(self.backend.decoder()?);
+        }
+        let dec = match self.decoder.as_mut() {
+            Some(d) if !stale => d,
+            _ => {
+                self.push_grey(pts, arrival, origin);
+                return Ok(());
+            }
+        };
+        for p in self.pipeline.lane_mut().take_spent() {
+            dec.recycle(p);
+        }
+        let t0 = Instant::now();
+        match dec.decode(data, pts) {
+            Ok(frames) => {
+                let dt = t0.elapsed().as_secs_f64();
+                if frames.iter().any(|f| f.damaged) {
+                    self.keyframe_wanted = true;
+                }
+                for f in frames {
+                    self.counters.frames_decoded += 1;
+                    self.last_size = Some(f.picture.size());
+                    if !show {
+                        self.counters.frames_skipped += 1;
+                        if let Some(d) = self.decoder.as_mut() {
+                            d.recycle(f.picture);
+                        }
+                        continue;
+                    }
+                    let corrupt = self.waiting_for_keyframe || f.damaged;
+                    self.push(f.picture, f.pts, arrival, origin, corrupt, dt);
+                }
+            }
+            Err(e) => {
+                self.counters.decode_errors += 1;
+                tracing::warn!("decode error, censoring until a key frame: {e}");
+                self.waiting_for_keyframe = true;
+                self.decoder = None;
+                self.keyframe_wanted = true;
+                self.push_grey(pts, arrival, origin);
+            }
+        }
+        Ok(())
+    }
+
+    /// A grey picture of the last decoded size, censored whole, standing in
+    /// for an access unit that cannot be shown (nothing before the first
+    /// picture: there is no size yet, and nothing was shown to freeze).
+    fn push_grey(&mut self, pts: i64, arrival: Instant, origin: Instant) {
+        if let Some((w, h)) = self.last_size {
+            self.push(Picture::Host(grey(w, h)), pts, arrival, origin, true, 0.0);
+        }
+    }
+
+    /// Into the pipeline, unless it is full (`max_in_flight`): behind real
+    /// time this frame is skipped rather than let latency grow.
+    fn push(
+        &mut self,
+        picture: Picture,
+        pts: i64,
+        arrival: Instant,
+        origin: Instant,
+        corrupt: bool,
+        decode: f64,
+    ) {
+        if self
+            .opts
+            .max_in_flight
+            .is_some_and(|m| self.pipeline.in_flight() >= m)
+        {
+            self.counters.frames_skipped += 1;
+            self.recycle(picture);
+            return;
+        }
+        if corrupt {
+            self.counters.frames_corrupt += 1;
+        }
+        self.origins.push_back(origin);
+        self.pipeline.push(arrival, pts, picture, corrupt, decode);
+    }
+
+    fn recycle(&mut self, picture: Picture) {
+        match self.decoder.as_mut() {
+            Some(d) => d.recycle(picture),
+            None => self.pipeline.lane_mut().spend(picture),
+        }
+    }
+
+    /// The input ended: the decoder's held pictures go in, and frames held
+    /// for lookahead stop waiting for later ones.
+    pub fn finish(&mut self, now: Instant) {
+        if let Some(dec) = self.decoder.as_mut() {
+            match dec.flush() {
+                Ok(frames) => {
+                    for f in frames {
+                        self.counters.frames_decoded += 1;
+                        let corrupt = self.waiting_for_keyframe || f.damaged;
+                        self.push(f.picture, f.pts, now, now, corrupt, 0.0);
+                    }
+                }
+                Err(e) => tracing::warn!("decoder flush: {e}"),
+            }
+        }
+        self.pipeline.finish();
+    }
+
+    /// Blocks until a detection comes back, the next deadline, or `max`.
+    pub fn wait(&mut self, max: Duration) {
+        self.pipeline.wait(max);
+    }
+
+    /// The next released frame, encoded (or as a host picture), if one may
+    /// leave now.
+    pub fn poll(&mut self, now: Instant) -> Option<Output> {
+        let r = self.pipeline.poll_output(now)?;
+        let origin = self.origins.pop_front().unwrap_or(r.arrived);
+        self.counters.released += 1;
+        if r.record.status == crate::pipeline::Status::FailClosed {
+            self.counters.fail_closed += 1;
+        }
+        Some(self.output(r, origin))
+    }
+
+    fn output(&mut self, r: Released, origin: Instant) -> Output {
+        let Released {
+            index,
+            pts,
+            picture,
+            record,
+            arrived,
+            mut times,
+        } = r;
+        let (width, height) = picture.size();
+        let t0 = Instant::now();
+        let (encoded, host) = match self.encoder.as_mut() {
+            None => (None, Some(self.pipeline.lane_mut().to_host(picture))),
+            Some(slot) => {
+                let lane = self.pipeline.lane_mut();
+                let au = encode(slot, lane, picture, (width, height), &mut self.force_idr);
+                if au.is_err() {
+                    self.counters.encode_errors += 1;
+                }
+                if let Ok(true) = au.as_ref().map(|(_, forced)| *forced) {
+                    self.counters.keyframes_forced += 1;
+                }
+                (Some(au.map(|(au, _)| au).map_err(|e| e.to_string())), None)
+            }
+        };
+        let done = Instant::now();
+        times.encode = done.duration_since(t0).as_secs_f64();
+        Output {
+            index,
+            pts,
+            record,
+            arrived,
+            origin,
+            done,
+            times,
+            encoded,
+            picture: host,
+            width,
+            height,
+        }
+    }
+}
+
+/// Encodes one picture, (re)opening the encoder for its size; an error
+/// makes the next frame an IDR (the encoder is reopened at the next size
+/// change or kept; openh264 and NVENC both restart cleanly on an IDR).
+/// `Ok((au, forced))`.
+fn encode(
+    slot: &mut EncoderSlot,
+    lane: &mut Lane,
+    picture: Picture,
+    size: (usize, usize),
+    force_idr: &mut bool,
+) -> Result<(Vec<u8>, bool), Error> {
+    let opened = match slot.prepare(size, lane) {
+        Ok(o) => o,
+        Err(e) => {
+            lane.spend(picture);
+            *force_idr = true;
+            return Err(e);
+        }
+    };
+    let force = std::mem::take(force_idr) || opened;
+    match slot.encode(lane, picture, force) {
+        Ok(au) => Ok((au, force)),
+        Err(e) => {
+            *force_idr = true;
+            slot.reset();
+            Err(e)
+        }
+    }
+}
+
+/// What a source says when asked for input.
+#[derive(Debug)]
+pub enum Feed {
+    Input(Input),
+    /// Nothing yet: wait for detections at most this long, then ask again.
+    Wait(Duration),
+    /// Nothing now, and the source already waited: ask again.
+    Idle,
+    /// No more input.
+    End,
+}
+
+/// Where a stream's input comes from.
+pub trait Source {
+    /// The next input; `in_flight` frames are inside the pipeline.
+    fn next(&mut self, in_flight: usize) -> Result<Feed, Error>;
+
+    /// The engine needs a key frame (a PLI for a live track).
+    fn keyframe_wanted(&mut self) {}
+
+    /// A device picture the source decoded has left: back to its pool.
+    fn recycle(&mut self, _picture: Picture) {}
+}
+
+/// Where a stream's output goes.
+pub trait Sink {
+    fn write(&mut self, out: Output) -> Result<(), Error>;
+
+    /// After each step of [`drive`] (live: publish the counters).
+    fn tick(&mut self, _engine: &Engine) {}
+}
+
+/// Runs `source` through `engine` into `sink` until the source ends and
+/// every frame has left.
+pub fn drive(
+    engine: &mut Engine,
+    source: &mut dyn Source,
+    sink: &mut dyn Sink,
+) -> Result<(), Error> {
+    let mut ended = false;
+    loop {
+        if !ended {
+            match source.next(engine.in_flight())? {
+                Feed::Input(i) => engine.take(i)?,
+                Feed::Wait(d) => engine.wait(d),
+                Feed::Idle => {}
+                Feed::End => {
+                    ended = true;
+                    engine.finish(Instant::now());
+                }
+            }
+        }
+        if engine.take_keyframe_wanted() {
+            source.keyframe_wanted();
+        }
+        for p in engine.take_spent() {
+            source.recycle(p);
+        }
+        while let Some(out) = engine.poll(Instant::now()) {
+            sink.write(out)?;
+        }
+        sink.tick(engine);
+        if ended {
+            if engine.in_flight() == 0 {
+                return Ok(());
+            }
+            engine.wait(Duration::from_millis(20));
+        }
+    }
+}
