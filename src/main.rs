@@ -76,7 +76,9 @@ struct ServeArgs {
     /// is not inspected).
     #[arg(long)]
     audio: bool,
-    /// Seconds between stats lines on stderr.
+    /// Seconds between status lines on stderr (sessions, mean fps per
+    /// session, p95 added latency over the interval, frames failed closed);
+    /// GET /metrics has every counter.
     #[arg(long, default_value_t = 5.0)]
     stats_every: f64,
     /// Stop after this many seconds (default: until Ctrl-C / SIGTERM).
@@ -767,6 +769,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
         let t0 = std::time::Instant::now();
         let mut tick =
             tokio::time::interval(std::time::Duration::from_secs_f64(a.stats_every.max(0.1)));
+        let mut last_latency = std::collections::HashMap::new();
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("installing the SIGTERM handler")?;
         loop {
@@ -774,9 +777,8 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = tick.tick() => {
-                    let m = server.metrics().await;
-                    let line: Vec<&str> = m.lines().filter(|l| !l.starts_with('#')).collect();
-                    eprintln!("[{:.0}s] {}", t0.elapsed().as_secs_f64(), line.join("  "));
+                    let st = server.status(&mut last_latency).await;
+                    eprintln!("[{:.0}s] {st}", t0.elapsed().as_secs_f64());
                     if a.seconds.is_some_and(|s| t0.elapsed().as_secs_f64() >= s) {
                         break;
                     }
