@@ -19,8 +19,18 @@ struct Cli {
     /// TOML configuration file (env vars and flags override it).
     #[arg(long, short, global = true, env = "LIVECENSOR_CONFIG")]
     config: Option<PathBuf>,
+    /// Log lines on stderr as text or as JSON objects (one per line, for
+    /// log collectors). RUST_LOG filters them (default: warn).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "LIVECENSOR_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -792,15 +802,23 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-fn main() -> Result<()> {
-    tracing_subscriber::fmt()
+/// Logs on stderr, filtered by RUST_LOG (default: warn).
+fn init_logging(format: LogFormat) {
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
         )
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt.json().init(),
+    }
+}
+
+fn main() -> Result<()> {
     let cli = Cli::parse();
+    init_logging(cli.log_format);
     let cfg_path = cli.config.as_deref();
     match cli.cmd {
         Cmd::Censor(a) => {
