@@ -19,6 +19,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod sink;
 pub mod source;
+pub mod stats;
 pub mod synth;
 pub mod track;
 

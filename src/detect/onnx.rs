@@ -556,8 +556,8 @@ mod tests {
         v.sort_by(f64::total_cmp);
         format!(
             "wall median {:.3} ms, min {:.3} ms; calling thread on-CPU {cpu:.3} ms/call",
-            v[n / 2],
-            v[0]
+            crate::stats::percentile(&v, 50.0),
+            crate::stats::percentile(&v, 0.0)
         )
     }
 
