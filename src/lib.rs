@@ -21,6 +21,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod sink;
 pub mod source;
+pub mod stats;
 pub mod synth;
 pub mod track;
 

@@ -360,9 +360,8 @@ fn encoder_round_trip_nvenc_or_cpu() {
     assert!(worst > 25.0);
 }
 
-fn median(mut v: Vec<f32>) -> f32 {
-    v.sort_by(f32::total_cmp);
-    v[v.len() / 2]
+fn median(v: Vec<f32>) -> f32 {
+    livecensor::stats::median(v.into_iter().map(f64::from).collect()) as f32
 }
 
 #[test]

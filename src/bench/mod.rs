@@ -8,7 +8,7 @@
 pub mod plot;
 pub mod report;
 
-use crate::audit::Hidden;
+use crate::audit::{judge_regions, judge_truth};
 use crate::backend::Backend;
 use crate::codec::{Decoder, Encoder, EncoderConfig};
 use crate::config::Config;
@@ -524,41 +524,47 @@ fn score(cfg: &Config, o: &BenchOptions, runs: &mut [StreamRun]) -> Result<(), E
                     truth_faces: boxes.len() as u32,
                     ..FrameScore::default()
                 };
-                let mut misses = Vec::new();
-                for t in &truth {
-                    let b = &t.bbox;
-                    // What a viewer could see of the face: the box less what
-                    // covers it.
-                    let parts = t.visible_parts();
-                    let h =
-                        Hidden::measure_parts(&input, output.as_ref(), &parts, &sample.masks, &th);
-                    let (by_masks, by_pixels) = h.leaks(th.min_truth_coverage, &th);
-                    let detected = found_by(&sample.detections, b);
-                    if by_masks || by_pixels {
-                        sc.truth_uncensored += 1;
-                        misses.push(report::TruthMiss {
-                            frame: i as u64,
-                            object: t.object,
-                            bbox: [b.x0, b.y0, b.x1, b.y1],
-                            visible: t.visible_fraction,
-                            mask_coverage: h.mask_coverage,
-                            detail_ratio: h.detail_ratio,
-                            detected,
-                        });
-                    }
+                // The audit's own judges: one leak criterion for both.
+                let left = judge_truth(
+                    i as u64,
+                    &input,
+                    output.as_ref(),
+                    &sample.masks,
+                    &truth,
+                    &th,
+                );
+                sc.truth_uncensored = left.len() as u32;
+                sample.truth_misses = left
+                    .into_iter()
+                    .map(|l| {
+                        let [x0, y0, x1, y1] = l.bbox;
+                        report::TruthMiss {
+                            frame: l.frame,
+                            object: l.object,
+                            bbox: l.bbox,
+                            visible: l.visible,
+                            mask_coverage: l.mask_coverage,
+                            detail_ratio: l.detail_ratio,
+                            detected: found_by(&sample.detections, &BBox::new(x0, y0, x1, y1)),
+                        }
+                    })
+                    .collect();
+                for b in &boxes {
                     sc.truth_found += u32::from(found_by(&pipeline_found, b));
                     sc.truth_found_reference += u32::from(found_by(&found, b));
                 }
-                sample.truth_misses = misses;
                 if det.is_some() {
                     sc.audited = true;
-                    for d in &found {
-                        sc.regions += 1;
-                        let h =
-                            Hidden::measure(&input, output.as_ref(), &d.bbox, &sample.masks, &th);
-                        let (by_masks, by_pixels) = h.leaks(th.min_mask_coverage, &th);
-                        sc.leaks += u32::from(by_masks || by_pixels);
-                    }
+                    sc.regions = found.len() as u32;
+                    let leaks = judge_regions(
+                        i as u64,
+                        &input,
+                        output.as_ref(),
+                        &found,
+                        &sample.masks,
+                        &th,
+                    );
+                    sc.leaks = leaks.len() as u32;
                 }
                 sample.score = sc;
             }

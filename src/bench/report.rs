@@ -185,15 +185,8 @@ impl Percentiles {
     }
 }
 
-/// Nearest-rank percentile (`p` in 0..=100) of an ascending slice; 0 when
-/// empty.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
-}
+/// The crate's one percentile (nearest rank).
+pub use crate::stats::percentile;
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct StageStat {

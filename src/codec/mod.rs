@@ -224,10 +224,7 @@ mod tests {
                 f
             })
             .collect();
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
+        let median = crate::stats::median;
         let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
         let (mut aus, mut te) = (Vec::new(), Vec::new());
         for f in &frames {

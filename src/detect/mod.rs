@@ -21,14 +21,20 @@ pub use preprocess::{
 };
 pub use zoom::ZoomConfig;
 
-/// `<crate>/models` when present (the real crate), else the shared checkout's.
+/// `<crate>/models` (`scripts/setup.sh` fills it): photos and the ONNX
+/// Runtime library of the tests. Never an absolute path: any checkout works.
 #[cfg(test)]
 pub(crate) fn models_dir() -> std::path::PathBuf {
-    let own = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models");
-    if own.join("320n.onnx").is_file() {
-        own
-    } else {
-        std::path::PathBuf::from("/work/main/models")
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+}
+
+/// The model the tests load: `LIVECENSOR_MODEL` when set (another model or
+/// checkout), else `<crate>/models/320n.onnx`.
+#[cfg(test)]
+pub(crate) fn test_model() -> std::path::PathBuf {
+    match std::env::var_os("LIVECENSOR_MODEL") {
+        Some(p) if !p.is_empty() => p.into(),
+        _ => models_dir().join("320n.onnx"),
     }
 }
 

@@ -296,14 +296,14 @@ mod tests {
     use super::*;
     use crate::detect::classes::class_index;
     use crate::detect::preprocess::preprocess_rgb;
-    use crate::detect::{load_photo, models_dir};
+    use crate::detect::{load_photo, models_dir, test_model};
     use crate::frame::{BBox, PixelFormat};
     use std::time::Instant;
 
     fn config(threads: usize) -> DetectorConfig {
         let dir = models_dir();
         DetectorConfig {
-            model: dir.join("320n.onnx"),
+            model: test_model(),
             ort_library: Some(dir.join(LIBRARY_FILE)),
             threads,
             ..DetectorConfig::default()
@@ -481,7 +481,7 @@ mod tests {
         assert!(e.to_string().contains("libnothere.so"), "{e}");
 
         // Default library location: next to the model.
-        std::fs::copy(models_dir().join("320n.onnx"), dir.path().join("m.onnx")).expect("copy");
+        std::fs::copy(test_model(), dir.path().join("m.onnx")).expect("copy");
         let cfg = DetectorConfig {
             model: dir.path().join("m.onnx"),
             ort_library: None,
@@ -556,8 +556,8 @@ mod tests {
         v.sort_by(f64::total_cmp);
         format!(
             "wall median {:.3} ms, min {:.3} ms; calling thread on-CPU {cpu:.3} ms/call",
-            v[n / 2],
-            v[0]
+            crate::stats::percentile(&v, 50.0),
+            crate::stats::percentile(&v, 0.0)
         )
     }
 

@@ -149,7 +149,9 @@ impl LatencyEstimate {
     pub fn get(&self) -> Duration {
         let mut v: Vec<Duration> = self.recent.iter().copied().collect();
         v.sort_unstable();
-        v.get(v.len() / 4).copied().unwrap_or_default()
+        crate::stats::nearest_rank(v.len(), 25.0)
+            .and_then(|i| v.get(i).copied())
+            .unwrap_or_default()
     }
 }
 

@@ -7,10 +7,12 @@
 use super::session::{LiveKitSettings, Session, SessionStats};
 use super::token::RAW_SUFFIX;
 use crate::error::LiveKitError;
+use crate::metrics::{Exposition, Snapshot, CONTENT_TYPE};
 use crate::pipeline::service::DetectService;
 use crate::pipeline::stream::StreamOptions;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 use livekit_api::access_token::TokenVerifier;
@@ -208,74 +210,198 @@ impl Server {
         }
     }
 
-    /// Prometheus text: per-room session counters and webhook counts.
-    pub async fn metrics(&self) -> String {
-        let sessions = self.sessions.lock().await;
-        let mut out = String::new();
-        out.push_str(&format!(
-            "# TYPE livecensor_sessions gauge\nlivecensor_sessions {}\n",
-            sessions.len()
-        ));
-        out.push_str(&format!(
-            "# TYPE livecensor_webhooks_total counter\nlivecensor_webhooks_total {}\n",
-            self.webhooks.load(Relaxed)
-        ));
-        out.push_str(&format!(
-            "# TYPE livecensor_webhooks_rejected_total counter\nlivecensor_webhooks_rejected_total {}\n",
-            self.rejected.load(Relaxed)
-        ));
-        for (room, s) in sessions.iter() {
-            out.push_str(&session_metrics(room, &s.stats));
+    /// Prometheus text: per-room session counters, webhook counts and the
+    /// detector's.
+    pub async fn metrics(&self) -> Result<String, std::fmt::Error> {
+        let mut m = Exposition::default();
+        {
+            let sessions = self.sessions.lock().await;
+            m.gauge(
+                "livecensor_sessions",
+                "Censoring sessions running",
+                &[],
+                sessions.len() as f64,
+            );
+            m.counter(
+                "livecensor_webhooks",
+                "Webhook requests received",
+                &[],
+                self.webhooks.load(Relaxed),
+            );
+            m.counter(
+                "livecensor_webhooks_rejected",
+                "Webhook requests refused (signature, age or body)",
+                &[],
+                self.rejected.load(Relaxed),
+            );
+            for (room, s) in sessions.iter() {
+                session_metrics(&mut m, room, &s.stats);
+            }
         }
-        out.push_str(&self.svc.metrics());
-        out
+        m.append(self.svc.metrics());
+        m.render()
+    }
+
+    /// What `serve` prints each tick. `last` holds each room's latency
+    /// histogram at the previous call, so p95 covers the interval since.
+    pub async fn status(&self, last: &mut HashMap<String, Snapshot>) -> Status {
+        let sessions = self.sessions.lock().await;
+        let mut st = Status {
+            sessions: sessions.len(),
+            ..Status::default()
+        };
+        let mut latency: Option<Snapshot> = None;
+        for (room, s) in sessions.iter() {
+            st.fps += s.stats.fps_x100.load(Relaxed) as f64 / 100.0;
+            st.fail_closed += s.stats.fail_closed.load(Relaxed);
+            let now = s.stats.added_latency.snapshot();
+            let d = match last.get(room) {
+                Some(prev) => now.since(prev),
+                None => now.clone(),
+            };
+            match &mut latency {
+                Some(l) => l.merge(&d),
+                None => latency = Some(d),
+            }
+            last.insert(room.clone(), now);
+        }
+        last.retain(|room, _| sessions.contains_key(room));
+        if st.sessions > 0 {
+            st.fps /= st.sessions as f64;
+        }
+        st.p95_ms = latency.and_then(|l| l.quantile(0.95));
+        st
     }
 }
 
-/// One session's counters in Prometheus text format.
-pub fn session_metrics(room: &str, s: &SessionStats) -> String {
-    let rows = [
-        ("access_units_in", s.access_units_in.load(Relaxed)),
-        ("frames_decoded", s.frames_decoded.load(Relaxed)),
-        ("decode_errors", s.decode_errors.load(Relaxed)),
-        ("encode_errors", s.encode_errors.load(Relaxed)),
-        ("frames_skipped", s.frames_skipped.load(Relaxed)),
-        ("access_units_dropped", s.access_units_dropped.load(Relaxed)),
-        ("frames_corrupt", s.frames_corrupt.load(Relaxed)),
-        ("frames_released", s.frames_released.load(Relaxed)),
-        ("fail_closed", s.fail_closed.load(Relaxed)),
-        ("access_units_out", s.access_units_out.load(Relaxed)),
-        ("keyframes_forced", s.keyframes_forced.load(Relaxed)),
-        ("encoder_fallbacks", s.encoder_fallbacks.load(Relaxed)),
-        ("keyframe_requests", s.keyframe_requests.load(Relaxed)),
-        ("fault_injected", s.fault_injected.load(Relaxed)),
-    ];
-    let mut out: String = rows
-        .iter()
-        .map(|(k, v)| format!("livecensor_{k}_total{{room=\"{room}\"}} {v}\n"))
-        .collect();
-    for (side, v) in [
-        ("input", s.input_reconnects.load(Relaxed)),
-        ("output", s.output_reconnects.load(Relaxed)),
-    ] {
-        out.push_str(&format!(
-            "livecensor_reconnects_total{{room=\"{room}\",side=\"{side}\"}} {v}\n"
-        ));
+/// One line of `serve`'s status: sessions, mean fps per session, p95 added
+/// latency over the last interval, frames failed closed (all sessions).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Status {
+    pub sessions: usize,
+    pub fps: f64,
+    pub p95_ms: Option<f64>,
+    pub fail_closed: u64,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "sessions {}  fps {:.1}  p95 ", self.sessions, self.fps)?;
+        match self.p95_ms {
+            Some(p) => write!(f, "+{p:.0} ms")?,
+            None => f.write_str("-")?,
+        }
+        write!(f, "  fail-closed {}", self.fail_closed)
     }
-    // Gauges: no _total suffix.
-    out.push_str(&format!(
-        "livecensor_audio_delay_ms{{room=\"{room}\"}} {:.1}\n",
-        s.audio_delay_us.load(Relaxed) as f64 / 1e3
-    ));
-    out.push_str(&format!(
-        "livecensor_fps{{room=\"{room}\"}} {:.2}\n",
-        s.fps_x100.load(Relaxed) as f64 / 100.0
-    ));
-    out.push_str(
-        &s.added_latency
-            .render("livecensor_added_latency_ms", &format!("room=\"{room}\"")),
+}
+
+/// One session's counters, gauges and latency histogram, labelled by room.
+pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
+    let counters = [
+        (
+            "livecensor_access_units_in",
+            "Access units received",
+            &s.access_units_in,
+        ),
+        (
+            "livecensor_frames_decoded",
+            "Frames decoded",
+            &s.frames_decoded,
+        ),
+        (
+            "livecensor_decode_errors",
+            "Access units the decoder refused",
+            &s.decode_errors,
+        ),
+        (
+            "livecensor_encode_errors",
+            "Censored frames the encoder refused",
+            &s.encode_errors,
+        ),
+        (
+            "livecensor_frames_skipped",
+            "Decoded frames not published to catch up",
+            &s.frames_skipped,
+        ),
+        (
+            "livecensor_access_units_dropped",
+            "Access units not decoded to catch up",
+            &s.access_units_dropped,
+        ),
+        (
+            "livecensor_frames_corrupt",
+            "Frames censored whole while waiting for a key frame",
+            &s.frames_corrupt,
+        ),
+        (
+            "livecensor_frames_released",
+            "Frames the pipeline released censored, for encoding",
+            &s.frames_released,
+        ),
+        (
+            "livecensor_fail_closed",
+            "Frames censored whole (fail-closed)",
+            &s.fail_closed,
+        ),
+        (
+            "livecensor_access_units_out",
+            "Access units published",
+            &s.access_units_out,
+        ),
+        (
+            "livecensor_keyframes_forced",
+            "Key frames forced on the encoder (new encoder, encode error)",
+            &s.keyframes_forced,
+        ),
+        (
+            "livecensor_encoder_fallbacks",
+            "Sessions that left NVENC for openh264 for good after errors",
+            &s.encoder_fallbacks,
+        ),
+        (
+            "livecensor_keyframe_requests",
+            "Key frame requests (PLI) sent to the broadcaster",
+            &s.keyframe_requests,
+        ),
+        (
+            "livecensor_fault_injected",
+            "RTP datagrams dropped or corrupted on purpose (tests)",
+            &*s.fault_injected,
+        ),
+    ];
+    let room_label = [("room", room)];
+    for (name, help, v) in counters {
+        m.counter(name, help, &room_label, v.load(Relaxed));
+    }
+    for (side, v) in [
+        ("input", &s.input_reconnects),
+        ("output", &s.output_reconnects),
+    ] {
+        m.counter(
+            "livecensor_reconnects",
+            "New connections after the first, per side",
+            &[("room", room), ("side", side)],
+            v.load(Relaxed),
+        );
+    }
+    m.gauge(
+        "livecensor_audio_delay_ms",
+        "Audio hold for lip sync with the censored video",
+        &room_label,
+        s.audio_delay_us.load(Relaxed) as f64 / 1e3,
     );
-    out
+    m.gauge(
+        "livecensor_fps",
+        "Frames published per second over the last second",
+        &room_label,
+        s.fps_x100.load(Relaxed) as f64 / 100.0,
+    );
+    m.histogram(
+        "livecensor_added_latency_ms",
+        "Added latency of each published frame, network arrival to send",
+        &room_label,
+        &s.added_latency,
+    );
 }
 
 /// The HTTP routes: POST /webhook, GET /healthz, GET /metrics.
@@ -287,8 +413,11 @@ pub fn router(server: Arc<Server>) -> Router {
         .with_state(server)
 }
 
-async fn metrics(State(s): State<Arc<Server>>) -> String {
-    s.metrics().await
+async fn metrics(State(s): State<Arc<Server>>) -> impl IntoResponse {
+    match s.metrics().await {
+        Ok(text) => (StatusCode::OK, [(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("metrics: {e}\n")).into_response(),
+    }
 }
 
 async fn webhook(
@@ -369,6 +498,18 @@ mod tests {
         }
     }
 
+    fn session_text(room: &str, s: &SessionStats) -> String {
+        let mut m = Exposition::default();
+        m.gauge(
+            "livecensor_sessions",
+            "Censoring sessions running",
+            &[],
+            1.0,
+        );
+        session_metrics(&mut m, room, s);
+        m.render().unwrap()
+    }
+
     #[test]
     fn session_metrics_name_every_counter_and_the_side_of_reconnects() {
         let s = SessionStats::default();
@@ -377,21 +518,81 @@ mod tests {
         s.fault_injected.store(3, Relaxed);
         s.fps_x100.store(2987, Relaxed);
         s.added_latency.observe(33.0);
-        let m = session_metrics("demo", &s);
+        let m = session_text("demo", &s);
         for line in [
+            "# TYPE livecensor_reconnects_total counter",
             "livecensor_reconnects_total{room=\"demo\",side=\"input\"} 0",
             "livecensor_reconnects_total{room=\"demo\",side=\"output\"} 2",
+            "# TYPE livecensor_audio_delay_ms gauge",
             "livecensor_audio_delay_ms{room=\"demo\"} 41.5",
             "livecensor_fault_injected_total{room=\"demo\"} 3",
             "livecensor_keyframe_requests_total{room=\"demo\"} 0",
             "livecensor_frames_corrupt_total{room=\"demo\"} 0",
             "livecensor_fps{room=\"demo\"} 29.87",
+            "# TYPE livecensor_added_latency_ms histogram",
             "livecensor_added_latency_ms_bucket{room=\"demo\",le=\"30\"} 0",
             "livecensor_added_latency_ms_bucket{room=\"demo\",le=\"40\"} 1",
             "livecensor_added_latency_ms_count{room=\"demo\"} 1",
         ] {
             assert!(m.lines().any(|l| l == line), "{line} missing from\n{m}");
         }
+    }
+
+    #[test]
+    fn metrics_of_a_room_with_quotes_and_backslashes_parse_and_round_trip() {
+        use openmetrics_parser::{prometheus::parse_prometheus, PrometheusType, PrometheusValue};
+        let room = "a\"b\\c";
+        let s = SessionStats::default();
+        s.fail_closed.store(4, Relaxed);
+        s.fps_x100.store(3000, Relaxed);
+        s.added_latency.observe(12.0);
+        let text = session_text(room, &s);
+        let parsed = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e:?}\n{text}"));
+        for (family, kind) in [
+            ("livecensor_sessions", PrometheusType::Gauge),
+            ("livecensor_fail_closed_total", PrometheusType::Counter),
+            ("livecensor_reconnects_total", PrometheusType::Counter),
+            ("livecensor_fps", PrometheusType::Gauge),
+            ("livecensor_added_latency_ms", PrometheusType::Histogram),
+        ] {
+            let f = parsed
+                .families
+                .get(family)
+                .unwrap_or_else(|| panic!("{family} missing from\n{text}"));
+            assert_eq!(f.family_type, kind, "{family}");
+            assert!(!f.help.is_empty(), "{family} has no HELP");
+        }
+        let fail = &parsed.families["livecensor_fail_closed_total"];
+        let sample = fail.iter_samples().next().expect("one sample");
+        let labels = sample.get_labelset().expect("labels");
+        assert_eq!(labels.get_label_value("room"), Some(room));
+        assert!(matches!(&sample.value, PrometheusValue::Counter(c) if c.value.as_f64() == 4.0));
+        let lat = &parsed.families["livecensor_added_latency_ms"];
+        let sample = lat.iter_samples().next().expect("one histogram");
+        assert_eq!(
+            sample
+                .get_labelset()
+                .expect("labels")
+                .get_label_value("room"),
+            Some(room)
+        );
+        assert!(matches!(&sample.value, PrometheusValue::Histogram(h) if h.count == Some(1)));
+    }
+
+    #[test]
+    fn status_line_reports_the_interval_p95() {
+        let st = Status {
+            sessions: 2,
+            fps: 29.84,
+            p95_ms: Some(41.2),
+            fail_closed: 0,
+        };
+        assert_eq!(
+            st.to_string(),
+            "sessions 2  fps 29.8  p95 +41 ms  fail-closed 0"
+        );
+        let idle = Status::default().to_string();
+        assert_eq!(idle, "sessions 0  fps 0.0  p95 -  fail-closed 0");
     }
 
     #[test]

@@ -70,14 +70,8 @@ impl Summary {
     }
 }
 
-/// `p` in 0..=100 of an ascending slice (0 when empty).
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
-    sorted[rank.min(sorted.len() - 1)]
-}
+/// The crate's one percentile (nearest rank).
+pub use crate::stats::percentile;
 
 /// Progress callback: (frames done, frames expected if known).
 pub type Progress<'a> = &'a mut dyn FnMut(u64, Option<u64>);

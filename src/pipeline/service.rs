@@ -342,23 +342,35 @@ impl DetectService {
         }
     }
 
-    /// Prometheus text: batches, images, batch sizes and queue wait.
-    pub fn metrics(&self) -> String {
+    /// Prometheus families: batches, images, batch sizes and queue wait.
+    pub fn metrics(&self) -> crate::metrics::Exposition {
         let st = self.stats();
-        format!(
-            "# TYPE livecensor_detector_batches_total counter\nlivecensor_detector_batches_total {}\n\
-             # TYPE livecensor_detector_images_total counter\nlivecensor_detector_images_total {}\n\
-             # TYPE livecensor_detector_batch_size histogram\n{}\
-             # TYPE livecensor_detector_queue_wait_ms histogram\n{}",
+        let mut m = crate::metrics::Exposition::default();
+        m.counter(
+            "livecensor_detector_batches",
+            "Detector batches run",
+            &[],
             st.batches,
+        );
+        m.counter(
+            "livecensor_detector_images",
+            "Images detected",
+            &[],
             st.images,
-            self.shared
-                .batch_sizes
-                .render("livecensor_detector_batch_size", ""),
-            self.shared
-                .queue_wait
-                .render("livecensor_detector_queue_wait_ms", ""),
-        )
+        );
+        m.histogram(
+            "livecensor_detector_batch_size",
+            "Images per detector batch",
+            &[],
+            &self.shared.batch_sizes,
+        );
+        m.histogram(
+            "livecensor_detector_queue_wait_ms",
+            "Wait of a frame in the detector queue",
+            &[],
+            &self.shared.queue_wait,
+        );
+        m
     }
 
     /// Frames queued but not yet in a batch.

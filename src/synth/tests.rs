@@ -9,10 +9,6 @@ fn photos() -> PathBuf {
     if real.join(SPRITE_PHOTO).is_file() {
         return real;
     }
-    let fallback = PathBuf::from("/work/main/models/photos");
-    if fallback.join(SPRITE_PHOTO).is_file() {
-        return fallback;
-    }
     static FAKE: OnceLock<Option<tempfile::TempDir>> = OnceLock::new();
     let dir = FAKE.get_or_init(|| {
         let dir = tempfile::tempdir().ok()?;
