@@ -16,6 +16,8 @@
 //! `detect::preprocess`, `detect::postprocess::decode`); kernels are built
 //! with FMA contraction off so f32 results round the same way.
 
+pub mod decide;
+pub mod fence;
 pub mod nvcuvid;
 pub mod nvdec;
 pub mod nvenc;

@@ -68,8 +68,9 @@ impl GpuEncoder {
         }
     }
 
-    /// Encodes one device frame; `stream` is the one that wrote it (it is
-    /// synchronised first, so the encoder sees finished pixels).
+    /// Encodes one device frame; `stream` is the one that wrote it. NVENC
+    /// reads outside any stream, so the host waits first for the stream and
+    /// for the frame's last use (which may be on another stream).
     pub fn encode(
         &mut self,
         stream: &GpuStream,
@@ -79,6 +80,7 @@ impl GpuEncoder {
         match self {
             GpuEncoder::Nvenc(e) => {
                 stream.synchronize()?;
+                frame.wait_idle()?;
                 e.encode(frame, force_keyframe)
             }
             GpuEncoder::Cpu(e) => {

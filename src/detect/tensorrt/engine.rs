@@ -688,18 +688,26 @@ impl TrtDetector {
                 output.len()
             )));
         }
+        // The input may have been written on another stream (a stream's
+        // preprocess): the engine's stream waits for it on the device.
+        let gpu = |e: crate::error::Error| trt(e.to_string());
+        input.before_use(stream).map_err(gpu)?;
+        output.before_use(stream).map_err(gpu)?;
         // SAFETY: both tensors are device memory of the same device (the
         // primary context both wrappers retain), in the engine's data types
-        // (checked), large enough (checked), and borrowed for this call; the
-        // caller synchronises `stream` before reusing them.
-        unsafe {
+        // (checked), large enough (checked), and borrowed for this call;
+        // their fences record the work below for any later stream.
+        let queued = unsafe {
             self.enqueue_device(
                 input.device_address(stream),
                 output.device_address(stream),
                 batch,
                 stream.raw_stream(),
             )
-        }
+        };
+        input.after_use(stream).map_err(gpu)?;
+        output.after_use(stream).map_err(gpu)?;
+        queued
     }
 
     /// Host tensors in, detections out: upload, enqueue, download, then the

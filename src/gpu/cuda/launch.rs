@@ -37,6 +37,28 @@ impl GpuStream {
         size: usize,
         slot: usize,
     ) -> Result<Letterbox> {
+        // The frame may come from another stream (NVDEC's, a Y4M upload's):
+        // wait for it on the device; the input may still be read by the
+        // detector's stream.
+        frame.before_use(self)?;
+        input.before_use(self)?;
+        let queued = self.preprocess_queued(frame, window, input, mode, filter, size, slot);
+        let fenced = frame.after_use(self).and(input.after_use(self));
+        let lb = queued?;
+        fenced.map(|()| lb)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn preprocess_queued(
+        &mut self,
+        frame: &DeviceFrame,
+        window: (usize, usize, usize, usize),
+        input: &mut DeviceTensor,
+        mode: LetterboxMode,
+        filter: ResizeFilter,
+        size: usize,
+        slot: usize,
+    ) -> Result<Letterbox> {
         let (x, y) = (window.0 & !1, window.1 & !1);
         let ww = window.2.min(frame.width.saturating_sub(x));
         let wh = window.3.min(frame.height.saturating_sub(y));
@@ -66,7 +88,7 @@ impl GpuStream {
             to_i32(slot, "slot")?,
         );
         let filter_code = filter.code();
-        let (base, _g) = frame.data.device_ptr(&self.stream);
+        let base = frame.buf.ptr();
         // The window's corner in each plane (chroma rows are half as many,
         // U and V interleaved: x bytes from the row start for even x).
         let yp = base + (y * frame.pitch + x) as u64;
@@ -96,7 +118,21 @@ impl GpuStream {
 
     /// Censors `masks` on the frame in place, exactly like
     /// `censor::apply` on the host (same order, same pixels).
+    /// The frame's fence records the kernels, so the frame is not freed or
+    /// reused under them even if the caller drops it on an error path.
     pub fn censor_nv12(
+        &mut self,
+        frame: &mut DeviceFrame,
+        masks: &[Mask],
+        method: &CensorMethod,
+    ) -> Result<()> {
+        frame.before_use(self)?;
+        let queued = self.censor_queued(frame, masks, method);
+        let fenced = frame.after_use(self);
+        queued.and(fenced)
+    }
+
+    fn censor_queued(
         &mut self,
         frame: &mut DeviceFrame,
         masks: &[Mask],
@@ -123,7 +159,7 @@ impl GpuStream {
             .map_err(gpu_err("uploading masks"))?;
         let (cw, ch) = (frame.width.div_ceil(2), frame.height.div_ceil(2));
         let pitch = to_i32(frame.pitch, "pitch")?;
-        let (base, _g0) = frame.data.device_ptr_mut(&self.stream);
+        let base = frame.buf.ptr();
         let (masks_p, _g1) = mbuf.device_ptr(&self.stream);
         let (a, _g2) = sa.device_ptr_mut(&self.stream);
         let (bb, _g3) = sb.device_ptr_mut(&self.stream);
@@ -185,6 +221,9 @@ impl GpuStream {
         letterboxes: &[Letterbox],
         thresholds: &[f32],
     ) -> Result<Vec<Vec<Detection>>> {
+        // Written by the engine, maybe on another stream; the candidate
+        // count is read back below, so the decode itself ends here.
+        output.before_use(self)?;
         let batch = letterboxes.len();
         let classes = thresholds.len();
         let need = batch

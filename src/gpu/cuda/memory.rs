@@ -5,14 +5,86 @@ use super::*;
 /// Row alignment of device frames (bytes).
 pub(super) const PITCH_ALIGN: usize = 256;
 
+/// Device memory from `cuMemAlloc`, freed with `cuMemFree` on drop.
+/// Frames use it, not cudarc's `alloc`: that is `cuMemAllocAsync` from the
+/// memory pool on current GPUs, which `nvEncRegisterResource` refuses.
+pub(super) struct LinearBuffer {
+    ctx: Arc<CudaContext>,
+    ptr: u64,
+    len: usize,
+}
+
+impl LinearBuffer {
+    pub(super) fn new(ctx: &Arc<CudaContext>, len: usize) -> Result<LinearBuffer> {
+        debug_assert_eq!(alloc_kind(BufferUse::Frame), AllocKind::Linear);
+        ctx.bind_to_thread()
+            .map_err(gpu_err("binding the CUDA context"))?;
+        // SAFETY: the context is current; a plain allocation of `len` bytes.
+        let ptr = unsafe { cudarc::driver::result::malloc_sync(len.max(1)) }
+            .map_err(gpu_err("cuMemAlloc of a frame"))?;
+        Ok(LinearBuffer {
+            ctx: ctx.clone(),
+            ptr,
+            len,
+        })
+    }
+
+    pub(super) fn ptr(&self) -> u64 {
+        self.ptr
+    }
+
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+}
+
+impl Drop for LinearBuffer {
+    fn drop(&mut self) {
+        let _ = self.ctx.bind_to_thread();
+        // SAFETY: our allocation, freed once; the owner waited for its
+        // last use (`DeviceFrame::drop`).
+        if let Err(e) = unsafe { cudarc::driver::result::free_sync(self.ptr) } {
+            tracing::warn!("cuMemFree of a frame: {e}");
+        }
+    }
+}
+
+/// The fence of one buffer, shared by `&` users (a frame is read through
+/// `&DeviceFrame` by the preprocess kernel).
+pub(super) type SharedFence = std::sync::Mutex<Fence<CudaEvent>>;
+
+pub(super) fn lock(f: &SharedFence) -> std::sync::MutexGuard<'_, Fence<CudaEvent>> {
+    f.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Waits on the host for the last work queued on a buffer.
+pub(super) fn settle(f: &SharedFence) -> Result<()> {
+    match lock(f).event() {
+        Some(e) => e.synchronize().map_err(gpu_err("waiting for a buffer")),
+        None => Ok(()),
+    }
+}
+
 /// A pitched NV12 frame in device memory: Y rows of `pitch` bytes, then
-/// the interleaved UV rows at `uv_offset`.
+/// the interleaved UV rows at `uv_offset`. Each stream that touches it
+/// waits for the last one that did (see [`crate::gpu::fence`]), and the
+/// frame waits for its last use before it is freed, so a frame dropped on
+/// an error path is never freed under a running kernel.
 pub struct DeviceFrame {
-    pub(super) data: CudaSlice<u8>,
+    pub(super) buf: LinearBuffer,
     pub(super) width: usize,
     pub(super) height: usize,
     pub(super) pitch: usize,
     pub(super) uv_offset: usize,
+    pub(super) fence: SharedFence,
+}
+
+impl Drop for DeviceFrame {
+    fn drop(&mut self) {
+        if let Err(e) = settle(&self.fence) {
+            tracing::warn!("freeing a device frame: {e}");
+        }
+    }
 }
 
 impl std::fmt::Debug for DeviceFrame {
@@ -44,9 +116,27 @@ impl DeviceFrame {
     }
 
     /// The raw device address (for NVENC registration and raw copies); the
-    /// frame must outlive every use of it.
-    pub fn device_address(&self, stream: &GpuStream) -> u64 {
-        self.data.device_ptr(&stream.stream).0
+    /// frame must outlive every use of it. Raw users order their work with
+    /// [`Self::before_use`] / [`Self::after_use`] or [`Self::wait_idle`].
+    pub fn device_address(&self, _stream: &GpuStream) -> u64 {
+        self.buf.ptr()
+    }
+
+    /// Makes `stream` wait for the last work queued on this frame by any
+    /// other stream; call before queuing work on it.
+    pub fn before_use(&self, stream: &GpuStream) -> Result<()> {
+        lock(&self.fence).before(stream)
+    }
+
+    /// Marks the work just queued on `stream` as this frame's last use.
+    pub fn after_use(&self, stream: &GpuStream) -> Result<()> {
+        lock(&self.fence).after(stream)
+    }
+
+    /// Waits on the host until the last work queued on this frame is done
+    /// (before a consumer outside any stream, such as NVENC, reads it).
+    pub fn wait_idle(&self) -> Result<()> {
+        settle(&self.fence)
     }
 
     /// Byte layout for a `width x height` NV12 frame: (pitch, uv_offset, total).
@@ -96,9 +186,22 @@ impl FramePool {
 
 /// A detector tensor `[batch, 3, size, size]` (input) or any f32 tensor
 /// (output) in device memory.
+/// Carries a fence like [`DeviceFrame`]: a preprocessed image handed from a
+/// stream's CUDA stream to the detector's is waited for on the device.
 pub struct DeviceTensor {
     pub(super) data: TensorData,
     pub(super) len: usize,
+    pub(super) fence: SharedFence,
+}
+
+impl Drop for DeviceTensor {
+    fn drop(&mut self) {
+        // cudarc frees it on the stream that allocated it: wait for a last
+        // use on another stream first.
+        if let Err(e) = settle(&self.fence) {
+            tracing::warn!("freeing a device tensor: {e}");
+        }
+    }
 }
 
 pub(super) enum TensorData {
@@ -120,12 +223,29 @@ impl DeviceTensor {
         matches!(self.data, TensorData::F16(_))
     }
 
-    /// The raw device address, for handing to an inference engine.
+    /// The raw device address, for handing to an inference engine; order
+    /// the engine's work with [`Self::before_use`] / [`Self::after_use`].
     pub fn device_address(&self, stream: &GpuStream) -> u64 {
         match &self.data {
             TensorData::F32(s) => s.device_ptr(&stream.stream).0,
             TensorData::F16(s) => s.device_ptr(&stream.stream).0,
         }
+    }
+
+    /// Makes `stream` wait for the last work queued on this tensor by any
+    /// other stream.
+    pub fn before_use(&self, stream: &GpuStream) -> Result<()> {
+        lock(&self.fence).before(stream)
+    }
+
+    /// Marks the work just queued on `stream` as this tensor's last use.
+    pub fn after_use(&self, stream: &GpuStream) -> Result<()> {
+        lock(&self.fence).after(stream)
+    }
+
+    /// Waits on the host for the last work queued on this tensor.
+    pub fn wait_idle(&self) -> Result<()> {
+        settle(&self.fence)
     }
 }
 

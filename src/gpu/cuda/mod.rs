@@ -11,6 +11,8 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
+use super::decide::{alloc_kind, AllocKind, BufferUse};
+use super::fence::{Fence, StreamSync};
 use super::nvrtc::Nvrtc;
 use super::plan::{
     candidates_to_detections, decode_dims, preprocess_dims, Candidate, CensorPlan, ImageInfo,

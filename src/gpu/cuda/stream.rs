@@ -18,8 +18,8 @@ impl GpuTimer {
 }
 
 /// One CUDA stream and its scratch buffers; all launches on it run in
-/// order. Frames and tensors used on two streams need the caller to
-/// synchronise (event tracking is off).
+/// order. Frames and tensors handed between streams are ordered by their
+/// fences (cudarc's event tracking is off).
 pub struct GpuStream {
     pub(super) ctx: Arc<CudaContext>,
     pub(super) stream: Arc<CudaStream>,
@@ -110,5 +110,32 @@ impl GpuStream {
             .stop
             .record(&self.stream)
             .map_err(gpu_err("recording an event"))
+    }
+}
+
+/// The fences of frames and tensors record and wait on real events.
+impl StreamSync for GpuStream {
+    type Event = CudaEvent;
+
+    fn stream_id(&self) -> usize {
+        self.stream.cu_stream() as usize
+    }
+
+    fn new_event(&self) -> Result<CudaEvent> {
+        self.ctx
+            .new_event(None)
+            .map_err(gpu_err("creating an event"))
+    }
+
+    fn record(&self, event: &CudaEvent) -> Result<()> {
+        event
+            .record(&self.stream)
+            .map_err(gpu_err("recording an event"))
+    }
+
+    fn wait(&self, event: &CudaEvent) -> Result<()> {
+        self.stream
+            .wait(event)
+            .map_err(gpu_err("cuStreamWaitEvent"))
     }
 }

@@ -25,7 +25,8 @@ impl GpuStream {
                 "source pitch {src_pitch} is less than the width {w}"
             )));
         }
-        let base = dst.data.device_ptr_mut(&self.stream).0;
+        dst.before_use(self)?;
+        let base = dst.buf.ptr();
         let planes = [
             (src, base, w, h),
             (
@@ -62,7 +63,7 @@ impl GpuStream {
                 return Err(Error::Gpu(format!("cuMemcpy2DAsync: {r:?}")));
             }
         }
-        Ok(())
+        dst.after_use(self)
     }
 
     /// A device NV12 frame (zeroed).
@@ -74,17 +75,22 @@ impl GpuStream {
         to_i32(height, "frame height")?;
         let (pitch, uv_offset, total) = DeviceFrame::layout(width, height);
         to_i32(pitch, "frame pitch")?;
-        let data = self
-            .stream
-            .alloc_zeros::<u8>(total)
-            .map_err(gpu_err("allocating a frame"))?;
-        Ok(DeviceFrame {
-            data,
+        let buf = LinearBuffer::new(&self.ctx, total)?;
+        // SAFETY: `total` bytes of our fresh allocation, on this stream.
+        unsafe {
+            cudarc::driver::result::memset_d8_async(buf.ptr(), 0, total, self.stream.cu_stream())
+        }
+        .map_err(gpu_err("clearing a frame"))?;
+        let frame = DeviceFrame {
+            buf,
             width,
             height,
             pitch,
             uv_offset,
-        })
+            fence: SharedFence::default(),
+        };
+        frame.after_use(self)?;
+        Ok(frame)
     }
 
     /// Copies a host frame (I420 or NV12) into a device frame of its size.
@@ -105,7 +111,7 @@ impl GpuStream {
         }
         let nv12 = frame.converted(PixelFormat::Nv12);
         let (w, p) = (dst.width, dst.pitch);
-        let mut staged = vec![0u8; dst.data.len()];
+        let mut staged = vec![0u8; dst.buf.len()];
         let (y, uv, _) = nv12.planes();
         for (row, src) in y.chunks_exact(w).enumerate() {
             staged[row * p..row * p + w].copy_from_slice(src);
@@ -115,17 +121,38 @@ impl GpuStream {
             let o = dst.uv_offset + row * p;
             staged[o..o + uv_row].copy_from_slice(src);
         }
-        self.stream
-            .memcpy_htod(&staged, &mut dst.data)
-            .map_err(gpu_err("uploading a frame"))
+        dst.before_use(self)?;
+        // SAFETY: `staged` has exactly the frame's bytes. It is pageable,
+        // so the call returns once the driver has staged it (the Vec may
+        // go); the device copy itself finishes later, which the fence
+        // records for any other stream that reads the frame.
+        unsafe {
+            cudarc::driver::result::memcpy_htod_async(
+                dst.buf.ptr(),
+                &staged,
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(gpu_err("uploading a frame"))?;
+        dst.after_use(self)
     }
 
     /// Copies a device frame back into a packed host NV12 frame (waits).
     pub fn download(&self, src: &DeviceFrame) -> Result<Frame> {
-        let staged = self
-            .stream
-            .clone_dtoh(&src.data)
-            .map_err(gpu_err("downloading a frame"))?;
+        src.before_use(self)?;
+        let mut staged = vec![0u8; src.buf.len()];
+        // SAFETY: `staged` has exactly the frame's bytes and lives past the
+        // synchronize below.
+        unsafe {
+            cudarc::driver::result::memcpy_dtoh_async(
+                &mut staged,
+                src.buf.ptr(),
+                self.stream.cu_stream(),
+            )
+        }
+        .map_err(gpu_err("downloading a frame"))?;
+        src.after_use(self)?;
+        self.synchronize()?;
         let (w, h, p) = (src.width, src.height, src.pitch);
         let mut out = Frame::new(PixelFormat::Nv12, w, h);
         let uv_row = 2 * w.div_ceil(2);
@@ -163,7 +190,13 @@ impl GpuStream {
                     .map_err(gpu_err("allocating a tensor"))?,
             )
         };
-        Ok(DeviceTensor { data, len })
+        let t = DeviceTensor {
+            data,
+            len,
+            fence: SharedFence::default(),
+        };
+        t.after_use(self)?;
+        Ok(t)
     }
 
     /// Copies host f32 values into a tensor (tests, CPU-side outputs).
@@ -180,6 +213,7 @@ impl GpuStream {
         offset: usize,
     ) -> Result<()> {
         let end = slot_end(values.len(), offset, dst.len)?;
+        dst.before_use(self)?;
         match &mut dst.data {
             TensorData::F32(d) => self
                 .stream
@@ -195,6 +229,7 @@ impl GpuStream {
                     .map_err(gpu_err("uploading a tensor"))?;
             }
         }
+        dst.after_use(self)?;
         // The source is pageable host memory that must outlive the copy.
         self.synchronize()
     }
@@ -208,6 +243,8 @@ impl GpuStream {
         offset: usize,
     ) -> Result<()> {
         let end = slot_end(src.len, offset, dst.len)?;
+        src.before_use(self)?;
+        dst.before_use(self)?;
         match (&src.data, &mut dst.data) {
             (TensorData::F32(s), TensorData::F32(d)) => self
                 .stream
@@ -221,11 +258,14 @@ impl GpuStream {
                 ))
             }
         }
-        .map_err(gpu_err("copying a tensor"))
+        .map_err(gpu_err("copying a tensor"))?;
+        src.after_use(self)?;
+        dst.after_use(self)
     }
 
     /// Copies an f32 tensor back (waits); f16 tensors come back as f32.
     pub fn download_tensor(&self, src: &DeviceTensor) -> Result<Vec<f32>> {
+        src.before_use(self)?;
         let mut v = match &src.data {
             TensorData::F32(s) => self
                 .stream
@@ -239,6 +279,7 @@ impl GpuStream {
                 .map(half_to_f32)
                 .collect(),
         };
+        src.after_use(self)?;
         v.truncate(src.len);
         Ok(v)
     }
