@@ -22,6 +22,7 @@ pub mod nvcuvid;
 pub mod nvdec;
 pub mod nvenc;
 pub mod nvenc_api;
+pub mod nvenc_session;
 pub mod plan;
 
 #[cfg(feature = "cuda")]

@@ -9,7 +9,7 @@ pub(super) const PITCH_ALIGN: usize = 256;
 /// Frames use it, not cudarc's `alloc`: that is `cuMemAllocAsync` from the
 /// memory pool on current GPUs, which `nvEncRegisterResource` refuses.
 pub(super) struct LinearBuffer {
-    ctx: Arc<CudaContext>,
+    pub(super) ctx: Arc<CudaContext>,
     ptr: u64,
     len: usize,
 }
@@ -77,12 +77,29 @@ pub struct DeviceFrame {
     pub(super) pitch: usize,
     pub(super) uv_offset: usize,
     pub(super) fence: SharedFence,
+    /// Run before the memory is freed (NVENC unregisters it).
+    pub(super) on_free: std::sync::Mutex<Vec<FreeHook>>,
 }
+
+/// Called with the frame's device address before it is freed.
+pub type FreeHook = Box<dyn FnOnce(u64) + Send>;
 
 impl Drop for DeviceFrame {
     fn drop(&mut self) {
         if let Err(e) = settle(&self.fence) {
             tracing::warn!("freeing a device frame: {e}");
+        }
+        let hooks = std::mem::take(
+            &mut *self
+                .on_free
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+        );
+        if !hooks.is_empty() {
+            let _ = self.buf.ctx.bind_to_thread();
+        }
+        for hook in hooks {
+            hook(self.buf.ptr());
         }
     }
 }
@@ -137,6 +154,16 @@ impl DeviceFrame {
     /// (before a consumer outside any stream, such as NVENC, reads it).
     pub fn wait_idle(&self) -> Result<()> {
         settle(&self.fence)
+    }
+
+    /// Runs `hook` with the device address once the frame's work is done
+    /// and before its memory is freed (an NVENC registration of it must
+    /// go first).
+    pub fn on_free(&self, hook: FreeHook) {
+        self.on_free
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(hook);
     }
 
     /// Byte layout for a `width x height` NV12 frame: (pitch, uv_offset, total).

@@ -88,6 +88,7 @@ impl GpuStream {
             pitch,
             uv_offset,
             fence: SharedFence::default(),
+            on_free: Default::default(),
         };
         frame.after_use(self)?;
         Ok(frame)
