@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 
+use super::check_same_device;
 use super::ffi::{self, ErrBuf, MAX_DIMS};
 use super::{
     bad_plan, calibration_images, check_plan_version, input_dims, profile_dims, read_plan,
@@ -243,6 +244,8 @@ impl TrtEngine {
         self.layout
             .check_contexts(contexts, max_batch, cfg.input_size)
             .map_err(|r| bad_plan(&self.path, r))?;
+        let engine_device = self.handle.cuda.ordinal();
+        check_same_device(engine_device, gpu.map(|g| g.device().ordinal))?;
         (0..contexts)
             .map(|i| TrtDetector::new(self, i, max_batch, cfg, gpu))
             .collect()
