@@ -34,7 +34,9 @@ pub fn probe() -> GpuProbe {
             && KERNEL_MODULES.iter().all(|m| m.fatbin.is_some()),
         ..GpuProbe::default()
     };
-    match Nvrtc::load(&nvrtc_dirs()) {
+    // The NVRTC the kernels would use: chosen by the driver's CUDA version.
+    let driver = driver_present().then(driver_version).flatten();
+    match load_nvrtc(driver) {
         Ok(n) => {
             let v = n
                 .version()
@@ -117,6 +119,19 @@ pub(crate) fn open_context(ordinal: usize) -> Result<Arc<CudaContext>> {
             return Err(Error::Gpu(format!(
                 "CUDA device {ordinal} requested, the driver reports {count}"
             )));
+        }
+        // Blocking sync before the primary context is first used, so a
+        // synchronize sleeps instead of spinning a core (the default AUTO
+        // spins with fewer contexts than cores). Allowed on an active
+        // primary context too; a refusal only costs CPU, so it is logged.
+        let dev =
+            cudarc::driver::result::device::get(ordinal as i32).map_err(gpu_err("cuDeviceGet"))?;
+        // SAFETY: a device handle from cuDeviceGet; the driver is initialised.
+        let r = unsafe {
+            cudarc::driver::sys::cuDevicePrimaryCtxSetFlags_v2(dev, primary_context_flags())
+        };
+        if r != cudarc::driver::sys::CUresult::CUDA_SUCCESS {
+            tracing::warn!("cuDevicePrimaryCtxSetFlags(blocking sync): {r:?}");
         }
         let ctx = CudaContext::new(ordinal).map_err(gpu_err("creating the CUDA context"))?;
         // Kernels and TensorRT get raw device pointers, so cudarc's

@@ -11,7 +11,10 @@ use cudarc::driver::{
 };
 use cudarc::nvrtc::Ptx;
 
-use super::decide::{alloc_kind, AllocKind, BufferUse};
+use super::decide::{
+    alloc_kind, arch_targets, nvrtc_major, nvrtc_sonames, nvrtc_suits_driver,
+    primary_context_flags, AllocKind, BufferUse,
+};
 use super::fence::{Fence, StreamSync};
 use super::nvrtc::Nvrtc;
 use super::plan::{
