@@ -122,8 +122,12 @@ impl StreamSync for GpuStream {
     }
 
     fn new_event(&self) -> Result<CudaEvent> {
+        // Blocking: a host wait on a fence (a frame freed, NVENC) sleeps
+        // instead of spinning a core.
         self.ctx
-            .new_event(None)
+            .new_event(Some(
+                cudarc::driver::sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC,
+            ))
             .map_err(gpu_err("creating an event"))
     }
 
