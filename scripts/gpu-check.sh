@@ -9,7 +9,9 @@
 #                                # audit of a 1080p synthetic clip, timings.
 #
 # See docs/GPU.md. `run` never needs a network; every step's exit status is
-# collected and the table at the end says what passed.
+# collected and the table at the end says what passed; `run` exits 1 when a
+# step failed (with a GPU present, LIVECENSOR_EXPECT_GPU=1 makes every GPU
+# test that would skip fail instead).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 CARRY=target/gpu-carry
@@ -101,6 +103,7 @@ step() {
   t0=$(date +%s%N)
   "$@" 2>&1 | tee "$LOGS/$name.log"
   rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || FAILED=1
   t1=$(date +%s%N)
   local ms=$(((t1 - t0) / 1000000))
   RESULTS+=("$(printf '%-24s %-7s %6d.%03d s' "$name" "$([ "$rc" -eq 0 ] && echo ok || echo "rc=$rc")" $((ms / 1000)) $((ms % 1000)))")
@@ -122,6 +125,11 @@ run() {
   echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}"
   echo "ORT_DYLIB_PATH=${ORT_DYLIB_PATH:-}"
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>/dev/null || echo "nvidia-smi not found"
+  # A GPU is here: a GPU test that skips is a failure, not a pass.
+  if nvidia-smi -L 2>/dev/null | grep -q '^GPU '; then
+    export LIVECENSOR_EXPECT_GPU=1
+    echo "LIVECENSOR_EXPECT_GPU=1 (nvidia-smi sees a GPU: skips fail)"
+  fi
   for l in libcuda.so.1 libnvcuvid.so.1 libnvidia-encode.so.1 libnvinfer.so; do
     if ldconfig -p 2>/dev/null | grep -q "$l"; then echo "ldconfig: $l present"; else echo "ldconfig: $l absent"; fi
   done
@@ -153,6 +161,10 @@ run() {
   # the host -> CPU encoder; and Y4M uploaded. Both audited on the CPU.
   # Skipped, with the reason, where doctor finds no usable CUDA backend.
   if ! grep -q "^CUDA backend  *yes" "$LOGS/doctor.log" 2>/dev/null; then
+    if [ "${LIVECENSOR_EXPECT_GPU:-}" = 1 ]; then
+      echo "FAILED device path: a GPU is present but doctor finds no usable CUDA backend"
+      FAILED=1
+    fi
     echo "SKIPPED device path (censor --gpu, bench --gpu): $(grep "^CUDA backend" "$LOGS/doctor.log" 2>/dev/null)"
     RESULTS+=("$(printf '%-24s %-7s' device_path skipped)")
   else
@@ -180,6 +192,10 @@ run() {
   grep -h "fps held\|added latency\|decode \|preprocess \|censor \|encode " "$out"/bench_1080p_gpu.log 2>/dev/null | sed 's/^/  bench 1080p --gpu: /'
   grep -h "^censored\|^per frame\|encoder: \|Elapsed (wall" "$out"/censor_1080p_gpu.log 2>/dev/null | sed 's/^/  censor 1080p --gpu: /'
   grep -h "^decode\|^preprocess\|^detect\|^censor\|^encode" "$out"/doctor.log 2>/dev/null | sed 's/^/  doctor: /'
+  if [ "${FAILED:-0}" != 0 ]; then
+    echo "gpu-check: FAILED (see the summary)" >&2
+    exit 1
+  fi
 }
 
 case "${1:-}" in

@@ -5,6 +5,9 @@
 # path on stdout; everything else goes to stderr.
 #
 #   bash scripts/nvrtc-setup.sh            # default: the newest 13.x wheel
+#   bash scripts/nvrtc-setup.sh cu12       # NVRTC 12.9 (drivers older than R580)
+#   bash scripts/nvrtc-setup.sh both       # 13.x and 12.9 side by side; the
+#                                          # binary picks by the driver
 #   NVRTC_SPEC='nvidia-cuda-nvrtc==13.5.37' bash scripts/nvrtc-setup.sh
 #
 # Then: LIVECENSOR_NVRTC_LIB=<printed path> cargo test --test kernels_nvrtc
@@ -13,10 +16,17 @@ set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 dest="${NVRTC_DIR:-$root/models/nvrtc}"
-spec="${NVRTC_SPEC:-nvidia-cuda-nvrtc>=13,<14}"
+case "${1:-}" in
+    cu12) spec="${NVRTC_SPEC:-nvidia-cuda-nvrtc-cu12==12.9.86}"; want=12 ;;
+    both)
+        "$0" cu12 >/dev/null
+        exec "$0"
+        ;;
+    *) spec="${NVRTC_SPEC:-nvidia-cuda-nvrtc>=13,<14}"; want=13 ;;
+esac
 
 find_lib() {
-    find "$dest" -maxdepth 1 -name 'libnvrtc.so.*' ! -name 'libnvrtc-builtins*' 2>/dev/null \
+    find "$dest" -maxdepth 1 -name "libnvrtc.so.$want*" ! -name 'libnvrtc-builtins*' 2>/dev/null \
         | sort | head -n 1 || true
 }
 

@@ -184,7 +184,17 @@ fn yes_no<T>(r: &Result<T, String>, ok: impl Fn(&T) -> String) -> (bool, String)
 pub fn decide(f: &Findings) -> DoctorReport {
     let mut checks = Vec::new();
     let (ok, detail) = yes_no(&f.driver, |v| match v {
-        Some(v) => format!("libcuda.so.1, driver API {}.{}", v / 1000, (v % 1000) / 10),
+        Some(v) => format!(
+            "libcuda.so.1, driver API {}.{} (runs CUDA {} output: NVRTC {} chosen)",
+            v / 1000,
+            (v % 1000) / 10,
+            if *v >= crate::gpu::decide::CUDA13_DRIVER {
+                "12 and 13"
+            } else {
+                "12, not 13"
+            },
+            crate::gpu::decide::nvrtc_sonames(Some(*v))[0].trim_start_matches("libnvrtc.so.")
+        ),
         None => "libcuda.so.1 (version unknown)".into(),
     });
     checks.push(Check {
@@ -323,7 +333,7 @@ pub fn decide(f: &Findings) -> DoctorReport {
                     .probe
                     .nvrtc
                     .as_ref()
-                    .map(|n| format!("NVRTC {n}"))
+                    .map(|n| format!("NVRTC {n}, chosen for the driver's CUDA version"))
                     .unwrap_or_else(|| "embedded fatbin".into()),
             }
         } else {

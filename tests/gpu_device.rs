@@ -35,11 +35,21 @@ use std::sync::mpsc::channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// `LIVECENSOR_EXPECT_GPU=1` (set by `scripts/gpu-check.sh run` when
+/// nvidia-smi sees a GPU): a skip is a failure, so a GPU run cannot pass
+/// by testing nothing.
+fn skip(test: &str, why: &str) {
+    if std::env::var_os("LIVECENSOR_EXPECT_GPU").is_some_and(|v| v == "1") {
+        panic!("{test}: LIVECENSOR_EXPECT_GPU=1 but skipped: {why}");
+    }
+    eprintln!("SKIPPED {test}: {why}");
+}
+
 /// The context, or None (test skipped) with the reason printed.
 fn gpu(test: &str) -> Option<GpuContext> {
     let p = probe();
     if !p.usable() {
-        eprintln!("SKIPPED {test}: no usable GPU ({p})");
+        skip(test, &format!("no usable GPU ({p})"));
         return None;
     }
     match GpuContext::new(0) {
@@ -269,7 +279,7 @@ fn nvdec_matches_the_cpu_decoder() {
     let mut dec = match NvDecoder::new(&ctx) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("SKIPPED nvdec_matches_the_cpu_decoder: {e}");
+            skip("nvdec_matches_the_cpu_decoder", &e.to_string());
             return;
         }
     };

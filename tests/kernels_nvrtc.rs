@@ -29,6 +29,10 @@ fn library() -> Option<nvrtc::Nvrtc> {
         None => match nvrtc::libs_in(&cache).into_iter().next() {
             Some(p) => p,
             None => {
+                assert!(
+                    std::env::var_os("LIVECENSOR_EXPECT_GPU").is_none_or(|v| v != "1"),
+                    "LIVECENSOR_EXPECT_GPU=1 but no NVRTC library to test"
+                );
                 eprintln!(
                     "SKIPPED: no NVRTC library ({} unset and {} holds no libnvrtc.so*); \
                      run `bash scripts/nvrtc-setup.sh` to enable this test",

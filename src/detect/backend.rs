@@ -58,17 +58,29 @@ pub fn backends(
     contexts: usize,
     max_batch: usize,
 ) -> Result<Vec<Box<dyn DetectBackend>>, DetectError> {
+    backends_on(cfg, contexts, max_batch, 0)
+}
+
+/// [`backends`] with TensorRT (and its CUDA kernels) on CUDA device
+/// `device`: pass `[gpu] device` so the detector runs on the GPU the
+/// pipeline's frames are on (device pointers do not cross devices).
+pub fn backends_on(
+    cfg: &DetectorConfig,
+    contexts: usize,
+    max_batch: usize,
+    device: usize,
+) -> Result<Vec<Box<dyn DetectBackend>>, DetectError> {
     let contexts = contexts.max(1);
     match cfg.backend {
         DetectorBackend::Onnx => (0..contexts)
             .map(|_| Detector::new(cfg).map(|d| Box::new(d) as Box<dyn DetectBackend>))
             .collect(),
         DetectorBackend::TensorRt => {
-            let engine = TrtEngine::load(&cfg.engine, 0)?;
+            let engine = TrtEngine::load(&cfg.engine, device)?;
             // With the kernels, the GPU pipeline's device inputs are read in
             // place and outputs decoded on the device; without them the
             // detector still runs, on host tensors.
-            let gpu = GpuContext::new(0)
+            let gpu = GpuContext::new(device)
                 .inspect_err(|e| {
                     tracing::warn!("TensorRT without the CUDA kernels (host tensors only): {e}")
                 })

@@ -16,10 +16,13 @@
 //! `detect::preprocess`, `detect::postprocess::decode`); kernels are built
 //! with FMA contraction off so f32 results round the same way.
 
+pub mod decide;
+pub mod fence;
 pub mod nvcuvid;
 pub mod nvdec;
 pub mod nvenc;
 pub mod nvenc_api;
+pub mod nvenc_session;
 pub mod plan;
 
 #[cfg(feature = "cuda")]
@@ -59,7 +62,8 @@ pub struct GpuProbe {
     pub devices: Vec<GpuDevice>,
     /// The kernels are embedded as a fatbin (no NVRTC needed).
     pub fatbin_embedded: bool,
-    /// Loaded libnvrtc and its version, e.g. "libnvrtc.so.13 (13.5)".
+    /// The libnvrtc chosen for the driver's CUDA version (12 below R580)
+    /// and its version, e.g. "libnvrtc.so.12 (12.9)".
     pub nvrtc: Option<String>,
     /// Why the backend cannot run here, if it cannot.
     pub problem: Option<String>,
@@ -84,7 +88,7 @@ impl fmt::Display for GpuProbe {
             );
         }
         match self.driver_version {
-            Some(v) => write!(f, "driver {}.{}", v / 1000, (v % 1000) / 10)?,
+            Some(v) => write!(f, "driver for CUDA {}.{}", v / 1000, (v % 1000) / 10)?,
             None if self.driver_present => write!(f, "driver present")?,
             None => write!(f, "no NVIDIA driver")?,
         }
@@ -103,7 +107,7 @@ impl fmt::Display for GpuProbe {
             write!(f, "; kernels: embedded fatbin")?;
         }
         match &self.nvrtc {
-            Some(n) => write!(f, "; NVRTC {n}")?,
+            Some(n) => write!(f, "; NVRTC chosen for this driver: {n}")?,
             None => write!(f, "; NVRTC not found")?,
         }
         if let Some(p) = &self.problem {
@@ -165,7 +169,10 @@ mod tests {
         assert!(p.usable());
         let s = p.to_string();
         assert!(
-            s.contains("driver 12.8") && s.contains("sm_90") && s.contains("81920 MiB"),
+            s.contains("driver for CUDA 12.8")
+                && s.contains("NVRTC chosen for this driver: libnvrtc.so.13")
+                && s.contains("sm_90")
+                && s.contains("81920 MiB"),
             "{s}"
         );
         let none = GpuProbe {

@@ -20,8 +20,18 @@ pub use stub::*;
 pub use super::nvenc_api::Preset;
 
 use crate::codec::{Encoder, EncoderConfig};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::gpu::{DeviceFrame, GpuStream};
+
+/// How an NVENC error that is not per frame begins.
+pub const FATAL_PREFIX: &str = "NVENC unusable for this stream: ";
+
+/// Whether `err` says NVENC cannot encode this stream at all (memory it
+/// cannot register, a broken session): switch to the CPU encoder instead
+/// of retrying. A per-frame failure (busy encoder) is not.
+pub fn is_nvenc_broken(err: &Error) -> bool {
+    matches!(err, Error::Gpu(m) if m.starts_with(FATAL_PREFIX))
+}
 
 /// The encoder the pipeline uses for device frames: NVENC when the GPU has
 /// one, else the CPU encoder after a device-to-host copy.
@@ -68,43 +78,125 @@ impl GpuEncoder {
         }
     }
 
-    /// Encodes one device frame; `stream` is the one that wrote it (it is
-    /// synchronised first, so the encoder sees finished pixels).
+    /// Encodes one device frame; `stream` is the one that wrote it. NVENC
+    /// reads outside any stream, so the host waits first for the stream and
+    /// for the frame's last use (which may be on another stream).
     pub fn encode(
         &mut self,
         stream: &GpuStream,
         frame: &DeviceFrame,
         force_keyframe: bool,
     ) -> Result<Vec<u8>> {
-        match self {
+        let failed = match self {
             GpuEncoder::Nvenc(e) => {
                 stream.synchronize()?;
-                e.encode(frame, force_keyframe)
+                frame.wait_idle()?;
+                match e.encode(frame, force_keyframe) {
+                    Err(err) if is_nvenc_broken(&err) => err,
+                    done => return done,
+                }
             }
             GpuEncoder::Cpu(e) => {
                 let host = stream.download(frame)?;
-                Ok(e.encode(&host, force_keyframe)?)
+                return Ok(e.encode(&host, force_keyframe)?);
             }
+        };
+        // NVENC is broken for good: the rest of the stream, this frame
+        // included, goes through openh264 (its first frame is an IDR with
+        // SPS/PPS, so the bitstream stays decodable).
+        self.fall_back_to_cpu(&failed.to_string())?;
+        self.encode(stream, frame, true)
+    }
+
+    /// Replaces NVENC with the CPU encoder for the rest of the stream (done
+    /// by [`Self::encode`] itself when NVENC breaks; [`Self::is_nvenc`]
+    /// then reads false and the caller may stop keeping frames on the
+    /// device).
+    pub fn fall_back_to_cpu(&mut self, why: &str) -> Result<()> {
+        if let GpuEncoder::Nvenc(e) = self {
+            tracing::warn!("{why}; encoding on the CPU (openh264) from now on");
+            let cpu = Encoder::new(*e.config())?;
+            *self = GpuEncoder::Cpu(Box::new(cpu));
         }
+        Ok(())
     }
 }
 
 #[cfg(feature = "cuda")]
 mod imp {
+    use std::cell::Cell;
     use std::ffi::{c_void, CStr};
+    use std::sync::{Arc, Mutex, MutexGuard};
 
     use super::super::nvenc_api::*;
-    use super::Preset;
+    use super::{Preset, FATAL_PREFIX};
     use crate::codec::EncoderConfig;
     use crate::error::{Error, Result};
+    use crate::gpu::decide::{nvenc_failure, NvencFailure};
+    use crate::gpu::nvenc_session::{open_session, RegKey, Registrar, RegistrationCache};
     use crate::gpu::{DeviceFrame, GpuStream};
 
     /// Registered input surfaces kept at most (frames come from a pool).
     const MAX_REGISTERED: usize = 16;
 
-    struct Registered {
-        key: (u64, usize, usize, usize),
-        handle: *mut c_void,
+    /// NVENC's register/unregister calls on one session.
+    #[derive(Clone, Copy)]
+    struct NvencRegistrar {
+        encoder: *mut c_void,
+        register: Option<RegisterResourceFn>,
+        unregister: Option<HandleFn>,
+    }
+
+    impl Registrar for NvencRegistrar {
+        type Handle = usize;
+
+        fn register(&mut self, key: RegKey) -> std::result::Result<usize, NVENCSTATUS> {
+            let Some(reg) = self.register else {
+                return Err(NV_ENC_ERR_RESOURCE_REGISTER_FAILED);
+            };
+            let mut rr = NV_ENC_REGISTER_RESOURCE::zeroed();
+            rr.version = NV_ENC_REGISTER_RESOURCE_VER;
+            rr.resourceType = NV_ENC_INPUT_RESOURCE_TYPE_CUDADEVICEPTR;
+            rr.width = key.width as u32;
+            rr.height = key.height as u32;
+            rr.pitch = key.pitch as u32;
+            rr.resourceToRegister = key.ptr as *mut c_void;
+            rr.bufferFormat = NV_ENC_BUFFER_FORMAT_NV12;
+            rr.bufferUsage = NV_ENC_BUFFER_USAGE_INPUT_IMAGE;
+            // SAFETY: a live session; the pointer is a pitched NV12
+            // `cuMemAlloc` allocation (UV at pitch * height) of its context.
+            let r = unsafe { reg(self.encoder, &mut *rr) };
+            if r == NV_ENC_SUCCESS {
+                Ok(rr.registeredResource as usize)
+            } else {
+                Err(r)
+            }
+        }
+
+        fn unregister(&mut self, handle: usize) {
+            if let Some(f) = self.unregister {
+                // SAFETY: a handle from nvEncRegisterResource, released once
+                // (the cache forgets it here).
+                unsafe { f(self.encoder, handle as *mut c_void) };
+            }
+        }
+    }
+
+    /// The registrations of one session, shared with the frames' free hooks
+    /// so a frame unregisters itself before its memory goes.
+    struct Registrations {
+        registrar: NvencRegistrar,
+        cache: RegistrationCache<usize>,
+        /// False once the session is destroyed: late hooks do nothing.
+        alive: bool,
+    }
+
+    // SAFETY: the raw session handle is only used under the mutex, with the
+    // session's CUDA context bound by the caller.
+    unsafe impl Send for Registrations {}
+
+    fn lock(r: &Mutex<Registrations>) -> MutexGuard<'_, Registrations> {
+        r.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// An NVENC H.264 session on one CUDA context.
@@ -112,18 +204,14 @@ mod imp {
         lib: NvencLib,
         encoder: *mut c_void,
         bitstream: *mut c_void,
-        registered: Vec<Registered>,
+        registrations: Arc<Mutex<Registrations>>,
         stream: GpuStream,
         config: EncoderConfig,
         frame_idx: u64,
-    }
-
-    fn ok(what: &str, r: NVENCSTATUS) -> Result<()> {
-        if r == NV_ENC_SUCCESS {
-            Ok(())
-        } else {
-            Err(Error::Gpu(format!("NVENC {what}: {}", status_name(r))))
-        }
+        /// The status of the last failed call (to classify the failure).
+        last_status: Cell<NVENCSTATUS>,
+        /// Set on a failure that means NVENC cannot encode this stream.
+        broken: Option<String>,
     }
 
     fn missing(what: &str) -> Error {
@@ -137,33 +225,27 @@ mod imp {
             let lib = NvencLib::load()?;
             let ctx_stream = stream.sibling()?;
             ctx_stream.bind_context()?;
-            let api = &lib.api;
-            let open = api
-                .nvEncOpenEncodeSessionEx
-                .ok_or_else(|| missing("nvEncOpenEncodeSessionEx"))?;
-            let mut p = NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS::zeroed();
-            p.version = NV_ENC_OPEN_ENCODE_SESSION_EX_PARAMS_VER;
-            p.deviceType = NV_ENC_DEVICE_TYPE_CUDA;
-            p.device = ctx_stream.raw_context();
-            p.apiVersion = NVENCAPI_VERSION;
-            let mut encoder: *mut c_void = std::ptr::null_mut();
-            // SAFETY: a versioned params struct of the header layout and a
-            // valid out-pointer; the CUDA context is current.
-            let r = unsafe { open(&mut *p, &mut encoder) };
-            if r != NV_ENC_SUCCESS || encoder.is_null() {
-                return Err(Error::Gpu(format!(
-                    "NVENC session could not be opened ({}): this GPU may have no video encoder",
-                    status_name(r)
-                )));
-            }
+            let encoder = open_session(&lib.api, ctx_stream.raw_context())?;
+            let registrar = NvencRegistrar {
+                encoder,
+                register: lib.api.nvEncRegisterResource,
+                unregister: lib.api.nvEncUnregisterResource,
+            };
+            // From here `Drop` destroys the session on any error.
             let mut enc = NvEncoder {
                 lib,
                 encoder,
                 bitstream: std::ptr::null_mut(),
-                registered: Vec::new(),
+                registrations: Arc::new(Mutex::new(Registrations {
+                    registrar,
+                    cache: RegistrationCache::new(MAX_REGISTERED),
+                    alive: true,
+                })),
                 stream: ctx_stream,
                 config,
                 frame_idx: 0,
+                last_status: Cell::new(NV_ENC_SUCCESS),
+                broken: None,
             };
             enc.initialise(preset)?;
             Ok(enc)
@@ -187,6 +269,7 @@ mod imp {
         }
 
         fn fail(&self, what: &str, r: NVENCSTATUS) -> Error {
+            self.last_status.set(r);
             Error::Gpu(format!(
                 "NVENC {what}: {} {}",
                 status_name(r),
@@ -283,53 +366,83 @@ mod imp {
             &self.config
         }
 
+        /// The frame's registration, made on first sight; the frame then
+        /// unregisters itself before its memory is freed.
         fn register(&mut self, frame: &DeviceFrame) -> Result<*mut c_void> {
-            let ptr = frame.device_address(&self.stream);
-            let key = (ptr, frame.pitch(), frame.width(), frame.height());
-            if let Some(r) = self.registered.iter().find(|r| r.key == key) {
-                return Ok(r.handle);
+            let key = RegKey {
+                ptr: frame.device_address(&self.stream),
+                pitch: frame.pitch(),
+                width: frame.width(),
+                height: frame.height(),
+            };
+            let got = {
+                let mut g = lock(&self.registrations);
+                let Registrations {
+                    registrar, cache, ..
+                } = &mut *g;
+                cache.get_or_register(registrar, key)
+            };
+            match got {
+                Ok((handle, fresh)) => {
+                    if fresh {
+                        let regs = Arc::downgrade(&self.registrations);
+                        frame.on_free(Box::new(move |ptr| {
+                            if let Some(regs) = regs.upgrade() {
+                                let mut g = lock(&regs);
+                                if g.alive {
+                                    let Registrations {
+                                        registrar, cache, ..
+                                    } = &mut *g;
+                                    cache.forget_ptr(registrar, ptr);
+                                }
+                            }
+                        }));
+                    }
+                    Ok(handle as *mut c_void)
+                }
+                Err(r) => Err(self.fail("registering a device frame", r)),
             }
-            if self.registered.len() >= MAX_REGISTERED {
-                let old = self.registered.remove(0);
-                self.unregister(old.handle);
-            }
-            let reg = self
-                .lib
-                .api
-                .nvEncRegisterResource
-                .ok_or_else(|| missing("nvEncRegisterResource"))?;
-            let mut rr = NV_ENC_REGISTER_RESOURCE::zeroed();
-            rr.version = NV_ENC_REGISTER_RESOURCE_VER;
-            rr.resourceType = NV_ENC_INPUT_RESOURCE_TYPE_CUDADEVICEPTR;
-            rr.width = frame.width() as u32;
-            rr.height = frame.height() as u32;
-            rr.pitch = frame.pitch() as u32;
-            rr.resourceToRegister = ptr as *mut c_void;
-            rr.bufferFormat = NV_ENC_BUFFER_FORMAT_NV12;
-            rr.bufferUsage = NV_ENC_BUFFER_USAGE_INPUT_IMAGE;
-            // SAFETY: a live session; the pointer is a pitched NV12 device
-            // allocation (UV at pitch * height) of this context.
-            let r = unsafe { reg(self.encoder, &mut *rr) };
-            if r != NV_ENC_SUCCESS {
-                return Err(self.fail("registering a device frame", r));
-            }
-            self.registered.push(Registered {
-                key,
-                handle: rr.registeredResource,
-            });
-            Ok(rr.registeredResource)
         }
 
-        fn unregister(&self, handle: *mut c_void) {
-            if let Some(f) = self.lib.api.nvEncUnregisterResource {
-                // SAFETY: a handle from nvEncRegisterResource, released once.
-                unsafe { f(self.encoder, handle) };
-            }
+        /// Why NVENC cannot encode this stream any more, after a failure
+        /// that is not per frame (e.g. memory it cannot register); use the
+        /// CPU encoder from then on.
+        pub fn broken(&self) -> Option<&str> {
+            self.broken.as_deref()
         }
 
         /// Encodes one frame (its pixels must be complete: synchronise the
-        /// stream that wrote them) and returns the Annex-B access unit.
+        /// stream that wrote them) and returns the Annex-B access unit. A
+        /// failure that is not per frame marks the session broken
+        /// ([`Self::broken`], [`super::is_nvenc_broken`]).
         pub fn encode(&mut self, frame: &DeviceFrame, force_keyframe: bool) -> Result<Vec<u8>> {
+            if let Some(why) = &self.broken {
+                return Err(Error::Gpu(format!("{FATAL_PREFIX}{why}")));
+            }
+            self.last_status.set(NV_ENC_SUCCESS);
+            match self.encode_frame(frame, force_keyframe) {
+                Ok(au) => Ok(au),
+                Err(e) => {
+                    let r = self.last_status.get();
+                    if r != NV_ENC_SUCCESS && nvenc_failure(r) == NvencFailure::Fatal {
+                        let why = e.to_string();
+                        self.broken = Some(why.clone());
+                        return Err(Error::Gpu(format!("{FATAL_PREFIX}{why}")));
+                    }
+                    Err(e)
+                }
+            }
+        }
+
+        fn check(&self, what: &str, r: NVENCSTATUS) -> Result<()> {
+            if r == NV_ENC_SUCCESS {
+                Ok(())
+            } else {
+                Err(self.fail(what, r))
+            }
+        }
+
+        fn encode_frame(&mut self, frame: &DeviceFrame, force_keyframe: bool) -> Result<Vec<u8>> {
             if frame.width() != self.config.width || frame.height() != self.config.height {
                 return Err(Error::Gpu(format!(
                     "frame is {}x{}, the encoder {}x{}",
@@ -366,7 +479,7 @@ mod imp {
             m.version = NV_ENC_MAP_INPUT_RESOURCE_VER;
             m.registeredResource = registered;
             // SAFETY: a live session and a registered resource.
-            ok("mapping the input", unsafe { map(self.encoder, &mut *m) })?;
+            self.check("mapping the input", unsafe { map(self.encoder, &mut *m) })?;
             let mapped = m.mappedResource;
             let result = (|| {
                 let mut pp = NV_ENC_PIC_PARAMS::zeroed();
@@ -416,13 +529,13 @@ mod imp {
                 };
                 // SAFETY: unlocking what was locked above.
                 let r = unsafe { unlock(self.encoder, self.bitstream) };
-                ok("unlocking the bitstream", r)?;
+                self.check("unlocking the bitstream", r)?;
                 Ok(data)
             })();
             // SAFETY: unmapping the resource mapped above, once.
             let r = unsafe { unmap(self.encoder, mapped) };
             let data = result?;
-            ok("unmapping the input", r)?;
+            self.check("unmapping the input", r)?;
             self.frame_idx += 1;
             Ok(data)
         }
@@ -431,8 +544,15 @@ mod imp {
     impl Drop for NvEncoder {
         fn drop(&mut self) {
             let _ = self.stream.bind_context();
-            for r in std::mem::take(&mut self.registered) {
-                self.unregister(r.handle);
+            {
+                let mut g = lock(&self.registrations);
+                let Registrations {
+                    registrar,
+                    cache,
+                    alive,
+                } = &mut *g;
+                cache.clear(registrar);
+                *alive = false;
             }
             if !self.bitstream.is_null() {
                 if let Some(f) = self.lib.api.nvEncDestroyBitstreamBuffer {
@@ -441,7 +561,8 @@ mod imp {
                 }
             }
             if let Some(f) = self.lib.api.nvEncDestroyEncoder {
-                // SAFETY: our session, destroyed once, last.
+                // SAFETY: our session (non-null: `open_session` returned
+                // it), destroyed once, last.
                 unsafe { f(self.encoder) };
             }
         }
@@ -483,6 +604,18 @@ mod stub {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_fatal_prefix_means_broken_for_good() {
+        let fatal = Error::Gpu(format!(
+            "{FATAL_PREFIX}NVENC registering a device frame: NV_ENC_ERR_RESOURCE_REGISTER_FAILED"
+        ));
+        assert!(is_nvenc_broken(&fatal));
+        assert!(!is_nvenc_broken(&Error::Gpu(
+            "NVENC encoding: NV_ENC_ERR_ENCODER_BUSY".into()
+        )));
+        assert!(!is_nvenc_broken(&Error::NotCompiled("NVENC", "cuda")));
+    }
 
     #[test]
     fn without_a_stream_the_cpu_encoder_is_chosen_and_says_why() {

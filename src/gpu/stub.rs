@@ -72,6 +72,18 @@ impl DeviceFrame {
     pub fn pitch(&self) -> usize {
         match self.never {}
     }
+
+    pub fn before_use(&self, _stream: &GpuStream) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn after_use(&self, _stream: &GpuStream) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn wait_idle(&self) -> Result<()> {
+        match self.never {}
+    }
 }
 
 pub struct FramePool {
@@ -107,6 +119,18 @@ impl DeviceTensor {
     }
 
     pub fn is_f16(&self) -> bool {
+        match self.never {}
+    }
+
+    pub fn before_use(&self, _stream: &GpuStream) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn after_use(&self, _stream: &GpuStream) -> Result<()> {
+        match self.never {}
+    }
+
+    pub fn wait_idle(&self) -> Result<()> {
         match self.never {}
     }
 }

@@ -11,6 +11,7 @@ use std::time::Instant;
 
 use cudarc::driver::{CudaContext, CudaSlice, CudaStream, DevicePtr, DriverError};
 
+use super::check_same_device;
 use super::ffi::{self, ErrBuf, MAX_DIMS};
 use super::{
     bad_plan, calibration_images, check_plan_version, input_dims, profile_dims, read_plan,
@@ -243,6 +244,8 @@ impl TrtEngine {
         self.layout
             .check_contexts(contexts, max_batch, cfg.input_size)
             .map_err(|r| bad_plan(&self.path, r))?;
+        let engine_device = self.handle.cuda.ordinal();
+        check_same_device(engine_device, gpu.map(|g| g.device().ordinal))?;
         (0..contexts)
             .map(|i| TrtDetector::new(self, i, max_batch, cfg, gpu))
             .collect()
@@ -688,18 +691,26 @@ impl TrtDetector {
                 output.len()
             )));
         }
+        // The input may have been written on another stream (a stream's
+        // preprocess): the engine's stream waits for it on the device.
+        let gpu = |e: crate::error::Error| trt(e.to_string());
+        input.before_use(stream).map_err(gpu)?;
+        output.before_use(stream).map_err(gpu)?;
         // SAFETY: both tensors are device memory of the same device (the
         // primary context both wrappers retain), in the engine's data types
-        // (checked), large enough (checked), and borrowed for this call; the
-        // caller synchronises `stream` before reusing them.
-        unsafe {
+        // (checked), large enough (checked), and borrowed for this call;
+        // their fences record the work below for any later stream.
+        let queued = unsafe {
             self.enqueue_device(
                 input.device_address(stream),
                 output.device_address(stream),
                 batch,
                 stream.raw_stream(),
             )
-        }
+        };
+        input.after_use(stream).map_err(gpu)?;
+        output.after_use(stream).map_err(gpu)?;
+        queued
     }
 
     /// Host tensors in, detections out: upload, enqueue, download, then the

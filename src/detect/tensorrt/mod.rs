@@ -35,6 +35,21 @@ mod stub;
 #[cfg(not(livecensor_trt_shim))]
 pub use stub::*;
 
+/// The CUDA kernels' context must be on the engine's device (`[gpu]
+/// device`, passed through `detect::backend::backends_on`): device
+/// pointers do not cross GPUs.
+pub fn check_same_device(
+    engine: usize,
+    kernels: Option<usize>,
+) -> Result<(), crate::error::DetectError> {
+    match kernels {
+        Some(k) if k != engine => Err(crate::error::DetectError::TensorRt(format!(
+            "the TensorRT engine is on CUDA device {engine} but the CUDA kernels on device {k}"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 /// Sidecar format written next to every plan `engine build` makes.
 pub const PLAN_FORMAT: u32 = 1;
 
@@ -642,6 +657,14 @@ impl fmt::Display for TrtProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn engine_and_kernels_share_a_device() {
+        assert!(check_same_device(1, Some(1)).is_ok());
+        assert!(check_same_device(1, None).is_ok());
+        let e = check_same_device(1, Some(0)).unwrap_err().to_string();
+        assert!(e.contains("device 1") && e.contains("device 0"), "{e}");
+    }
 
     fn io(name: &str, input: bool, dims: &[i64]) -> IoTensor {
         IoTensor {
