@@ -157,9 +157,16 @@ impl EncoderSlot {
                 };
                 match result {
                     Ok(au) => {
-                        self.health.succeeded();
                         if let Ok(f) = frame {
                             lane.spend(Picture::Device(f));
+                        }
+                        if enc.is_nvenc() {
+                            self.health.succeeded();
+                        } else {
+                            // NVENC broke on this frame and the encoder
+                            // re-encoded it with openh264 and switched.
+                            self.gave_up("NVENC unusable");
+                            lane.set_keep_on_device(false);
                         }
                         Ok(au)
                     }
@@ -179,9 +186,18 @@ impl EncoderSlot {
         }
     }
 
+    /// The encoder left NVENC by itself: the stream stays on openh264.
+    fn gave_up(&mut self, why: &str) {
+        self.nvenc_errors += 1;
+        if self.health.failed(true) {
+            self.fallbacks += 1;
+            tracing::warn!("{why}; this stream encodes with openh264 from now on");
+        }
+    }
+
     fn nvenc_failed(&mut self, e: &Error) {
         self.nvenc_errors += 1;
-        let fatal = nvenc_cannot_recover(e);
+        let fatal = crate::gpu::nvenc::is_nvenc_broken(e);
         if self.health.failed(fatal) {
             self.fallbacks += 1;
             tracing::warn!("NVENC failed ({e}); this stream encodes with openh264 from now on");
@@ -210,19 +226,6 @@ impl EncoderSlot {
         }
         Ok(au?)
     }
-}
-
-/// NVENC errors a retry cannot fix: memory it cannot register, a session
-/// it cannot open.
-fn nvenc_cannot_recover(e: &Error) -> bool {
-    let m = e.to_string();
-    [
-        "RESOURCE_REGISTER_FAILED",
-        "nvEncRegisterResource",
-        "nvEncOpenEncodeSession",
-    ]
-    .iter()
-    .any(|k| m.contains(k))
 }
 
 #[cfg(test)]

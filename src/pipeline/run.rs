@@ -17,10 +17,12 @@ use std::time::{Duration, Instant};
 /// Builds the shared detector service from the configuration: one ort
 /// session per execution context.
 pub fn start_service(cfg: &Config) -> Result<Arc<DetectService>, Error> {
-    let backends = crate::detect::backends(
+    // TensorRT runs on the device the kernels do (`[gpu] device`).
+    let backends = crate::detect::backend::backends_on(
         &cfg.pipeline_detector()?,
         cfg.batcher.contexts.max(1),
         cfg.batcher.max_batch,
+        cfg.gpu.device,
     )?;
     Ok(Arc::new(DetectService::start(
         backends,
