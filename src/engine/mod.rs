@@ -545,3 +545,173 @@ pub fn drive(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec::test_util::pattern;
+    use crate::codec::{Decoder as H264Decoder, Encoder, EncoderConfig};
+    use crate::detect::{DetectBackend, Letterbox};
+    use crate::error::DetectError;
+    use crate::frame::Detection;
+    use crate::pipeline::batcher::BatcherConfig;
+    use crate::pipeline::scheduler::SchedulerConfig;
+    use crate::pipeline::{DetectService, Status, StreamOptions};
+    use crate::policy::Policy;
+
+    /// A detector that finds nothing: every intact frame is verified.
+    struct Nothing;
+
+    impl DetectBackend for Nothing {
+        fn input_size(&self) -> usize {
+            32
+        }
+        fn detect(
+            &mut self,
+            _: &[f32],
+            batch: usize,
+            _: &[Letterbox],
+        ) -> Result<Vec<Vec<Detection>>, DetectError> {
+            Ok(vec![Vec::new(); batch])
+        }
+    }
+
+    fn engine(encode: bool) -> Engine {
+        let svc = Arc::new(
+            DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default()).unwrap(),
+        );
+        let opts = StreamOptions {
+            policy: Policy::default(),
+            scheduler: SchedulerConfig::default(),
+            tracker: None,
+            resize: Default::default(),
+            zoom: Default::default(),
+        };
+        Engine::new(
+            StreamPipeline::new(0, svc, opts),
+            &Backend::Cpu,
+            EngineOptions {
+                fps: 30.0,
+                encode,
+                max_in_flight: None,
+            },
+        )
+        .unwrap()
+    }
+
+    /// Feeds `inputs` and collects every output, as `drive` does.
+    struct Feed(VecDeque<Input>);
+    struct Collect(Vec<Output>, usize);
+
+    impl Source for Feed {
+        fn next(&mut self, _: usize) -> Result<super::Feed, Error> {
+            Ok(match self.0.pop_front() {
+                Some(i) => super::Feed::Input(i),
+                None => super::Feed::End,
+            })
+        }
+        fn keyframe_wanted(&mut self) {}
+    }
+
+    impl Sink for Collect {
+        fn write(&mut self, out: Output) -> Result<(), Error> {
+            self.0.push(out);
+            Ok(())
+        }
+        fn tick(&mut self, engine: &Engine) {
+            self.1 = self.1.max(engine.counters().decode_errors as usize);
+        }
+    }
+
+    fn clip(n: usize) -> Vec<Vec<u8>> {
+        let mut enc = Encoder::new(EncoderConfig::new(64, 48, 30.0)).unwrap();
+        (0..n)
+            .map(|i| enc.encode(&pattern(64, 48, i), i == 0).unwrap())
+            .collect()
+    }
+
+    fn au(data: &[u8], k: usize) -> Input {
+        let now = Instant::now();
+        Input::AccessUnit {
+            data: data.into(),
+            pts: k as i64 * 3000,
+            arrival: now,
+            origin: now,
+            contiguous: true,
+            show: true,
+            stale: false,
+        }
+    }
+
+    fn run(mut e: Engine, inputs: Vec<Input>) -> (Vec<Output>, Engine) {
+        let mut sink = Collect(Vec::new(), 0);
+        drive(&mut e, &mut Feed(inputs.into()), &mut sink).unwrap();
+        (sink.0, e)
+    }
+
+    /// `censor` hands the engine pictures its reader decoded, `bench` and
+    /// `serve` access units: the same frames come out the same.
+    #[test]
+    fn access_units_and_decoded_pictures_give_the_same_output() {
+        let aus = clip(6);
+        let (from_aus, _) = run(
+            engine(true),
+            aus.iter().enumerate().map(|(k, a)| au(a, k)).collect(),
+        );
+        let mut dec = H264Decoder::new().unwrap();
+        let now = Instant::now();
+        let pictures = aus
+            .iter()
+            .flat_map(|a| dec.decode(a).unwrap())
+            .enumerate()
+            .map(|(k, f)| Input::Picture {
+                picture: Picture::Host(f),
+                pts: k as i64 * 3000,
+                arrival: now,
+                origin: now,
+                corrupt: false,
+                decode: 0.0,
+            })
+            .collect();
+        let (from_pictures, _) = run(engine(true), pictures);
+        assert_eq!(from_aus.len(), 6);
+        assert_eq!(from_pictures.len(), 6);
+        for (a, p) in from_aus.iter().zip(&from_pictures) {
+            assert_eq!((a.index, a.pts), (p.index, p.pts));
+            assert_eq!(a.record.status, Status::Verified);
+            assert_eq!(a.record.status, p.record.status);
+            let (Some(Ok(x)), Some(Ok(y))) = (&a.encoded, &p.encoded) else {
+                panic!("frame {} not encoded", a.index);
+            };
+            assert_eq!(x, y, "frame {}", a.index);
+        }
+    }
+
+    /// A corrupt access unit becomes a grey frame censored whole, the
+    /// frames after it too until a key frame, and a key frame is asked for;
+    /// a picture sink gets host pictures of the stream's size.
+    #[test]
+    fn a_corrupt_access_unit_censors_until_the_next_key_frame() {
+        let aus = clip(4);
+        let mut junk = aus[1].clone();
+        junk.truncate(8);
+        junk.extend_from_slice(&[0xff; 16]);
+        let mut idr_enc = Encoder::new(EncoderConfig::new(64, 48, 30.0)).unwrap();
+        let idr = idr_enc.encode(&pattern(64, 48, 9), true).unwrap();
+        let inputs = vec![au(&aus[0], 0), au(&junk, 1), au(&aus[2], 2), au(&idr, 3)];
+        let (out, e) = run(engine(false), inputs);
+        let status: Vec<Status> = out.iter().map(|o| o.record.status).collect();
+        assert_eq!(out.len(), 4, "{status:?}");
+        assert_eq!(status[0], Status::Verified);
+        assert_eq!(status[1], Status::FailClosed);
+        assert_eq!(status[2], Status::FailClosed);
+        assert_eq!(status[3], Status::Verified);
+        assert!(out.iter().all(|o| o
+            .picture
+            .as_ref()
+            .is_some_and(|f| (f.width, f.height) == (64, 48))));
+        let c = e.counters();
+        assert_eq!(c.fail_closed, 2);
+        assert!(c.decode_errors >= 1 || c.frames_corrupt >= 2, "{c:?}");
+    }
+}
