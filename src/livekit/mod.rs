@@ -14,6 +14,7 @@ pub mod media;
 pub mod participant;
 pub mod session;
 pub mod signal;
+mod supervise;
 pub mod timing;
 pub mod token;
 pub mod webhook;

@@ -1,18 +1,26 @@
-//! The detect lane's threads: one worker per execution context pulls batches
-//! from the shared sans-IO [`Batcher`] and routes results back to each
-//! stream's channel by (stream, frame). Every stream of the process shares it.
+//! The detect lane's service: one worker per execution context pulls
+//! batches from the shared sans-IO [`Batcher`] and routes results back to
+//! each stream's channel by (stream, frame). Every stream of the process
+//! shares it. This file is its API (start, submit, shutdown); the worker
+//! loop, the warm-up and the counters live in the submodules.
+
+mod metrics;
+mod warm;
+mod worker;
+
+pub use metrics::ServiceStats;
 
 use super::batcher::{Batcher, BatcherConfig, Key};
 use crate::detect::{DetectBackend, DetectInput, Detector, DeviceInput, Letterbox, LetterboxMode};
 use crate::error::DetectError;
 use crate::frame::Detection;
-use crate::metrics::{Histogram, BATCH_BUCKETS};
-use std::sync::atomic::{AtomicU64, Ordering};
+use metrics::Counters;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// The service runs the ONNX Runtime detector like any other backend.
 impl DetectBackend for Detector {
     fn input_size(&self) -> usize {
         Detector::input_size(self)
@@ -29,131 +37,6 @@ impl DetectBackend for Detector {
         letterboxes: &[Letterbox],
     ) -> Result<Vec<Vec<Detection>>, DetectError> {
         Detector::detect(self, tensors, batch, letterboxes)
-    }
-}
-
-/// The input shapes warmed up at start, each with the largest batch run:
-/// the service's main shape (square, or for a rectangular letterbox the
-/// landscape 16:9 one, what live video is) at every batch size; the other
-/// 16:9 shapes and a second look's crop once. Other shapes plan their
-/// memory on their first batch.
-fn warm_shapes(mode: LetterboxMode, size: usize, max_batch: usize) -> Vec<(Letterbox, usize)> {
-    let square = Letterbox::new(size, size, size);
-    if mode == LetterboxMode::Square {
-        return vec![(square, max_batch)];
-    }
-    let mut shapes = vec![(Letterbox::rect(1280, 720, size), max_batch)];
-    // Half the side: a second look's crop (detect::ZoomConfig::input).
-    let half = (size / 2).div_ceil(crate::detect::STRIDE) * crate::detect::STRIDE;
-    let crop = Letterbox::rect(half, half, half);
-    for lb in [square, Letterbox::rect(720, 1280, size), crop] {
-        if !shapes.iter().any(|(s, _)| s.dims() == lb.dims()) {
-            shapes.push((lb, 1));
-        }
-    }
-    shapes
-}
-
-/// Runs every warm shape once per batch size up to its largest on a blank
-/// input. A failure here is not fatal: the same error comes back on the
-/// first job.
-fn warm_up(
-    backend: &mut dyn DetectBackend,
-    max_batch: usize,
-    input: &mut Vec<f32>,
-    estimate: &mut InferEstimate,
-) {
-    let shapes = warm_shapes(backend.letterbox_mode(), backend.input_size(), max_batch);
-    for (lb, most) in shapes {
-        for n in 1..=most {
-            input.clear();
-            input.resize(n * lb.len(), 0.5);
-            let t0 = Instant::now();
-            if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
-                tracing::warn!("detector warm-up at batch {n}: {e}");
-                return;
-            }
-            // The main shape's last runs seed the estimate (first runs of a
-            // shape plan memory and are slow).
-            if n == most && n > 1 {
-                estimate.observe(n, t0.elapsed());
-            }
-        }
-    }
-}
-
-/// Lays the jobs' tensors out as one batch of the largest rows and columns
-/// among them. Padding is black at the bottom/right in every letterbox, so
-/// a tensor padded further equals that frame preprocessed at the larger
-/// shape: mixing shapes in a batch changes no pixel the model sees.
-/// `None` when a tensor does not match its letterbox.
-fn gather(jobs: &[(&[f32], Letterbox)], input: &mut Vec<f32>) -> Option<Vec<Letterbox>> {
-    let rows = jobs.iter().map(|(_, lb)| lb.rows).max()?;
-    let cols = jobs.iter().map(|(_, lb)| lb.cols).max()?;
-    input.clear();
-    input.reserve(jobs.len() * 3 * rows * cols);
-    let mut lbs = Vec::with_capacity(jobs.len());
-    for (t, lb) in jobs {
-        if t.len() != lb.len() || lb.is_empty() {
-            return None;
-        }
-        if lb.dims() == (rows, cols) {
-            input.extend_from_slice(t);
-        } else {
-            for plane in t.chunks_exact(lb.rows * lb.cols) {
-                for row in plane.chunks_exact(lb.cols) {
-                    input.extend_from_slice(row);
-                    input.resize(input.len() + cols - lb.cols, 0.0);
-                }
-                input.resize(input.len() + (rows - lb.rows) * cols, 0.0);
-            }
-        }
-        lbs.push(Letterbox { rows, cols, ..*lb });
-    }
-    Some(lbs)
-}
-
-/// A context's running estimate of its inference time, per image of a
-/// batch (an EWMA): on the CPU a batch costs its images one after another,
-/// so `n` images are predicted to take `n` times it (conservative where
-/// batching is cheaper, as on a GPU: a frame dropped too eagerly is
-/// censored whole, never shown unverified).
-#[derive(Clone, Copy, Debug, Default)]
-struct InferEstimate {
-    per_image_s: Option<f64>,
-}
-
-impl InferEstimate {
-    const WEIGHT: f64 = 0.2;
-
-    fn observe(&mut self, images: usize, took: Duration) {
-        if images == 0 {
-            return;
-        }
-        let v = took.as_secs_f64() / images as f64;
-        self.per_image_s = Some(match self.per_image_s {
-            Some(p) => p + Self::WEIGHT * (v - p),
-            None => v,
-        });
-    }
-
-    /// `None` until a batch was timed.
-    fn predict(&self, images: usize) -> Option<Duration> {
-        self.per_image_s
-            .map(|p| Duration::from_secs_f64((p * images as f64).min(3600.0)))
-    }
-}
-
-/// Why a picked frame is answered without inference: its deadline has
-/// passed, or the batch would end after it (inferring it would only delay
-/// the frames that can still be verified; it is censored whole at once).
-fn hopeless(expires: Instant, start: Instant, batch: Option<Duration>) -> Option<&'static str> {
-    if expires <= start {
-        return Some("deadline passed before inference");
-    }
-    match batch {
-        Some(d) if start + d > expires => Some("cannot be inferred before its deadline"),
-        _ => None,
     }
 }
 
@@ -189,17 +72,7 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
-    batches: AtomicU64,
-    images: AtomicU64,
-    batch_sizes: Histogram,
-    queue_wait: Histogram,
-}
-
-/// Counters for `/metrics` and the bench report.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ServiceStats {
-    pub batches: u64,
-    pub images: u64,
+    counters: Counters,
 }
 
 /// The shared detector service.
@@ -243,10 +116,7 @@ impl DetectService {
                 shutdown: false,
             }),
             cv: Condvar::new(),
-            batches: AtomicU64::new(0),
-            images: AtomicU64::new(0),
-            batch_sizes: Histogram::new(&BATCH_BUCKETS),
-            queue_wait: Histogram::latency_ms(),
+            counters: Counters::new(),
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let workers = backends
@@ -257,7 +127,7 @@ impl DetectService {
                 let ready = ready_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("detect-{i}"))
-                    .spawn(move || worker(s, b, max_batch, ready))
+                    .spawn(move || worker::worker(s, b, max_batch, ready))
                     .map_err(|e| DetectError::Runtime(format!("spawn detector thread: {e}")))
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -335,44 +205,6 @@ impl DetectService {
         }
     }
 
-    pub fn stats(&self) -> ServiceStats {
-        ServiceStats {
-            batches: self.shared.batches.load(Ordering::Relaxed),
-            images: self.shared.images.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Prometheus families: batches, images, batch sizes and queue wait.
-    pub fn metrics(&self) -> crate::metrics::Exposition {
-        let st = self.stats();
-        let mut m = crate::metrics::Exposition::default();
-        m.counter(
-            "livecensor_detector_batches",
-            "Detector batches run",
-            &[],
-            st.batches,
-        );
-        m.counter(
-            "livecensor_detector_images",
-            "Images detected",
-            &[],
-            st.images,
-        );
-        m.histogram(
-            "livecensor_detector_batch_size",
-            "Images per detector batch",
-            &[],
-            &self.shared.batch_sizes,
-        );
-        m.histogram(
-            "livecensor_detector_queue_wait_ms",
-            "Wait of a frame in the detector queue",
-            &[],
-            &self.shared.queue_wait,
-        );
-        m
-    }
-
     /// Frames queued but not yet in a batch.
     pub fn queued(&self) -> usize {
         self.shared
@@ -391,124 +223,6 @@ impl Drop for DetectService {
         self.shared.cv.notify_all();
         for w in self.workers.drain(..) {
             let _ = w.join();
-        }
-    }
-}
-
-fn worker(
-    shared: Arc<Shared>,
-    mut backend: Box<dyn DetectBackend>,
-    max_batch: usize,
-    ready: Sender<()>,
-) {
-    let mut input: Vec<f32> = Vec::new();
-    let mut estimate = InferEstimate::default();
-    warm_up(backend.as_mut(), max_batch, &mut input, &mut estimate);
-    let _ = ready.send(());
-    drop(ready);
-    loop {
-        let batch = {
-            let Ok(mut st) = shared.state.lock() else {
-                return;
-            };
-            loop {
-                if st.shutdown {
-                    return;
-                }
-                let now = Instant::now();
-                if let Some(b) = st.batcher.poll_batch(now) {
-                    break b;
-                }
-                let wait = st
-                    .batcher
-                    .poll_timeout()
-                    .map(|t| t.saturating_duration_since(now))
-                    .unwrap_or(Duration::from_millis(100))
-                    .max(Duration::from_micros(50));
-                st = match shared.cv.wait_timeout(st, wait) {
-                    Ok((g, _)) => g,
-                    Err(_) => return,
-                };
-            }
-        };
-        let start = Instant::now();
-        let predicted = estimate.predict(batch.items.len());
-        let mut live = Vec::with_capacity(batch.items.len());
-        for q in batch.items {
-            let Some(why) = hopeless(q.item.expires, start, predicted) else {
-                live.push(q);
-                continue;
-            };
-            let c = Completion {
-                key: q.item.key,
-                result: Err(why.into()),
-                queue_wait: start.saturating_duration_since(q.enqueued),
-                infer: Duration::ZERO,
-                batch_size: 0,
-                spent: q.item.input.device_only(),
-            };
-            let _ = q.item.reply.send(c);
-        }
-        let n = live.len();
-        if n == 0 {
-            if let Ok(mut st) = shared.state.lock() {
-                st.batcher.complete(batch.id);
-            }
-            shared.cv.notify_all();
-            continue;
-        }
-        let host: Option<Vec<(&[f32], Letterbox)>> = live
-            .iter()
-            .map(|q| q.item.input.host().map(|t| (t, q.item.letterbox)))
-            .collect();
-        let result = match host {
-            Some(jobs) => match gather(&jobs, &mut input) {
-                Some(lbs) => backend.detect(&input, n, &lbs),
-                None => Err(DetectError::Runtime(format!(
-                    "a tensor of this batch does not match its letterbox: {:?}",
-                    jobs.iter()
-                        .map(|(t, lb)| (t.len(), lb.dims()))
-                        .collect::<Vec<_>>()
-                ))),
-            },
-            None => {
-                let inputs: Vec<&DetectInput> = live.iter().map(|q| &q.item.input).collect();
-                let lbs: Vec<Letterbox> = live.iter().map(|q| q.item.letterbox).collect();
-                backend.detect_inputs(&inputs, &lbs)
-            }
-        };
-        let infer = start.elapsed();
-        if result.is_ok() {
-            estimate.observe(n, infer);
-        }
-        shared.batches.fetch_add(1, Ordering::Relaxed);
-        shared.images.fetch_add(n as u64, Ordering::Relaxed);
-        shared.batch_sizes.observe(n as f64);
-        for q in &live {
-            shared
-                .queue_wait
-                .observe_ms(start.saturating_duration_since(q.enqueued));
-        }
-        if let Ok(mut st) = shared.state.lock() {
-            st.batcher.complete(batch.id);
-        }
-        shared.cv.notify_all();
-        let mut per_image: Vec<Result<Vec<Detection>, String>> = match result {
-            Ok(v) if v.len() == n => v.into_iter().map(Ok).collect(),
-            Ok(v) => vec![Err(format!("detector returned {} results for {n}", v.len())); n],
-            Err(e) => vec![Err(e.to_string()); n],
-        };
-        for (q, r) in live.into_iter().zip(per_image.drain(..)) {
-            let c = Completion {
-                key: q.item.key,
-                result: r,
-                queue_wait: start.saturating_duration_since(q.enqueued),
-                infer,
-                batch_size: n,
-                spent: q.item.input.device_only(),
-            };
-            // A stream that went away no longer needs its result.
-            let _ = q.item.reply.send(c);
         }
     }
 }
@@ -597,34 +311,6 @@ mod tests {
 
     fn lb() -> Letterbox {
         Letterbox::new(2, 2, 2)
-    }
-
-    /// A frame padded further by `gather` is that frame preprocessed at the
-    /// larger shape, bit for bit.
-    #[test]
-    fn gather_pads_smaller_inputs_exactly() {
-        use crate::detect::{preprocess_frame, preprocess_frame_as};
-        use crate::frame::{Frame, PixelFormat};
-        let (w, h, s) = (192, 108, 96);
-        let rgb: Vec<u8> = (0..w * h * 3).map(|i| (i * 7 % 251) as u8).collect();
-        let f = Frame::from_rgb(PixelFormat::I420, w, h, &rgb);
-        let rect = Letterbox::rect(w, h, s);
-        assert_eq!(rect.dims(), (64, 96));
-        let mut a = vec![0.0; rect.len()];
-        preprocess_frame_as(&f, LetterboxMode::Rect, s, &mut a);
-        let mut sq = vec![0.0; 3 * s * s];
-        let square = preprocess_frame(&f, s, &mut sq);
-        let mut input = Vec::new();
-        let lbs = gather(&[(&a, rect), (&sq, square)], &mut input).expect("gathered");
-        assert_eq!(lbs, vec![square, square]);
-        assert_eq!(input.len(), 2 * sq.len());
-        assert_eq!(&input[..sq.len()], &sq[..]);
-        assert_eq!(&input[sq.len()..], &sq[..]);
-        // One shape: copied as is; a tensor that does not fit its letterbox: refused.
-        let lbs = gather(&[(&a, rect), (&a, rect)], &mut input).expect("one shape");
-        assert_eq!((lbs[0].dims(), input.len()), ((64, 96), 2 * a.len()));
-        assert!(gather(&[(&a[1..], rect)], &mut input).is_none());
-        assert!(gather(&[], &mut input).is_none());
     }
 
     /// (batch size, (rows, cols)) of every batch run.
@@ -853,41 +539,5 @@ mod tests {
         let mut echo = Echo { fail: false };
         let e = echo.detect_inputs(&[], &[]).unwrap_err().to_string();
         assert!(e.contains("host tensors only"), "{e}");
-    }
-
-    #[test]
-    fn estimate_is_per_image_and_follows_the_backend() {
-        let mut e = InferEstimate::default();
-        assert_eq!(e.predict(4), None);
-        e.observe(0, Duration::from_millis(50));
-        assert_eq!(e.predict(1), None);
-        e.observe(2, Duration::from_millis(20));
-        assert_eq!(e.predict(3), Some(Duration::from_millis(30)));
-        // A slower backend moves it a fifth of the way per batch.
-        e.observe(1, Duration::from_millis(20));
-        let p = e.predict(1).unwrap().as_secs_f64() * 1e3;
-        assert!((p - 12.0).abs() < 1e-9, "{p}");
-        for _ in 0..50 {
-            e.observe(1, Duration::from_millis(20));
-        }
-        let p = e.predict(1).unwrap().as_secs_f64() * 1e3;
-        assert!((p - 20.0).abs() < 0.01, "{p}");
-    }
-
-    #[test]
-    fn hopeless_frames_are_those_the_batch_would_finish_after() {
-        let t = Instant::now();
-        let ms = Duration::from_millis;
-        assert_eq!(
-            hopeless(t, t, None),
-            Some("deadline passed before inference")
-        );
-        assert_eq!(hopeless(t + ms(5), t, None), None);
-        assert_eq!(hopeless(t + ms(5), t, Some(ms(5))), None);
-        assert_eq!(
-            hopeless(t + ms(5), t, Some(ms(6))),
-            Some("cannot be inferred before its deadline")
-        );
-        assert_eq!(hopeless(t + ms(250), t, Some(ms(40))), None);
     }
 }
