@@ -257,6 +257,16 @@ impl Lane {
         Ok(f)
     }
 
+    /// A copy of the picture on the host, the picture left as it is
+    /// (`None` if it cannot be copied).
+    pub fn copy_to_host(&mut self, picture: &Picture) -> Option<Frame> {
+        match (picture, self) {
+            (Picture::Host(f), _) => Some(f.clone()),
+            (Picture::Device(f), Lane::Cuda(g)) => g.stream.download(f).ok(),
+            (Picture::Device(_), Lane::Cpu) => None,
+        }
+    }
+
     /// A device frame the caller is done with.
     pub fn spend(&mut self, picture: Picture) {
         if let (Lane::Cuda(g), Picture::Device(f)) = (self, picture) {

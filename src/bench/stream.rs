@@ -38,6 +38,7 @@ impl Stream<'_> {
                 fps: o.fps as f32,
                 encode: true,
                 max_in_flight: None,
+                snapshot_every: None,
             },
         )?;
         let first = self.due(0);

@@ -17,7 +17,7 @@ use crate::backend::{grey, Backend, Decoder, EncoderSlot, Lane, Picture};
 use crate::codec::is_keyframe;
 use crate::error::Error;
 use crate::frame::Frame;
-use crate::pipeline::stream::{Released, StageTimes, StreamPipeline};
+use crate::pipeline::stream::{CensorWhole, Released, StageTimes, StreamPipeline};
 use crate::pipeline::FrameRecord;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -34,6 +34,9 @@ pub struct EngineOptions {
     /// Frames inside the pipeline beyond which new ones are decoded but
     /// skipped, never released (live: latency must not grow without bound).
     pub max_in_flight: Option<usize>,
+    /// A host copy of a censored frame at most this often
+    /// ([`Output::snapshot`]: the moderator's preview).
+    pub snapshot_every: Option<Duration>,
 }
 
 /// What a source hands the engine.
@@ -69,6 +72,8 @@ pub enum Input {
     Reset,
     /// The next encoded frame must be an IDR (a new viewer).
     ForceKeyframe,
+    /// Moderation: censor the whole output (or resume with `Off`).
+    CensorWhole(CensorWhole),
 }
 
 /// A released frame, encoded or as a host picture.
@@ -89,6 +94,8 @@ pub struct Output {
     pub encoded: Option<Result<Vec<u8>, String>>,
     /// The censored host picture (`encode = false`).
     pub picture: Option<Frame>,
+    /// A host copy of the censored picture, every `snapshot_every`.
+    pub snapshot: Option<Frame>,
     pub width: usize,
     pub height: usize,
 }
@@ -131,6 +138,7 @@ pub struct Engine {
     /// pipeline releases in that order).
     origins: VecDeque<Instant>,
     counters: EngineCounters,
+    last_snapshot: Option<Instant>,
 }
 
 impl Engine {
@@ -153,6 +161,7 @@ impl Engine {
             last_size: None,
             origins: VecDeque::new(),
             counters: EngineCounters::default(),
+            last_snapshot: None,
         })
     }
 
@@ -209,6 +218,7 @@ impl Engine {
                 self.waiting_for_keyframe = true;
             }
             Input::ForceKeyframe => self.force_idr = true,
+            Input::CensorWhole(w) => self.pipeline.set_censor_whole(w),
             Input::Picture {
                 picture,
                 pts,
@@ -412,6 +422,7 @@ impl Engine {
             mut times,
         } = r;
         let (width, height) = picture.size();
+        let snapshot = self.snapshot(&picture);
         let t0 = Instant::now();
         let (encoded, host) = match self.encoder.as_mut() {
             None => (None, Some(self.pipeline.lane_mut().to_host(picture))),
@@ -439,9 +450,25 @@ impl Engine {
             times,
             encoded,
             picture: host,
+            snapshot,
             width,
             height,
         }
+    }
+
+    /// A host copy of a censored picture when one is due.
+    fn snapshot(&mut self, picture: &Picture) -> Option<Frame> {
+        let every = self.opts.snapshot_every?;
+        let now = Instant::now();
+        if self
+            .last_snapshot
+            .is_some_and(|t| now.duration_since(t) < every)
+        {
+            return None;
+        }
+        let copy = self.pipeline.lane_mut().copy_to_host(picture)?;
+        self.last_snapshot = Some(now);
+        Some(copy)
     }
 }
 
@@ -594,6 +621,7 @@ mod tests {
                 fps: 30.0,
                 encode,
                 max_in_flight: None,
+                snapshot_every: None,
             },
         )
         .unwrap()

@@ -8,11 +8,13 @@
 //! added latency sets the audio delay.
 
 use super::io::Command;
+use super::preview::preview_of;
 use super::session::SessionStats;
 use super::timing::{LatencyEstimate, MAX_AUDIO_DELAY};
 use crate::codec::is_keyframe;
 use crate::engine::{Engine, Feed, Input, Output, Sink, Source};
 use crate::error::Error;
+use crate::pipeline::stream::CensorWhole;
 use crate::pipeline::Status;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -47,6 +49,8 @@ pub enum MediaIn {
     ForceKeyframe,
     /// The remote track went away: decoder state is stale.
     Reset,
+    /// Moderation: censor the whole output, or resume.
+    CensorWhole(CensorWhole),
 }
 
 /// What the engine makes of a message taken at `now`. `restarted` is set on
@@ -54,6 +58,7 @@ pub enum MediaIn {
 pub fn input_of(m: MediaIn, now: Instant, restarted: &Cell<bool>) -> Input {
     match m {
         MediaIn::ForceKeyframe => Input::ForceKeyframe,
+        MediaIn::CensorWhole(w) => Input::CensorWhole(w),
         MediaIn::Reset => {
             restarted.set(true);
             Input::Reset
@@ -204,6 +209,13 @@ impl Sink for LiveSink {
         if out.record.status == Status::FailClosed {
             tracing::debug!(frame = out.index, reason = ?out.record.reason, "fail-closed");
         }
+        if let Some(p) = out
+            .snapshot
+            .as_ref()
+            .and_then(|f| preview_of(f, &out.record.masks, out.pts))
+        {
+            self.stats.preview.set(p);
+        }
         let au = match out.encoded {
             Some(Ok(au)) if !au.is_empty() => au,
             Some(Err(e)) => {
@@ -312,6 +324,7 @@ mod tests {
                 fps: 30.0,
                 encode: true,
                 max_in_flight: Some(MAX_IN_FLIGHT),
+                snapshot_every: Some(Duration::ZERO),
             },
         )
         .unwrap();
@@ -537,6 +550,36 @@ mod tests {
         assert_eq!(t.stat(|s| &s.frames_released), 2);
         assert_eq!(t.stat(|s| &s.fail_closed), 0);
         assert_eq!(t.stat(|s| &s.frames_corrupt), 0);
+    }
+
+    /// A moderator's "censor whole" turns every following frame into a
+    /// whole-frame censored one until resumed; the preview is of the
+    /// censored output.
+    #[test]
+    fn censor_whole_until_resumed_and_a_preview_of_the_output() {
+        let (w, h) = (64, 48);
+        let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+        let aus: Vec<Vec<u8>> = (0..4)
+            .map(|i| enc.encode(&pattern(w, h, i), i == 0).unwrap())
+            .collect();
+        let mut t = harness();
+        t.au(&aus[0], 0, true, Instant::now());
+        t.settle();
+        assert_eq!(t.stat(|s| &s.fail_closed), 0);
+        let p = t.sink.stats.preview.get().expect("a preview");
+        assert_eq!((p.width, p.height), (w, h));
+        t.take(MediaIn::CensorWhole(CensorWhole::UntilResumed));
+        t.au(&aus[1], 1, true, Instant::now());
+        t.au(&aus[2], 2, true, Instant::now());
+        t.settle();
+        assert_eq!(t.stat(|s| &s.fail_closed), 2);
+        let p = t.sink.stats.preview.get().expect("a preview");
+        assert_eq!(p.masks.len(), 1, "the whole-frame mask is drawn");
+        t.take(MediaIn::CensorWhole(CensorWhole::Off));
+        t.au(&aus[3], 3, true, Instant::now());
+        t.settle();
+        assert_eq!(t.stat(|s| &s.fail_closed), 2);
+        assert_eq!(t.videos(), 4);
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fault;
 pub mod io;
 pub mod media;
 pub mod participant;
+pub mod preview;
 pub mod session;
 pub mod signal;
 mod supervise;

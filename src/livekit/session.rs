@@ -14,12 +14,14 @@ use super::fault::FaultConfig;
 use super::io::Command;
 use super::media::{LiveSink, LiveSource, MediaIn, MAX_IN_FLIGHT};
 use super::participant::{ParticipantConfig, PublishSpec};
+use super::preview::SNAPSHOT_EVERY;
 use super::supervise::{supervise_input, supervise_output, ConnSpec, Side};
 use super::token::RAW_SUFFIX;
 use crate::backend::Backend;
 use crate::engine::{drive, Engine, EngineOptions};
 use crate::error::{Error, LiveKitError};
 use crate::pipeline::service::DetectService;
+use crate::pipeline::stream::CensorWhole;
 use crate::pipeline::stream::{StreamOptions, StreamPipeline};
 use std::cell::Cell;
 use std::net::IpAddr;
@@ -83,6 +85,8 @@ pub struct SessionStats {
     pub fps_x100: AtomicU64,
     /// Test only: RTP datagrams dropped or corrupted on purpose.
     pub fault_injected: Arc<AtomicU64>,
+    /// The moderator's preview of the censored output.
+    pub preview: super::preview::PreviewSlot,
 }
 
 /// A running session; `stop` ends it.
@@ -94,6 +98,8 @@ pub struct Session {
     /// its supervisor, so senders survive reconnects).
     input_cmd: mpsc::UnboundedSender<Command>,
     output_cmd: mpsc::UnboundedSender<Command>,
+    /// The media thread's queue (moderation commands).
+    media_tx: std_mpsc::Sender<MediaIn>,
     supervisors: [tokio::task::JoinHandle<()>; 2],
     media: Option<std::thread::JoinHandle<()>>,
 }
@@ -166,7 +172,7 @@ impl Session {
             output,
             out_spec,
             output_cmd_rx,
-            media_tx,
+            media_tx.clone(),
             stats.clone(),
             stop.clone(),
         ));
@@ -195,6 +201,7 @@ impl Session {
                         fps,
                         encode: true,
                         max_in_flight: Some(MAX_IN_FLIGHT),
+                        snapshot_every: Some(SNAPSHOT_EVERY),
                     };
                     let restarted = Rc::new(Cell::new(false));
                     let mut source = LiveSource {
@@ -222,9 +229,16 @@ impl Session {
             stop,
             input_cmd,
             output_cmd,
+            media_tx,
             supervisors: [input_sup, output_sup],
             media: Some(media),
         })
+    }
+
+    /// Censors the room's whole output (moderation) until `whole` ends;
+    /// `CensorWhole::Off` resumes. Takes effect on the next frame released.
+    pub fn censor_whole(&self, whole: CensorWhole) {
+        let _ = self.media_tx.send(MediaIn::CensorWhole(whole));
     }
 
     /// Leaves both rooms and stops the media thread.

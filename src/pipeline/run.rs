@@ -184,6 +184,7 @@ pub fn censor_file(
             fps: info.fps as f32,
             encode,
             max_in_flight: None,
+            snapshot_every: None,
         },
     )?;
     let side = sidecar_path(output);

@@ -107,6 +107,9 @@ impl Look {
 /// detection lacks more than this share of the region's remembered size.
 const SHORTFALL_MASKED: f32 = 0.05;
 
+/// The fail-closed reason of a frame moderation censored whole.
+pub const CENSORED_WHOLE: &str = "censored whole by moderation";
+
 /// NudeNet's NMS IoU, for merging a frame's detections with its crops'.
 const LOOK_NMS_IOU: f32 = 0.45;
 
@@ -126,6 +129,31 @@ pub struct StreamPipeline {
     next_index: u64,
     counters: StreamCounters,
     lane: Lane,
+    /// A moderator or a rule censors the whole stream.
+    whole: CensorWhole,
+}
+
+/// The whole output censored on purpose (moderation), whatever the
+/// detector finds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CensorWhole {
+    #[default]
+    Off,
+    /// Until this instant.
+    Until(Instant),
+    /// Until a moderator resumes it.
+    UntilResumed,
+}
+
+impl CensorWhole {
+    /// Whether a frame released at `now` is censored whole.
+    pub fn active(&self, now: Instant) -> bool {
+        match self {
+            CensorWhole::Off => false,
+            CensorWhole::Until(t) => now < *t,
+            CensorWhole::UntilResumed => true,
+        }
+    }
 }
 
 impl StreamPipeline {
@@ -147,6 +175,7 @@ impl StreamPipeline {
             next_index: 0,
             counters: StreamCounters::default(),
             lane: Lane::Cpu,
+            whole: CensorWhole::Off,
         }
     }
 
@@ -155,6 +184,16 @@ impl StreamPipeline {
     pub fn with_lane(mut self, lane: Lane) -> Self {
         self.lane = lane;
         self
+    }
+
+    /// Censors every frame released from now on whole (moderation), until
+    /// `whole` ends; `CensorWhole::Off` resumes.
+    pub fn set_censor_whole(&mut self, whole: CensorWhole) {
+        self.whole = whole;
+    }
+
+    pub fn censor_whole(&self) -> CensorWhole {
+        self.whole
     }
 
     /// The lane, for the encoder that follows and the decoder's reuse of
@@ -457,10 +496,18 @@ impl StreamPipeline {
         // A frame leaving unverified (deadline) no longer waits for crops.
         self.looks.retain(|&f, _| f > frame);
         let t0 = Instant::now();
-        let (mut status, mut reason, masks, detections) = if p.corrupt {
+        let whole = self.whole.active(now);
+        let (mut status, mut reason, masks, detections) = if p.corrupt || whole {
             (
                 Status::FailClosed,
-                Some("corrupt frame".to_string()),
+                Some(
+                    if whole {
+                        CENSORED_WHOLE
+                    } else {
+                        "corrupt frame"
+                    }
+                    .to_string(),
+                ),
                 Vec::new(),
                 Vec::new(),
             )
