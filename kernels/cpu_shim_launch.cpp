@@ -22,17 +22,29 @@ extern "C" void launch_preprocess_nv12_f16(const unsigned int* cfg, const uint8_
     });
 }
 
-extern "C" void launch_blur_v_nv12(const unsigned int* cfg, const uint8_t* plane, int pitch,
-                                   int step, int width, int height, const LcMask* masks, int m,
-                                   uint16_t* a, uint16_t* b) {
-    lc_shim_launch(cfg, [&] { blur_v_nv12(plane, pitch, step, width, height, masks, m, a, b); });
+extern "C" void launch_blur_load_nv12(const unsigned int* cfg, const uint8_t* plane, int pitch,
+                                      int step, int width, int height, const LcMask* masks, int m,
+                                      uint16_t* a) {
+    lc_shim_launch(cfg, [&] { blur_load_nv12(plane, pitch, step, width, height, masks, m, a); });
 }
 
-extern "C" void launch_blur_h_nv12(const unsigned int* cfg, uint8_t* plane, int pitch, int step,
-                                   int width, int height, const LcMask* masks, int m, int pass,
-                                   uint16_t* a, uint16_t* b) {
+extern "C" void launch_blur_scan_nv12(const unsigned int* cfg, int width, int height,
+                                      const LcMask* masks, int m, int stage, const uint16_t* a,
+                                      const uint16_t* b, uint32_t* pre, uint32_t* tot) {
+    lc_shim_launch(cfg, [&] { blur_scan_nv12(width, height, masks, m, stage, a, b, pre, tot); });
+}
+
+extern "C" void launch_blur_carry_nv12(const unsigned int* cfg, int width, int height,
+                                       const LcMask* masks, int m, int stage, uint32_t* tot) {
+    lc_shim_launch(cfg, [&] { blur_carry_nv12(width, height, masks, m, stage, tot); });
+}
+
+extern "C" void launch_blur_box_nv12(const unsigned int* cfg, uint8_t* plane, int pitch, int step,
+                                     int width, int height, const LcMask* masks, int m, int stage,
+                                     uint16_t* a, uint16_t* b, const uint32_t* pre,
+                                     const uint32_t* tot) {
     lc_shim_launch(cfg, [&] {
-        blur_h_nv12(plane, pitch, step, width, height, masks, m, pass, a, b);
+        blur_box_nv12(plane, pitch, step, width, height, masks, m, stage, a, b, pre, tot);
     });
 }
 

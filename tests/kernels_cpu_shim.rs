@@ -26,7 +26,7 @@ use livecensor::frame::{
 };
 use livecensor::gpu::plan::{
     candidates_to_detections, decode_dims, preprocess_dims, Candidate, CensorPlan, ImageInfo,
-    Kernel, KernelMask, Plane,
+    Kernel, KernelMask, Plane, PlaneOp,
 };
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -49,19 +49,26 @@ type PreprocessFn<T> = unsafe extern "C" fn(
     *mut T,
     i32,
 );
-type BlurVFn = unsafe extern "C" fn(
+/// (cfg, plane, pitch, step, width, height, masks, m, a).
+type BlurLoadFn =
+    unsafe extern "C" fn(Cfg, *const u8, i32, i32, i32, i32, *const KernelMask, i32, *mut u16);
+/// (cfg, width, height, masks, m, stage, a, b, pre, tot).
+type BlurScanFn = unsafe extern "C" fn(
     Cfg,
-    *const u8,
-    i32,
-    i32,
     i32,
     i32,
     *const KernelMask,
     i32,
-    *mut u16,
-    *mut u16,
+    i32,
+    *const u16,
+    *const u16,
+    *mut u32,
+    *mut u32,
 );
-type BlurHFn = unsafe extern "C" fn(
+/// (cfg, width, height, masks, m, stage, tot).
+type BlurCarryFn = unsafe extern "C" fn(Cfg, i32, i32, *const KernelMask, i32, i32, *mut u32);
+/// (cfg, plane, pitch, step, width, height, masks, m, stage, a, b, pre, tot).
+type BlurBoxFn = unsafe extern "C" fn(
     Cfg,
     *mut u8,
     i32,
@@ -73,6 +80,8 @@ type BlurHFn = unsafe extern "C" fn(
     i32,
     *mut u16,
     *mut u16,
+    *const u32,
+    *const u32,
 );
 type PixMeansFn = unsafe extern "C" fn(Cfg, *const u8, i32, i32, *const KernelMask, i32, *mut u8);
 type PixApplyFn = unsafe extern "C" fn(Cfg, *mut u8, i32, i32, *const KernelMask, i32, *const u8);
@@ -95,8 +104,10 @@ type HalfFn = unsafe extern "C" fn(f32) -> u16;
 struct Shim {
     preprocess: PreprocessFn<f32>,
     preprocess_f16: PreprocessFn<u16>,
-    blur_h: BlurHFn,
-    blur_v: BlurVFn,
+    blur_load: BlurLoadFn,
+    blur_scan: BlurScanFn,
+    blur_carry: BlurCarryFn,
+    blur_box: BlurBoxFn,
     pix_means: PixMeansFn,
     pix_apply: PixApplyFn,
     fill: FillFn,
@@ -172,8 +183,10 @@ fn build_shim() -> Result<Shim, String> {
     Ok(Shim {
         preprocess: sym(&l, "launch_preprocess_nv12")?,
         preprocess_f16: sym(&l, "launch_preprocess_nv12_f16")?,
-        blur_h: sym(&l, "launch_blur_h_nv12")?,
-        blur_v: sym(&l, "launch_blur_v_nv12")?,
+        blur_load: sym(&l, "launch_blur_load_nv12")?,
+        blur_scan: sym(&l, "launch_blur_scan_nv12")?,
+        blur_carry: sym(&l, "launch_blur_carry_nv12")?,
+        blur_box: sym(&l, "launch_blur_box_nv12")?,
         pix_means: sym(&l, "launch_pixelate_means_nv12")?,
         pix_apply: sym(&l, "launch_pixelate_apply_nv12")?,
         fill: sym(&l, "launch_fill_nv12")?,
@@ -267,6 +280,8 @@ fn run_censor_plan(frame: &mut PitchedFrame, plan: &CensorPlan) {
     let s = shim();
     let mut a = vec![0u16; plan.scratch_u16.max(1)];
     let mut b = vec![0u16; plan.scratch_u16.max(1)];
+    let mut pre = vec![0u32; plan.scratch_u16.max(1)];
+    let mut tot = vec![0u32; plan.scratch_seg.max(1)];
     let mut means = vec![0u8; plan.scratch_u8.max(1)];
     let (cw, ch) = (frame.width.div_ceil(2), frame.height.div_ceil(2));
     let pitch = frame.pitch as i32;
@@ -289,7 +304,25 @@ fn run_censor_plan(frame: &mut PitchedFrame, plan: &CensorPlan) {
             let pa = a.as_mut_ptr();
             let pb = b.as_mut_ptr();
             match l.kernel {
-                Kernel::BlurH => (s.blur_h)(
+                Kernel::BlurLoad => {
+                    (s.blur_load)(cfg.as_ptr(), ptr, pitch, step, w, h, masks, l.mask, pa)
+                }
+                Kernel::BlurScan => (s.blur_scan)(
+                    cfg.as_ptr(),
+                    w,
+                    h,
+                    masks,
+                    l.mask,
+                    l.pass,
+                    pa,
+                    pb,
+                    pre.as_mut_ptr(),
+                    tot.as_mut_ptr(),
+                ),
+                Kernel::BlurCarry => {
+                    (s.blur_carry)(cfg.as_ptr(), w, h, masks, l.mask, l.pass, tot.as_mut_ptr())
+                }
+                Kernel::BlurBox => (s.blur_box)(
                     cfg.as_ptr(),
                     ptr,
                     pitch,
@@ -301,10 +334,9 @@ fn run_censor_plan(frame: &mut PitchedFrame, plan: &CensorPlan) {
                     l.pass,
                     pa,
                     pb,
+                    pre.as_ptr(),
+                    tot.as_ptr(),
                 ),
-                Kernel::BlurV => {
-                    (s.blur_v)(cfg.as_ptr(), ptr, pitch, step, w, h, masks, l.mask, pa, pb)
-                }
                 Kernel::PixelateMeans => (s.pix_means)(
                     cfg.as_ptr(),
                     ptr,
@@ -481,6 +513,114 @@ fn censor_matches_on_a_720p_frame() {
         CensorMethod::Pixelate { block: 0 },
     ] {
         check_censor(&src, &masks, &method, &format!("720p {method:?}"));
+    }
+}
+
+/// The blur's reference definition (`censor::blur` module doc), per pixel
+/// over a whole `w x h` plane with any box radii: three vertical passes,
+/// three horizontal, edges clamped at the plane border, Q8 rounding.
+fn naive_blur(p: &[u8], w: usize, h: usize, radii: [usize; 3]) -> Vec<u8> {
+    let mut v: Vec<u64> = p.iter().map(|&q| u64::from(q) << 8).collect();
+    for (horizontal, r) in radii
+        .map(|r| (false, r))
+        .into_iter()
+        .chain(radii.map(|r| (true, r)))
+    {
+        let width = (2 * r + 1) as u64;
+        let mul = ((1u64 << 32) + width / 2) / width;
+        let mut out = vec![0u64; v.len()];
+        for y in 0..h {
+            for x in 0..w {
+                let mut sum = 0u64;
+                for j in -(r as i64)..=(r as i64) {
+                    let (xx, yy) = if horizontal {
+                        ((x as i64 + j).clamp(0, w as i64 - 1) as usize, y)
+                    } else {
+                        (x, (y as i64 + j).clamp(0, h as i64 - 1) as usize)
+                    };
+                    sum += v[yy * w + xx];
+                }
+                out[y * w + x] = (sum * mul + (1 << 31)) >> 32;
+            }
+        }
+        v = out;
+    }
+    v.iter().map(|&q| ((q + 128) >> 8) as u8).collect()
+}
+
+/// One plane of a packed NV12 frame as `(w, h, samples)`.
+fn plane_of(f: &Frame, plane: Plane) -> (usize, usize, Vec<u8>) {
+    let (y, uv, _) = f.planes();
+    match plane {
+        Plane::Y => (f.width, f.height, y.to_vec()),
+        Plane::U | Plane::V => {
+            let (cw, ch) = (f.width.div_ceil(2), f.height.div_ceil(2));
+            let off = plane.offset_step().0;
+            (cw, ch, uv.iter().skip(off).step_by(2).copied().collect())
+        }
+    }
+}
+
+/// The blur stages on their own, for radii `censor::box_radii` never pairs
+/// (each 1..=64, independent): random sizes (odd ones included), Y and
+/// chroma planes, clips anywhere and flush with every plane edge, against
+/// the per-pixel reference; nothing but the covered pixels changes.
+#[test]
+fn blur_stages_match_reference_on_random_radii_and_windows() {
+    let mut rng = SmallRng::seed_from_u64(0xB10B);
+    for case in 0..80 {
+        let (fw, fh) = (rng.random_range(1..150usize), rng.random_range(1..120usize));
+        let src = random_frame(&mut rng, fw, fh);
+        let plane = [Plane::Y, Plane::U, Plane::V][case % 3];
+        let (w, h, before) = plane_of(&src, plane);
+        let mut span = |n: usize| {
+            let (mut a, mut b) = (rng.random_range(0..n), rng.random_range(0..n));
+            if a > b {
+                std::mem::swap(&mut a, &mut b);
+            }
+            match rng.random_range(0..4) {
+                0 => (0, b + 1),
+                1 => (a, n),
+                2 => (0, n),
+                _ => (a, b + 1),
+            }
+        };
+        let ((x0, x1), (y0, y1)) = (span(w), span(h));
+        let shape = if case % 2 == 0 {
+            MaskShape::Rect
+        } else {
+            MaskShape::Ellipse
+        };
+        let region = censor::Region::from_rect(censor::PixelRect::new(x0, y0, x1, y1), shape);
+        let radii = [0; 3].map(|_| rng.random_range(1..=64usize));
+        let mut km = KernelMask::new(&region, PlaneOp::Blur(1.0));
+        [km.r0, km.r1, km.r2] = radii.map(|r| r as i32);
+        let mut plan = CensorPlan::default();
+        plan.add_blur(plane, km, w, h);
+        let mut dev = PitchedFrame::from_frame(&src, 5);
+        run_censor_plan(&mut dev, &plan);
+        let what = format!("{fw}x{fh} {plane:?} clip {x0}..{x1} x {y0}..{y1} {shape:?} {radii:?}");
+        assert!(dev.padding_untouched(), "{what}: wrote into the padding");
+        let got = dev.to_frame();
+        let full = naive_blur(&before, w, h, radii);
+        let (_, _, after) = plane_of(&got, plane);
+        for y in 0..h {
+            for x in 0..w {
+                let i = y * w + x;
+                let want = if region.contains(x, y) {
+                    full[i]
+                } else {
+                    before[i]
+                };
+                assert_eq!(after[i], want, "{what} @ {x},{y}");
+            }
+        }
+        // The other planes are untouched.
+        for other in [Plane::Y, Plane::U, Plane::V] {
+            if other != plane {
+                assert_eq!(plane_of(&got, other), plane_of(&src, other), "{what}");
+            }
+        }
     }
 }
 

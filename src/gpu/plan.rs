@@ -18,6 +18,8 @@ use crate::frame::{BBox, CensorMethod, Detection, Mask, MaskOrigin, MaskShape};
 const TILE: (u32, u32) = (32, 8);
 /// Threads per block for 1-D launches.
 const LINE: u32 = 128;
+/// Line segment one blur scan thread sums (`LC_BLUR_SEG`).
+const BLUR_SEG: u32 = 32;
 /// Largest pixelation block the CPU reference honours (`2 * COORD_LIMIT`).
 const MAX_BLOCK: usize = 1 << 29;
 
@@ -128,8 +130,10 @@ impl KernelMask {
 pub enum Kernel {
     PreprocessNv12,
     PreprocessNv12F16,
-    BlurH,
-    BlurV,
+    BlurLoad,
+    BlurScan,
+    BlurCarry,
+    BlurBox,
     PixelateMeans,
     PixelateApply,
     Fill,
@@ -137,11 +141,13 @@ pub enum Kernel {
 }
 
 impl Kernel {
-    pub const ALL: [Kernel; 8] = [
+    pub const ALL: [Kernel; 10] = [
         Kernel::PreprocessNv12,
         Kernel::PreprocessNv12F16,
-        Kernel::BlurH,
-        Kernel::BlurV,
+        Kernel::BlurLoad,
+        Kernel::BlurScan,
+        Kernel::BlurCarry,
+        Kernel::BlurBox,
         Kernel::PixelateMeans,
         Kernel::PixelateApply,
         Kernel::Fill,
@@ -152,8 +158,10 @@ impl Kernel {
         match self {
             Kernel::PreprocessNv12 => "preprocess_nv12",
             Kernel::PreprocessNv12F16 => "preprocess_nv12_f16",
-            Kernel::BlurH => "blur_h_nv12",
-            Kernel::BlurV => "blur_v_nv12",
+            Kernel::BlurLoad => "blur_load_nv12",
+            Kernel::BlurScan => "blur_scan_nv12",
+            Kernel::BlurCarry => "blur_carry_nv12",
+            Kernel::BlurBox => "blur_box_nv12",
             Kernel::PixelateMeans => "pixelate_means_nv12",
             Kernel::PixelateApply => "pixelate_apply_nv12",
             Kernel::Fill => "fill_nv12",
@@ -235,7 +243,8 @@ pub struct CensorLaunch {
     pub plane: Plane,
     /// Index into [`CensorPlan::masks`].
     pub mask: i32,
-    /// Horizontal blur pass (0..3: b -> a, a -> b, b -> plane); 0 otherwise.
+    /// Blur stage: 0..3 the vertical passes, 3..6 the horizontal ones
+    /// (`kernels/censor.cu`); 0 otherwise.
     pub pass: i32,
     pub dims: LaunchDims,
 }
@@ -247,8 +256,11 @@ pub struct CensorPlan {
     pub masks: Vec<KernelMask>,
     /// In order; must run sequentially on one stream.
     pub launches: Vec<CensorLaunch>,
-    /// u16 elements each of the two blur buffers (A, B) must hold.
+    /// u16 elements each of the two blur buffers (A, B) must hold; the
+    /// blur's u32 prefix-sum buffer holds as many.
     pub scratch_u16: usize,
+    /// u32 elements the blur's segment totals buffer must hold.
+    pub scratch_seg: usize,
     /// Bytes the pixelation means buffer must hold.
     pub scratch_u8: usize,
 }
@@ -305,37 +317,73 @@ impl CensorPlan {
         height: usize,
     ) {
         let mask = KernelMask::new(region, op);
+        let (cw, ch) = mask.clip_size();
+        match op {
+            PlaneOp::Blur(_) => self.add_blur(plane, mask, width, height),
+            PlaneOp::Pixelate(_) => {
+                let (nx, ny) = mask.blocks();
+                self.push_mask(
+                    plane,
+                    mask,
+                    &[
+                        (Kernel::PixelateMeans, 0, LaunchDims::tiles(nx, ny)),
+                        (Kernel::PixelateApply, 0, LaunchDims::tiles(cw, ch)),
+                    ],
+                );
+                self.scratch_u8 = self.scratch_u8.max(nx as usize * ny as usize);
+            }
+            PlaneOp::Fill(_) => {
+                self.push_mask(plane, mask, &[(Kernel::Fill, 0, LaunchDims::tiles(cw, ch))])
+            }
+        }
+    }
+
+    /// The blur launches of `mask` on a `width x height` plane (its radii
+    /// as given): load the window, then per stage a segment scan, the
+    /// carries and the box pass (`kernels/censor.cu`). Public so the
+    /// parity tests can drive any radii.
+    pub fn add_blur(&mut self, plane: Plane, mask: KernelMask, width: usize, height: usize) {
+        let (x0, y0, x1, y1) = mask.blur_window(width, height);
+        let (ww, wh) = ((x1 - x0).max(0) as u32, (y1 - y0).max(0) as u32);
+        let (cw, ch) = mask.clip_size();
+        let (seg_v, seg_h) = (wh.div_ceil(BLUR_SEG), ww.div_ceil(BLUR_SEG));
+        let mut launches = vec![(Kernel::BlurLoad, 0, LaunchDims::tiles(ww, wh))];
+        for stage in 0..6 {
+            // Vertical stages: the window's columns are the lines;
+            // horizontal ones: the clip's rows, across the window, the last
+            // writing the clip only.
+            let (scan, lines, out) = match stage {
+                0..3 => (LaunchDims::tiles(ww, seg_v), ww, (ww, wh)),
+                3 | 4 => (LaunchDims::tiles(seg_h, ch), ch, (ww, ch)),
+                _ => (LaunchDims::tiles(seg_h, ch), ch, (cw, ch)),
+            };
+            launches.push((Kernel::BlurScan, stage, scan));
+            launches.push((Kernel::BlurCarry, stage, LaunchDims::lines(lines, 1)));
+            launches.push((Kernel::BlurBox, stage, LaunchDims::tiles(out.0, out.1)));
+        }
+        self.push_mask(plane, mask, &launches);
+        self.scratch_u16 = self.scratch_u16.max(ww as usize * wh as usize);
+        let seg = (ww as usize * seg_v as usize).max(ch as usize * seg_h as usize);
+        self.scratch_seg = self.scratch_seg.max(seg);
+    }
+
+    /// Appends `mask` and its launches, in order.
+    fn push_mask(
+        &mut self,
+        plane: Plane,
+        mask: KernelMask,
+        launches: &[(Kernel, i32, LaunchDims)],
+    ) {
         let index = i32_of_usize(self.masks.len());
         self.masks.push(mask);
-        let mut push = |kernel, pass, dims| {
+        for &(kernel, pass, dims) in launches {
             self.launches.push(CensorLaunch {
                 kernel,
                 plane,
                 mask: index,
                 pass,
                 dims,
-            })
-        };
-        let (cw, ch) = mask.clip_size();
-        match op {
-            PlaneOp::Blur(_) => {
-                let (x0, y0, x1, y1) = mask.blur_window(width, height);
-                let (ww, wh) = ((x1 - x0).max(0) as u32, (y1 - y0).max(0) as u32);
-                // Vertical passes per window column, then the horizontal
-                // passes on the clip rows (the last one writes the plane).
-                push(Kernel::BlurV, 0, LaunchDims::lines(ww, 1));
-                push(Kernel::BlurH, 0, LaunchDims::tiles(ww, ch));
-                push(Kernel::BlurH, 1, LaunchDims::tiles(ww, ch));
-                push(Kernel::BlurH, 2, LaunchDims::tiles(cw, ch));
-                self.scratch_u16 = self.scratch_u16.max(ww as usize * wh as usize);
-            }
-            PlaneOp::Pixelate(_) => {
-                let (nx, ny) = mask.blocks();
-                push(Kernel::PixelateMeans, 0, LaunchDims::tiles(nx, ny));
-                push(Kernel::PixelateApply, 0, LaunchDims::tiles(cw, ch));
-                self.scratch_u8 = self.scratch_u8.max(nx as usize * ny as usize);
-            }
-            PlaneOp::Fill(_) => push(Kernel::Fill, 0, LaunchDims::tiles(cw, ch)),
+            });
         }
     }
 }
@@ -472,13 +520,15 @@ mod tests {
         };
         let plan = CensorPlan::new(64, 48, &[mask], &CensorMethod::Blur { strength: 0.25 });
         assert_eq!(plan.masks.len(), 3);
-        assert_eq!(plan.launches.len(), 12);
-        assert_eq!(plan.launches[0].kernel, Kernel::BlurV);
-        assert_eq!(plan.launches[3].pass, 2);
+        assert_eq!(plan.launches.len(), 3 * 19);
+        assert_eq!(plan.launches[0].kernel, Kernel::BlurLoad);
+        assert_eq!(plan.launches[18].kernel, Kernel::BlurBox);
+        assert_eq!(plan.launches[18].pass, 5);
         let planes: Vec<Plane> = plan.launches.iter().map(|l| l.plane).collect();
-        assert_eq!(&planes[..4], &[Plane::Y; 4]);
-        assert_eq!(&planes[8..], &[Plane::V; 4]);
+        assert_eq!(&planes[..19], &[Plane::Y; 19]);
+        assert_eq!(&planes[38..], &[Plane::V; 19]);
         assert!(plan.scratch_u16 >= 41 * 27);
+        assert!(plan.scratch_seg >= 41 * 27usize.div_ceil(32));
         let fill = CensorMethod::Fill { y: 0, u: 0, v: 0 };
         let plan = CensorPlan::new(64, 48, &[mask], &fill);
         assert!(plan.launches.iter().all(|l| l.kernel == Kernel::Fill));

@@ -14,6 +14,10 @@
 //!   [`TrtDetector`] (a [`DetectBackend`](crate::detect::DetectBackend)),
 //!   [`build_engine`]. Without it: the same names, whose constructors return
 //!   [`DetectError::TrtNotBuilt`], so callers carry no `cfg`.
+//!   By job: `library.rs` (libnvinfer, logger, probe), `engine.rs` (plans on
+//!   a device), `detector.rs` (contexts and inference), `bindings.rs`
+//!   (device buffers, shapes, addresses, enqueue), `backend.rs` (device
+//!   inputs and the `DetectBackend` impl), `builder.rs` (`engine build`).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -24,11 +28,27 @@ use super::postprocess::OUTPUT_ROWS;
 use crate::error::DetectError;
 
 #[cfg(livecensor_trt_shim)]
+mod backend;
+#[cfg(livecensor_trt_shim)]
+mod bindings;
+#[cfg(livecensor_trt_shim)]
+mod builder;
+#[cfg(livecensor_trt_shim)]
+mod detector;
+#[cfg(livecensor_trt_shim)]
 mod engine;
 #[cfg(livecensor_trt_shim)]
 mod ffi;
 #[cfg(livecensor_trt_shim)]
-pub use engine::*;
+mod library;
+#[cfg(livecensor_trt_shim)]
+pub use builder::build_engine;
+#[cfg(livecensor_trt_shim)]
+pub use detector::TrtDetector;
+#[cfg(livecensor_trt_shim)]
+pub use engine::TrtEngine;
+#[cfg(livecensor_trt_shim)]
+pub use library::{header_version, probe, TrtLibrary};
 
 #[cfg(not(livecensor_trt_shim))]
 mod stub;

@@ -145,11 +145,15 @@ impl GpuStream {
         ensure(&self.stream, &mut self.masks, plan.masks.len())?;
         ensure(&self.stream, &mut self.scratch_a, plan.scratch_u16)?;
         ensure(&self.stream, &mut self.scratch_b, plan.scratch_u16)?;
+        ensure(&self.stream, &mut self.blur_pre, plan.scratch_u16)?;
+        ensure(&self.stream, &mut self.blur_seg, plan.scratch_seg)?;
         ensure(&self.stream, &mut self.means, plan.scratch_u8)?;
-        let (Some(mbuf), Some(sa), Some(sb), Some(means)) = (
+        let (Some(mbuf), Some(sa), Some(sb), Some(pre), Some(seg), Some(means)) = (
             self.masks.as_mut(),
             self.scratch_a.as_mut(),
             self.scratch_b.as_mut(),
+            self.blur_pre.as_mut(),
+            self.blur_seg.as_mut(),
             self.means.as_mut(),
         ) else {
             return Err(Error::Gpu("scratch buffers missing".into()));
@@ -164,6 +168,8 @@ impl GpuStream {
         let (a, _g2) = sa.device_ptr_mut(&self.stream);
         let (bb, _g3) = sb.device_ptr_mut(&self.stream);
         let (means_p, _g4) = means.device_ptr_mut(&self.stream);
+        let (pre_p, _g5) = pre.device_ptr_mut(&self.stream);
+        let (seg_p, _g6) = seg.device_ptr_mut(&self.stream);
         for l in &plan.launches {
             if l.dims.is_empty() {
                 continue;
@@ -177,13 +183,22 @@ impl GpuStream {
             let func = self.kernels.get(l.kernel);
             let mut b = self.stream.launch_builder(func);
             match l.kernel {
-                Kernel::BlurH => {
+                Kernel::BlurLoad => {
                     b.arg(&ptr).arg(&pitch).arg(&step).arg(&w).arg(&h);
-                    b.arg(&masks_p).arg(&l.mask).arg(&l.pass).arg(&a).arg(&bb);
+                    b.arg(&masks_p).arg(&l.mask).arg(&a);
                 }
-                Kernel::BlurV => {
+                Kernel::BlurScan => {
+                    b.arg(&w).arg(&h).arg(&masks_p).arg(&l.mask).arg(&l.pass);
+                    b.arg(&a).arg(&bb).arg(&pre_p).arg(&seg_p);
+                }
+                Kernel::BlurCarry => {
+                    b.arg(&w).arg(&h).arg(&masks_p).arg(&l.mask).arg(&l.pass);
+                    b.arg(&seg_p);
+                }
+                Kernel::BlurBox => {
                     b.arg(&ptr).arg(&pitch).arg(&step).arg(&w).arg(&h);
-                    b.arg(&masks_p).arg(&l.mask).arg(&a).arg(&bb);
+                    b.arg(&masks_p).arg(&l.mask).arg(&l.pass);
+                    b.arg(&a).arg(&bb).arg(&pre_p).arg(&seg_p);
                 }
                 Kernel::PixelateMeans | Kernel::PixelateApply => {
                     b.arg(&ptr).arg(&pitch).arg(&step);

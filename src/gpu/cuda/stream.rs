@@ -27,6 +27,9 @@ pub struct GpuStream {
     pub(super) masks: Option<CudaSlice<KernelMask>>,
     pub(super) scratch_a: Option<CudaSlice<u16>>,
     pub(super) scratch_b: Option<CudaSlice<u16>>,
+    /// The blur's prefix sums (as large as A) and segment totals.
+    pub(super) blur_pre: Option<CudaSlice<u32>>,
+    pub(super) blur_seg: Option<CudaSlice<u32>>,
     pub(super) means: Option<CudaSlice<u8>>,
     /// Thresholds and per-image info for decoding, and the counter.
     pub(super) small: Option<DecodeBuffers>,
@@ -63,6 +66,8 @@ impl GpuStream {
             masks: None,
             scratch_a: None,
             scratch_b: None,
+            blur_pre: None,
+            blur_seg: None,
             means: None,
             small: None,
             candidates: None,
