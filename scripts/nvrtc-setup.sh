@@ -26,7 +26,7 @@ case "${1:-}" in
 esac
 
 find_lib() {
-    find "$dest" -maxdepth 1 -name "libnvrtc.so.$want*" ! -name 'libnvrtc-builtins*' 2>/dev/null \
+    find -H "$dest" -maxdepth 1 -name "libnvrtc.so.$want*" ! -name 'libnvrtc-builtins*' 2>/dev/null \
         | sort | head -n 1 || true
 }
 
