@@ -2,10 +2,15 @@
 //! spans), rules that act on them, and delivery that never blocks media.
 //!
 //! The deciding parts are sans-IO (they take `now`, tests drive a synthetic
-//! clock).
+//! clock): `debounce::ExposureTracker`, `rules::RuleEngine`, and
+//! `session::SessionModeration`, which ties both to one broadcaster's track.
 
 pub mod debounce;
 pub mod event;
+pub mod rules;
+pub mod session;
 
 pub use debounce::{DebounceConfig, ExposureTracker, FrameObservation, Region};
 pub use event::{Event, EventBody, Exposure, Source};
+pub use rules::{Action, Rule, RuleConfig, RuleEngine, RulesFile, Trigger};
+pub use session::{ActionRequest, CensorWhole, SessionModeration, Step};
