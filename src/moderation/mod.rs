@@ -4,13 +4,18 @@
 //! The deciding parts are sans-IO (they take `now`, tests drive a synthetic
 //! clock): `debounce::ExposureTracker`, `rules::RuleEngine`, and
 //! `session::SessionModeration`, which ties both to one broadcaster's track.
+//! Delivery (`deliver::Moderation`) does the IO.
 
 pub mod debounce;
+pub mod deliver;
 pub mod event;
 pub mod rules;
 pub mod session;
+pub mod webhook;
 
 pub use debounce::{DebounceConfig, ExposureTracker, FrameObservation, Region};
+pub use deliver::{Moderation, ModerationBuilder, SinkStats};
 pub use event::{Event, EventBody, Exposure, Source};
 pub use rules::{Action, Rule, RuleConfig, RuleEngine, RulesFile, Trigger};
 pub use session::{ActionRequest, CensorWhole, SessionModeration, Step};
+pub use webhook::{sign, verify, Backoff, WebhookConfig};
