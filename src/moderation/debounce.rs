@@ -434,7 +434,8 @@ mod tests {
         assert_eq!(e.first_pts, 0.0);
         assert!((e.last_pts - 59.0 / FPS).abs() < 1e-9);
         assert!((e.duration_s - 59.0 / FPS).abs() < 1e-9);
-        // Ends on the first frame a full grace period after the last sighting.
+        // Ended a full grace period after the last sighting, stamped with
+        // the last sighting's pts.
         assert!((evs[1].stream_time.unwrap() - 59.0 / FPS).abs() < 1e-9);
         assert_eq!(evs[0].stream_time, Some(0.0));
         assert_eq!(t.open_exposures(), 0);
