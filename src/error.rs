@@ -25,6 +25,8 @@ pub enum Error {
     Pipeline(#[from] PipelineError),
     #[error(transparent)]
     LiveKit(#[from] LiveKitError),
+    #[error(transparent)]
+    Moderation(#[from] ModerationError),
     #[error("{0} is not compiled into this binary (rebuild with `--features {1}`)")]
     NotCompiled(&'static str, &'static str),
     #[error("GPU unavailable: {0}")]
@@ -146,4 +148,30 @@ pub enum LiveKitError {
     Webhook(String),
     #[error("fault injection: {0}")]
     Fault(String),
+}
+
+/// Moderation events, their delivery and the room actions rules take.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModerationError {
+    #[error("events file {path}: {source}")]
+    EventsFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("events webhook {url}: {reason}")]
+    Webhook { url: String, reason: String },
+    #[error("events webhook {url} needs a signing secret (set LIVECENSOR_EVENTS_SECRET)")]
+    MissingSecret { url: String },
+    #[error("event signature: {0}")]
+    Signature(String),
+    #[error("moderation events need a tokio runtime: {0}")]
+    NoRuntime(String),
+    #[error("{action} in room {room}: {reason}")]
+    Action {
+        action: &'static str,
+        room: String,
+        reason: String,
+    },
 }

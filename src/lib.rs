@@ -17,6 +17,7 @@ pub mod frame;
 pub mod gpu;
 pub mod livekit;
 pub mod metrics;
+pub mod moderation;
 pub mod pipeline;
 pub mod policy;
 pub mod sink;
