@@ -111,6 +111,8 @@ pub struct Config {
     pub policy: PolicyFile,
     pub livekit: LiveKitSection,
     pub gpu: GpuSection,
+    /// `[[rules]]`: moderation rules (hits within a window run actions).
+    pub rules: Vec<crate::moderation::RuleConfig>,
 }
 
 impl Default for Config {
@@ -124,6 +126,7 @@ impl Default for Config {
             policy: PolicyFile::default(),
             livekit: LiveKitSection::default(),
             gpu: GpuSection::default(),
+            rules: Vec::new(),
         }
     }
 }
@@ -218,7 +221,14 @@ impl Config {
     }
 
     /// Checks every value a user can get wrong, naming the key.
+    /// The moderation rules, validated (a bad class, a zero window or an
+    /// unknown action is an error naming the key).
+    pub fn rules(&self) -> Result<Vec<crate::moderation::Rule>, ConfigError> {
+        crate::moderation::rules::validate_rules(&self.rules)
+    }
+
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.rules()?;
         let bad = |key: &str, value: String, reason: &str| ConfigError::Value {
             key: key.into(),
             value,

@@ -10,6 +10,7 @@ use livecensor::policy::{Policy, PolicyOverrides};
 use livecensor::synth::{Scenario, Synth, SynthConfig};
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Real-time video censoring: NudeNet detection, Kalman tracking, blur,
 /// pixelation or fill. No uncensored frame leaves.
@@ -112,6 +113,20 @@ struct ServeArgs {
     /// CUDA device for --gpu (config `[gpu] device`).
     #[arg(long)]
     gpu_device: Option<usize>,
+    /// Append moderation events (exposures, fail-closed spans, rules,
+    /// actions) to this JSON-lines file, fsync'd per batch.
+    #[arg(long, value_name = "PATH")]
+    events: Option<PathBuf>,
+    /// POST each moderation event as JSON to this URL (repeatable), signed
+    /// with HMAC-SHA256 (`X-Livecensor-Signature: t=TS,v1=HEX` over
+    /// `TS.BODY`, secret from LIVECENSOR_EVENTS_SECRET); retried 5 minutes.
+    #[arg(long = "events-webhook", value_name = "URL")]
+    events_webhook: Vec<String>,
+    /// Serve the moderator page at / and its routes (GET /api/sessions,
+    /// GET /events, GET /rooms/ROOM/preview.jpg, POST /rooms/ROOM/actions),
+    /// each answering 401 without `Authorization: Bearer TOKEN`.
+    #[arg(long, env = "LIVECENSOR_MODERATOR_TOKEN", hide_env_values = true)]
+    moderator_token: Option<String>,
     #[command(flatten)]
     p: PolicyArgs,
 }
@@ -743,6 +758,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
                 .unwrap_or(1),
         )?,
         backend,
+        moderation: None,
     };
     if lk.faults.is_active() {
         eprintln!(
@@ -757,8 +773,30 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
+    let rules = cfg.rules()?;
     rt.block_on(async {
-        let server = Server::new(lk.clone(), svc, opts);
+        // Events leave through bounded queues that never block media; the
+        // page's SSE subscribes to the hub.
+        let mut hub = livecensor::moderation::ModerationBuilder::new();
+        if let Some(p) = &a.events {
+            hub = hub.file(p);
+        }
+        for url in &a.events_webhook {
+            hub = hub.webhook(livecensor::moderation::webhook::WebhookConfig::from_env(
+                url,
+            )?);
+        }
+        let actions: Arc<dyn livecensor::moderation::RoomActions> = Arc::new(
+            livecensor::moderation::LiveKitRoomActions::new(&lk.url, &lk.api_key, &lk.api_secret)?,
+        );
+        let mut lk = lk.clone();
+        lk.moderation = Some(livecensor::livekit::moderate::ModerationCtx {
+            hub: Arc::new(hub.build()?),
+            rules,
+            actions: Some(actions),
+            runtime: tokio::runtime::Handle::current(),
+        });
+        let server = Server::new(lk.clone(), svc, opts, a.moderator_token.clone());
         let listener = tokio::net::TcpListener::bind(a.listen)
             .await
             .with_context(|| format!("binding {}", a.listen))?;

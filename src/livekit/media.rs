@@ -8,15 +8,18 @@
 //! added latency sets the audio delay.
 
 use super::io::Command;
+use super::moderate::LiveModeration;
 use super::preview::preview_of;
 use super::session::SessionStats;
 use super::timing::{LatencyEstimate, MAX_AUDIO_DELAY};
 use crate::codec::is_keyframe;
 use crate::engine::{Engine, Feed, Input, Output, Sink, Source};
 use crate::error::Error;
+use crate::moderation::Action;
 use crate::pipeline::stream::CensorWhole;
 use crate::pipeline::Status;
 use std::cell::Cell;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc as std_mpsc;
@@ -51,17 +54,45 @@ pub enum MediaIn {
     Reset,
     /// Moderation: censor the whole output, or resume.
     CensorWhole(CensorWhole),
+    /// The broadcaster whose track is subscribed (moderation names them).
+    Publisher { identity: String, track_sid: String },
+    /// A moderator's action from the page.
+    Moderate { action: Action, label: String },
 }
+
+/// A session's moderation, shared by its source (moderator actions in) and
+/// its sink (released frames in); both run on the media thread.
+pub type SharedModeration = Rc<RefCell<Option<LiveModeration>>>;
 
 /// What the engine makes of a message taken at `now`. `restarted` is set on
 /// a reset: the output timeline and latency estimate start again.
-pub fn input_of(m: MediaIn, now: Instant, restarted: &Cell<bool>) -> Input {
-    match m {
+pub fn input_of(
+    m: MediaIn,
+    now: Instant,
+    restarted: &Cell<bool>,
+    moderation: &SharedModeration,
+) -> Option<Input> {
+    Some(match m {
         MediaIn::ForceKeyframe => Input::ForceKeyframe,
         MediaIn::CensorWhole(w) => Input::CensorWhole(w),
         MediaIn::Reset => {
             restarted.set(true);
             Input::Reset
+        }
+        MediaIn::Publisher {
+            identity,
+            track_sid,
+        } => {
+            if let Some(m) = moderation.borrow_mut().as_mut() {
+                m.publisher(identity, track_sid);
+            }
+            return None;
+        }
+        MediaIn::Moderate { action, label } => {
+            let mut guard = moderation.borrow_mut();
+            let m = guard.as_mut()?;
+            m.moderator(action, &label, now);
+            Input::CensorWhole(m.take_whole()?)
         }
         MediaIn::AccessUnit {
             data,
@@ -89,7 +120,7 @@ pub fn input_of(m: MediaIn, now: Instant, restarted: &Cell<bool>) -> Input {
                 stale,
             }
         }
-    }
+    })
 }
 
 /// The broadcaster's track as a source.
@@ -98,6 +129,7 @@ pub struct LiveSource<'a> {
     pub stop: &'a AtomicBool,
     pub to_sub: mpsc::UnboundedSender<Command>,
     pub restarted: Rc<Cell<bool>>,
+    pub moderation: SharedModeration,
 }
 
 impl Source for LiveSource<'_> {
@@ -108,13 +140,27 @@ impl Source for LiveSource<'_> {
         if self.stop.load(Ordering::Relaxed) {
             return Ok(Feed::End);
         }
+        // A rule decided on the last frame: the engine applies it first.
+        if let Some(w) = self
+            .moderation
+            .borrow_mut()
+            .as_mut()
+            .and_then(LiveModeration::take_whole)
+        {
+            return Ok(Feed::Input(Input::CensorWhole(w)));
+        }
         let wait = if in_flight > 0 {
             Duration::ZERO
         } else {
             Duration::from_millis(50)
         };
         match self.rx.recv_timeout(wait) {
-            Ok(m) => Ok(Feed::Input(input_of(m, Instant::now(), &self.restarted))),
+            Ok(m) => Ok(
+                match input_of(m, Instant::now(), &self.restarted, &self.moderation) {
+                    Some(i) => Feed::Input(i),
+                    None => Feed::Idle,
+                },
+            ),
             // Nothing new: sleep until a detection, a deadline or 5 ms.
             Err(std_mpsc::RecvTimeoutError::Timeout) if in_flight > 0 => {
                 Ok(Feed::Wait(Duration::from_millis(5)))
@@ -134,6 +180,7 @@ pub struct LiveSink {
     pub to_pub: mpsc::UnboundedSender<Command>,
     pub stats: Arc<SessionStats>,
     pub restarted: Rc<Cell<bool>>,
+    pub moderation: SharedModeration,
     /// Input timestamp and output timestamp of the first frame of the
     /// current input stream: a broadcaster that comes back starts a new
     /// random RTP timeline, while our track's must keep going forward or
@@ -150,11 +197,13 @@ impl LiveSink {
         to_pub: mpsc::UnboundedSender<Command>,
         stats: Arc<SessionStats>,
         restarted: Rc<Cell<bool>>,
+        moderation: SharedModeration,
     ) -> Self {
         LiveSink {
             to_pub,
             stats,
             restarted,
+            moderation,
             ts_base: None,
             last_out_ts: 0,
             latency: LatencyEstimate::default(),
@@ -208,6 +257,12 @@ impl Sink for LiveSink {
         }
         if out.record.status == Status::FailClosed {
             tracing::debug!(frame = out.index, reason = ?out.record.reason, "fail-closed");
+        }
+        if let Some(m) = self.moderation.borrow_mut().as_mut() {
+            m.on_frame(&out.record, Instant::now());
+            self.stats
+                .censored_whole
+                .store(m.censor_whole().active(Instant::now()), Ordering::Relaxed);
         }
         if let Some(p) = out
             .snapshot
@@ -337,8 +392,14 @@ mod tests {
             stop: Box::leak(Box::new(AtomicBool::new(false))),
             to_sub: sub_tx,
             restarted: restarted.clone(),
+            moderation: Rc::default(),
         };
-        let sink = LiveSink::new(pub_tx, Arc::new(SessionStats::default()), restarted);
+        let sink = LiveSink::new(
+            pub_tx,
+            Arc::new(SessionStats::default()),
+            restarted,
+            Rc::default(),
+        );
         Harness {
             engine,
             source,
@@ -376,8 +437,15 @@ mod tests {
         }
 
         fn take(&mut self, m: MediaIn) {
-            let input = input_of(m, Instant::now(), &self.source.restarted);
-            self.engine.take(input).unwrap();
+            let input = input_of(
+                m,
+                Instant::now(),
+                &self.source.restarted,
+                &self.source.moderation,
+            );
+            if let Some(i) = input {
+                self.engine.take(i).unwrap();
+            }
             self.drain();
         }
 
@@ -586,7 +654,12 @@ mod tests {
     fn the_output_timeline_goes_forward_across_a_reset() {
         let (pub_tx, _rx) = mpsc::unbounded_channel();
         let restarted = Rc::new(Cell::new(false));
-        let mut sink = LiveSink::new(pub_tx, Arc::new(SessionStats::default()), restarted);
+        let mut sink = LiveSink::new(
+            pub_tx,
+            Arc::new(SessionStats::default()),
+            restarted,
+            Rc::default(),
+        );
         let a = sink.output_ts(90_000);
         let b = sink.output_ts(93_000);
         assert_eq!(b - a, 3000);

@@ -11,6 +11,8 @@
 pub mod fault;
 pub mod io;
 pub mod media;
+pub mod moderate;
+pub mod moderator;
 pub mod participant;
 pub mod preview;
 pub mod session;

@@ -12,7 +12,8 @@
 
 use super::fault::FaultConfig;
 use super::io::Command;
-use super::media::{LiveSink, LiveSource, MediaIn, MAX_IN_FLIGHT};
+use super::media::{LiveSink, LiveSource, MediaIn, SharedModeration, MAX_IN_FLIGHT};
+use super::moderate::LiveModeration;
 use super::participant::{ParticipantConfig, PublishSpec};
 use super::preview::SNAPSHOT_EVERY;
 use super::supervise::{supervise_input, supervise_output, ConnSpec, Side};
@@ -20,10 +21,11 @@ use super::token::RAW_SUFFIX;
 use crate::backend::Backend;
 use crate::engine::{drive, Engine, EngineOptions};
 use crate::error::{Error, LiveKitError};
+use crate::moderation::Action;
 use crate::pipeline::service::DetectService;
-use crate::pipeline::stream::CensorWhole;
 use crate::pipeline::stream::{StreamOptions, StreamPipeline};
 use std::cell::Cell;
+use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,6 +51,8 @@ pub struct LiveKitSettings {
     /// `serve --gpu`: NVDEC into device memory, the CUDA kernels, and NVENC
     /// where the GPU has it (the fallbacks of [`crate::backend`]).
     pub backend: Backend,
+    /// Events, rules and actions (`None`: no moderation).
+    pub moderation: Option<super::moderate::ModerationCtx>,
 }
 
 /// Counters of a session, shared with whoever reports them (/metrics).
@@ -87,6 +91,10 @@ pub struct SessionStats {
     pub fault_injected: Arc<AtomicU64>,
     /// The moderator's preview of the censored output.
     pub preview: super::preview::PreviewSlot,
+    /// Exposures started (moderation events).
+    pub exposures: AtomicU64,
+    /// The output is censored whole by moderation right now.
+    pub censored_whole: std::sync::atomic::AtomicBool,
 }
 
 /// A running session; `stop` ends it.
@@ -186,6 +194,7 @@ impl Session {
             let room = room.to_string();
             let thread_room = room.clone();
             let backend = lk.backend.clone();
+            let moderation_ctx = lk.moderation.clone();
             // The session's lane (its own CUDA stream) is tried here so that
             // a GPU that cannot give one fails the start rather than the
             // media thread.
@@ -204,15 +213,22 @@ impl Session {
                         snapshot_every: Some(SNAPSHOT_EVERY),
                     };
                     let restarted = Rc::new(Cell::new(false));
+                    let moderation: SharedModeration = Rc::new(RefCell::new(
+                        moderation_ctx.map(|c| LiveModeration::new(c, &thread_room, stats.clone())),
+                    ));
                     let mut source = LiveSource {
                         rx: &media_rx,
                         stop: &stop,
                         to_sub,
                         restarted: restarted.clone(),
+                        moderation: moderation.clone(),
                     };
-                    let mut sink = LiveSink::new(to_pub, stats, restarted);
+                    let mut sink = LiveSink::new(to_pub, stats, restarted, moderation.clone());
                     let run = Engine::new(pipeline, &backend, opts)
                         .and_then(|mut e| drive(&mut e, &mut source, &mut sink));
+                    if let Some(m) = moderation.borrow_mut().as_mut() {
+                        m.finish();
+                    }
                     if let Err(e) = run {
                         tracing::error!(room = %thread_room, "media thread stopped: {e}");
                     }
@@ -235,10 +251,14 @@ impl Session {
         })
     }
 
-    /// Censors the room's whole output (moderation) until `whole` ends;
-    /// `CensorWhole::Off` resumes. Takes effect on the next frame released.
-    pub fn censor_whole(&self, whole: CensorWhole) {
-        let _ = self.media_tx.send(MediaIn::CensorWhole(whole));
+    /// A moderator's action (censor whole, resume, mute, remove, end),
+    /// recorded as an event with their `label`; a censor-whole takes effect
+    /// on the next frame released.
+    pub fn moderate(&self, action: Action, label: &str) {
+        let _ = self.media_tx.send(MediaIn::Moderate {
+            action,
+            label: label.to_string(),
+        });
     }
 
     /// Leaves both rooms and stops the media thread.

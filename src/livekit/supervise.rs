@@ -211,6 +211,9 @@ pub(super) async fn supervise_input(
                     Some(ParticipantEvent::KeyframeRequestSent) => {
                         stats.keyframe_requests.fetch_add(1, Ordering::Relaxed);
                     }
+                    Some(ParticipantEvent::Subscribing { track_sid, identity }) => {
+                        let _ = media_tx.send(MediaIn::Publisher { identity, track_sid });
+                    }
                     Some(ParticipantEvent::RemoteTrackGone { track_sid }) => {
                         tracing::info!(room = %spec.room, track = %track_sid, "broadcast track gone; new input connection");
                         break false;

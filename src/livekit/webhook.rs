@@ -141,10 +141,17 @@ pub struct Server {
     webhooks: AtomicU64,
     rejected: AtomicU64,
     replays: std::sync::Mutex<Replays>,
+    /// `--moderator-token`: the moderator page and its routes exist.
+    moderator_token: Option<String>,
 }
 
 impl Server {
-    pub fn new(lk: LiveKitSettings, svc: Arc<DetectService>, opts: StreamOptions) -> Arc<Self> {
+    pub fn new(
+        lk: LiveKitSettings,
+        svc: Arc<DetectService>,
+        opts: StreamOptions,
+        moderator_token: Option<String>,
+    ) -> Arc<Self> {
         let receiver =
             WebhookReceiver::new(TokenVerifier::with_api_key(&lk.api_key, &lk.api_secret));
         Arc::new(Server {
@@ -158,7 +165,60 @@ impl Server {
             webhooks: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
             replays: std::sync::Mutex::new(Replays::default()),
+            moderator_token: moderator_token.filter(|t| !t.is_empty()),
         })
+    }
+
+    pub fn moderator_token(&self) -> Option<&str> {
+        self.moderator_token.as_deref()
+    }
+
+    /// What the moderator page shows of each session.
+    pub async fn session_views(&self) -> Vec<super::moderator::SessionView> {
+        let sessions = self.sessions.lock().await;
+        let mut v: Vec<_> = sessions
+            .iter()
+            .map(|(room, s)| super::moderator::SessionView {
+                room: room.clone(),
+                fps: s.stats.fps_x100.load(Relaxed) as f64 / 100.0,
+                p95_ms: s.stats.added_latency.snapshot().quantile(0.95),
+                fail_closed: s.stats.fail_closed.load(Relaxed),
+                exposures: s.stats.exposures.load(Relaxed),
+                censor_whole: s.stats.censored_whole.load(Relaxed),
+                preview: s.stats.preview.get(),
+            })
+            .collect();
+        v.sort_by(|a, b| a.room.cmp(&b.room));
+        v
+    }
+
+    /// The room's latest censored preview.
+    pub async fn preview(&self, room: &str) -> Option<super::preview::Preview> {
+        self.sessions.lock().await.get(room)?.stats.preview.get()
+    }
+
+    /// A moderator's action on a room's session; false without one.
+    pub async fn moderate(
+        &self,
+        room: &str,
+        action: crate::moderation::Action,
+        label: &str,
+    ) -> bool {
+        match self.sessions.lock().await.get(room) {
+            Some(s) => {
+                tracing::info!(%room, ?action, %label, "moderator action");
+                s.moderate(action, label);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The moderation events, for the page's stream.
+    pub fn subscribe_events(
+        &self,
+    ) -> Option<tokio::sync::broadcast::Receiver<Arc<crate::moderation::Event>>> {
+        self.lk.moderation.as_ref().map(|m| m.hub.subscribe())
     }
 
     /// Starts a session for `room` unless one runs.
@@ -404,12 +464,14 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
     );
 }
 
-/// The HTTP routes: POST /webhook, GET /healthz, GET /metrics.
+/// The HTTP routes: POST /webhook, GET /healthz, GET /metrics, and with a
+/// moderator token the moderator page and its routes (`moderator`).
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/webhook", post(webhook))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/metrics", get(metrics))
+        .merge(super::moderator::routes(server.moderator_token.clone()))
         .with_state(server)
 }
 

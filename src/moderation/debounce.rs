@@ -189,6 +189,11 @@ pub struct ExposureTracker {
 const EPS: f64 = 1e-6;
 
 impl ExposureTracker {
+    /// Who later events name (the broadcaster became known).
+    pub fn set_source(&mut self, source: Source) {
+        self.source = source;
+    }
+
     pub fn new(source: Source, cfg: DebounceConfig) -> ExposureTracker {
         ExposureTracker {
             cfg,

@@ -7,25 +7,7 @@ use super::event::{Event, EventBody, Source};
 use super::rules::{Action, Rule, RuleEngine};
 use std::time::{Duration, Instant, SystemTime};
 
-/// Whether the room's output is censored whole by an action.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CensorWhole {
-    Off,
-    Until(Instant),
-    /// A moderator's `censor_whole` without a duration: until `resume`.
-    UntilResumed,
-}
-
-impl CensorWhole {
-    /// Whether frames released at `now` must be censored whole.
-    pub fn active(&self, now: Instant) -> bool {
-        match self {
-            CensorWhole::Off => false,
-            CensorWhole::Until(t) => now < *t,
-            CensorWhole::UntilResumed => true,
-        }
-    }
-}
+pub use crate::pipeline::stream::CensorWhole;
 
 /// A room call the caller makes (`actions::perform`), then emits the
 /// `action_taken` event it returns.
@@ -78,6 +60,13 @@ impl SessionModeration {
             censor_whole: CensorWhole::Off,
             last_pts: None,
         }
+    }
+
+    /// Who later events and room calls name (the broadcaster's identity
+    /// and track become known after the session starts).
+    pub fn set_source(&mut self, source: Source) {
+        self.tracker.set_source(source.clone());
+        self.source = source;
     }
 
     pub fn source(&self) -> &Source {

@@ -439,7 +439,114 @@ def sc_resize(s):
     return ok, r
 
 
-ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize"]
+def sc_moderation(s):
+    """Events out, a rule that acts, the moderator's routes: a broadcaster
+    shows a face; a signed webhook receiver gets exposure_started, then the
+    rule's rule_triggered and action_taken (censor_whole), and the viewer's
+    frames turn censored whole; the moderator routes refuse a missing or
+    wrong token and serve the censored preview; a moderator's `remove`
+    takes the broadcaster out of the raw room."""
+    import hmac
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    secret = "e2e-events-secret"
+    token = "e2e-moderator-token"
+    got = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            sig = self.headers.get("X-Livecensor-Signature", "")
+            parts = dict(p.split("=", 1) for p in sig.split(",") if "=" in p)
+            want = hmac.new(secret.encode(), f"{parts.get('t', '')}.".encode() + body,
+                            hashlib.sha256).hexdigest()
+            ok = hmac.compare_digest(want, parts.get("v1", ""))
+            got.append({"at": time.time(), "valid": ok, "event": json.loads(body)})
+            self.send_response(200 if ok else 401)
+            self.end_headers()
+
+        def log_message(self, *a):
+            pass
+
+    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    d = os.path.join(OUT, s.scenario)
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "rules.toml")
+    with open(cfg, "w") as fh:
+        fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
+                 'min_score = 0.2\nhits = 10\nwindow_s = 5\ncooldown_s = 60\n'
+                 'actions = [{ action = "censor_whole", duration_s = 60 }]\n')
+    os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
+    try:
+        s.serve("-c", cfg, "--events", os.path.join(d, "events.jsonl"),
+                "--events-webhook", f"http://127.0.0.1:{hook.server_address[1]}/hook",
+                "--moderator-token", token)
+    finally:
+        del os.environ["LIVECENSOR_EVENTS_SECRET"]
+    room = "e2e-mod"
+    # The rule censors the rest whole and the moderator removes the
+    # broadcaster half-way: fewer frames, most of them censored whole.
+    v, b, j = s.clients(room, viewer_args=("--max-whole", "1.0", "--min-frames", "30"))
+    time.sleep(1.0 + LIVE * 0.5)
+    auth = {"Authorization": "Bearer " + token}
+    routes = {
+        "no_token": http("GET", "/api/sessions")[0],
+        "wrong_token": http("GET", "/api/sessions", headers={"Authorization": "Bearer nope"})[0],
+        "sessions": http("GET", "/api/sessions", headers=auth)[0],
+        "events_no_token": http("GET", "/events")[0],
+        "page": http("GET", "/")[0],
+    }
+    sessions = json.loads(http("GET", "/api/sessions", headers=auth)[1] or "[]")
+    req = urllib.request.Request(f"http://{LISTEN}/rooms/{room}/preview.jpg", headers=auth)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            jpeg = r.read()
+    except urllib.error.HTTPError as e:
+        jpeg = b"" if e.code else b""
+    routes["preview_is_jpeg"] = jpeg[:2] == b"\xff\xd8"
+    routes["session_listed"] = any(x.get("room") == room for x in sessions)
+    routes["censor_whole_shown"] = any(x.get("room") == room and x.get("censor_whole") for x in sessions)
+    routes["remove"] = http("POST", f"/rooms/{room}/actions",
+                            json.dumps({"action": "remove", "label": "e2e"}).encode(),
+                            {**auth, "Content-Type": "application/json"})[0]
+    r = s.finish_clients(v, b, j, LIVE + 40)
+    published = re.search(r"broadcaster: published (\d+\.\d+)", b.text())
+    time.sleep(2.0)
+    hook.shutdown()
+    kinds = [g["event"].get("kind") for g in got]
+    first = {}
+    for g in got:
+        first.setdefault(g["event"].get("kind"), g)
+    taken = [g["event"] for g in got if g["event"].get("kind") == "action_taken"]
+    r.update({
+        "routes": routes,
+        "webhook_events": len(got),
+        "all_signed": all(g["valid"] for g in got),
+        "kinds": sorted(set(kinds)),
+        # Publish (the face is in view from the first frame) to the signed
+        # webhook received: the event latency.
+        "exposure_event_latency_s": round(first["exposure_started"]["at"] - float(published.group(1)), 3)
+        if "exposure_started" in first and published else None,
+        "actions_taken": [(e.get("action"), e.get("by"), e.get("ok")) for e in taken],
+        "events_file_lines": sum(1 for _ in open(os.path.join(d, "events.jsonl")))
+        if os.path.exists(os.path.join(d, "events.jsonl")) else 0,
+    })
+    actions = {a[0]: a for a in r["actions_taken"]}
+    ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and r["all_signed"] and len(got) > 0
+          and {"exposure_started", "rule_triggered", "action_taken"} <= set(kinds)
+          and r.get("censored_whole", 0) > 0
+          and routes["no_token"] == 401 and routes["wrong_token"] == 401
+          and routes["events_no_token"] == 401 and routes["sessions"] == 200
+          and routes["page"] == 200 and routes["preview_is_jpeg"] and routes["session_listed"]
+          and routes["remove"] == 202
+          and "censor_whole" in actions and "remove" in actions and actions["remove"][2] is True
+          and r["events_file_lines"] >= len(got))
+    return ok, r
+
+
+ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation"]
 
 
 def main():
