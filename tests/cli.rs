@@ -200,6 +200,36 @@ fn audit_judges_ground_truth_by_the_sidecar_policy() {
         &output,
     );
     assert!(o.status.success(), "{}", text(&o));
+    // The moderation events beside the sidecar: the face in view all along
+    // is one exposure, debounced, between the session's start and end.
+    let events = std::fs::read_to_string(dir.path().join("out.mp4.events.jsonl")).unwrap();
+    let kinds: Vec<String> = events
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["kind"].to_string())
+        .collect();
+    assert_eq!(
+        kinds.first().map(String::as_str),
+        Some("\"session_started\""),
+        "{events}"
+    );
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("\"session_ended\""),
+        "{events}"
+    );
+    let starts = kinds
+        .iter()
+        .filter(|k| k.contains("exposure_started"))
+        .count();
+    let ends = kinds
+        .iter()
+        .filter(|k| k.contains("exposure_ended"))
+        .count();
+    assert!(starts >= 1 && starts == ends, "{events}");
+    assert!(
+        starts <= 3,
+        "one exposure per face, not one per frame: {events}"
+    );
     let json = dir.path().join("report.json");
     let o = bin()
         .args(["audit", "--json"])

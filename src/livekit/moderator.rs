@@ -63,9 +63,11 @@ impl ActionRequest {
             "mute" => Action::Mute,
             "remove" => Action::Remove,
             "end_room" | "end" => Action::EndRoom,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "unknown action {other:?} (censor_whole, resume, mute, remove, end_room, notify)"
-            )),
+            ))
+            }
         })
     }
 }

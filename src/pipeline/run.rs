@@ -2,16 +2,19 @@
 //! (muxer, sidecar, summary) around the one stream engine.
 
 use super::service::DetectService;
+use super::sidecar::FrameRecord;
 use super::sidecar::{sidecar_path, SidecarHeader, SidecarWriter, Status};
 use super::stream::{StageTimes, StreamOptions, StreamPipeline};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::engine::{drive, Engine, EngineOptions, Output, Sink};
 use crate::error::{Error, PipelineError};
+use crate::moderation::{DebounceConfig, Event, FrameObservation, SessionModeration, Source};
 use crate::sink::{OutputInfo, VideoWriter};
 use crate::source::file::FileSource;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::SystemTime;
 use std::time::{Duration, Instant};
 
 /// Builds the shared detector service from the configuration: one ort
@@ -93,6 +96,7 @@ pub fn add_times(a: &mut StageTimes, b: &StageTimes) {
 struct FileSink<'a> {
     writer: VideoWriter,
     sidecar: SidecarWriter,
+    events: EventsFile,
     summary: Summary,
     expected: Option<u64>,
     progress: Progress<'a>,
@@ -121,6 +125,7 @@ impl Sink for FileSink<'_> {
         let mut times = out.times;
         times.encode += t0.elapsed().as_secs_f64();
         self.sidecar.write(&out.record)?;
+        self.events.frame(&out.record)?;
         let s = &mut self.summary;
         add_times(&mut s.stage_totals, &times);
         s.latencies_ms.push(out.record.latency_ms);
@@ -132,6 +137,67 @@ impl Sink for FileSink<'_> {
         }
         (self.progress)(s.frames, self.expected);
         Ok(())
+    }
+}
+
+/// Where `censor` writes the moderation events of `output`: beside its
+/// sidecar, `OUTPUT.events.jsonl`.
+pub fn events_path(output: &Path) -> PathBuf {
+    let mut p = output.as_os_str().to_owned();
+    p.push(".events.jsonl");
+    PathBuf::from(p)
+}
+
+/// The file job's moderation events (exposures, fail-closed spans, rules
+/// with `notify`), one JSON line each, as `serve` sends them.
+struct EventsFile {
+    path: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    session: SessionModeration,
+    ticks_per_s: f64,
+}
+
+impl EventsFile {
+    fn create(path: &Path, ticks_per_s: f64, cfg: &Config) -> Result<EventsFile, Error> {
+        let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+        let session =
+            SessionModeration::new(Source::default(), DebounceConfig::default(), cfg.rules()?);
+        let mut f = EventsFile {
+            path: path.to_path_buf(),
+            file: std::io::BufWriter::new(file),
+            session,
+            ticks_per_s: ticks_per_s.max(1.0),
+        };
+        let started = f.session.started(SystemTime::now());
+        f.write(&[started])?;
+        Ok(f)
+    }
+
+    fn frame(&mut self, record: &FrameRecord) -> Result<(), Error> {
+        let obs = FrameObservation::from_record(record, self.ticks_per_s);
+        let step = self
+            .session
+            .on_frame(&obs, Instant::now(), SystemTime::now());
+        self.write(&step.events)
+    }
+
+    fn write(&mut self, events: &[Event]) -> Result<(), Error> {
+        use std::io::Write;
+        for e in events {
+            writeln!(self.file, "{}", e.to_json()).map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<(), Error> {
+        use std::io::Write;
+        let last = self.session.finish(SystemTime::now());
+        self.write(&last)?;
+        self.file.flush().map_err(|e| Error::io(&self.path, e))?;
+        self.file
+            .get_ref()
+            .sync_all()
+            .map_err(|e| Error::io(&self.path, e))
     }
 }
 
@@ -194,6 +260,7 @@ pub fn censor_file(
     let mut sink = FileSink {
         writer,
         sidecar,
+        events: EventsFile::create(&events_path(output), info.timescale as f64, cfg)?,
         summary: Summary {
             sidecar: side,
             ..Summary::default()
@@ -206,9 +273,11 @@ pub fn censor_file(
     let FileSink {
         writer,
         sidecar,
+        events,
         mut summary,
         ..
     } = sink;
+    events.finish()?;
     summary.wall = start.elapsed().as_secs_f64();
     summary.encoder = engine.encoder_description();
     writer.finish()?;
