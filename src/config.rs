@@ -405,6 +405,17 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rules_in_the_config_are_validated_by_key() {
+        let ok = "[[rules]]\nname = \"f\"\nclasses = [\"FACE_MALE\"]\nhits = 3\nwindow_s = 2\nactions = [\"notify\"]\n";
+        let c: Config = toml::from_str(ok).unwrap();
+        assert_eq!(c.rules().unwrap().len(), 1);
+        let bad = ok.replace("window_s = 2", "window_s = 0");
+        let c: Config = toml::from_str(&bad).unwrap();
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("rules[0].window_s"), "{e}");
+    }
     use std::collections::HashMap;
 
     fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
