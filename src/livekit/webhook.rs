@@ -298,6 +298,30 @@ impl Server {
                 session_metrics(&mut m, room, &s.stats);
             }
         }
+        if let Some(hub) = self.lk.moderation.as_ref().map(|c| &c.hub) {
+            for (sink, c) in hub.counters() {
+                let labels = [("sink", sink.as_str())];
+                for (name, help, v) in [
+                    (
+                        "livecensor_events_delivered",
+                        "Moderation events written or accepted, per sink",
+                        &c.delivered,
+                    ),
+                    (
+                        "livecensor_events_dropped",
+                        "Moderation events dropped (queue full, or left at shutdown), per sink",
+                        &c.dropped,
+                    ),
+                    (
+                        "livecensor_events_failed",
+                        "Moderation events given up on (write error, webhook failing after 5 minutes of retries), per sink",
+                        &c.failed,
+                    ),
+                ] {
+                    m.counter(name, help, &labels, v.load(Relaxed));
+                }
+            }
+        }
         m.append(self.svc.metrics());
         m.render()
     }
@@ -417,6 +441,11 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
             "livecensor_encoder_fallbacks",
             "Sessions that left NVENC for openh264 for good after errors",
             &s.encoder_fallbacks,
+        ),
+        (
+            "livecensor_exposures",
+            "Exposures started (moderation events)",
+            &s.exposures,
         ),
         (
             "livecensor_keyframe_requests",
