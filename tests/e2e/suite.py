@@ -546,7 +546,36 @@ def sc_moderation(s):
     return ok, r
 
 
-ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation"]
+def sc_page(s):
+    """The moderator page in headless Chromium: log in (a wrong token shows
+    the login again), see the session, a preview that changes and events
+    arriving, press "Censor whole": the viewer's frames turn censored whole."""
+    if not (os.path.exists("/usr/bin/chromium") and os.path.exists("/usr/bin/chromedriver")):
+        # CI installs them (.ci/run) and sets E2E_REQUIRE_BROWSER=1.
+        if os.environ.get("E2E_REQUIRE_BROWSER") == "1":
+            return False, {"error": "chromium and chromium-driver are not installed"}
+        print("e2e page: SKIPPED (apt-get install chromium chromium-driver to run it)", flush=True)
+        return True, {"skipped": "no /usr/bin/chromium or /usr/bin/chromedriver"}
+    import browser
+
+    token = "e2e-page-token"
+    s.serve("--moderator-token", token)
+    room = "e2e-page"
+    v, b, j = s.clients(room, seconds=LIVE * 2, viewer_args=("--max-whole", "1.0"))
+    time.sleep(2.0)
+    shot = os.path.join(OUT, s.scenario, "moderator-page.png")
+    seen = browser.check_page(f"http://{LISTEN}", token, room, shot)
+    print(f"e2e page: screenshot {shot}", flush=True)
+    r = s.finish_clients(v, b, j, 2 * LIVE + 40)
+    r["page"] = seen
+    ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0
+          and all(seen.get(k) for k in ("wrong_token_shows_login", "app_shown", "session_shown",
+                                         "preview_changes", "events_arrive", "censor_whole_shown"))
+          and r.get("censored_whole", 0) >= 30)
+    return ok, r
+
+
+ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page"]
 
 
 def main():
