@@ -530,6 +530,7 @@ def sc_moderation(s):
         "exposure_event_latency_s": round(first["exposure_started"]["at"] - float(published.group(1)), 3)
         if "exposure_started" in first and published else None,
         "actions_taken": [(e.get("action"), e.get("by"), e.get("ok")) for e in taken],
+        "frames_sent": int(LIVE * FPS),
         "events_file_lines": sum(1 for _ in open(os.path.join(d, "events.jsonl")))
         if os.path.exists(os.path.join(d, "events.jsonl")) else 0,
     })
@@ -542,6 +543,8 @@ def sc_moderation(s):
           and routes["page"] == 200 and routes["preview_is_jpeg"] and routes["session_listed"]
           and routes["remove"] == 202
           and "censor_whole" in actions and "remove" in actions and actions["remove"][2] is True
+          # Removed half-way, the broadcaster's stream ends for the viewer.
+          and r.get("frames", 0) < 0.8 * LIVE * FPS
           and r["events_file_lines"] >= len(got))
     return ok, r
 
