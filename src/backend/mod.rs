@@ -115,14 +115,6 @@ impl Backend {
         matches!(self, Backend::Cuda(_))
     }
 
-    /// For logs and reports.
-    pub fn describe(&self) -> String {
-        match self {
-            Backend::Cpu => "CPU".into(),
-            Backend::Cuda(ctx) => format!("GPU {} ({})", ctx.device().name, ctx.kernel_origin()),
-        }
-    }
-
     /// A stream's lane on this backend.
     pub fn lane(&self) -> Result<Lane, Error> {
         match self {

@@ -23,6 +23,9 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[cfg(test)]
+pub(crate) mod test_util;
+
 /// How a stream runs.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
@@ -578,44 +581,11 @@ mod tests {
     use super::*;
     use crate::codec::test_util::pattern;
     use crate::codec::{Decoder as H264Decoder, Encoder, EncoderConfig};
-    use crate::detect::{DetectBackend, Letterbox};
-    use crate::error::DetectError;
-    use crate::frame::Detection;
-    use crate::pipeline::batcher::BatcherConfig;
-    use crate::pipeline::scheduler::SchedulerConfig;
-    use crate::pipeline::{DetectService, Status, StreamOptions};
-    use crate::policy::Policy;
-
-    /// A detector that finds nothing: every intact frame is verified.
-    struct Nothing;
-
-    impl DetectBackend for Nothing {
-        fn input_size(&self) -> usize {
-            32
-        }
-        fn detect(
-            &mut self,
-            _: &[f32],
-            batch: usize,
-            _: &[Letterbox],
-        ) -> Result<Vec<Vec<Detection>>, DetectError> {
-            Ok(vec![Vec::new(); batch])
-        }
-    }
+    use crate::pipeline::Status;
+    use test_util::engine_finding_nothing;
 
     fn engine(encode: bool) -> Engine {
-        let svc = Arc::new(
-            DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default()).unwrap(),
-        );
-        let opts = StreamOptions {
-            policy: Policy::default(),
-            scheduler: SchedulerConfig::default(),
-            tracker: None,
-            resize: Default::default(),
-            zoom: Default::default(),
-        };
-        Engine::new(
-            StreamPipeline::new(0, svc, opts),
+        engine_finding_nothing(
             &Backend::Cpu,
             EngineOptions {
                 fps: 30.0,
@@ -624,7 +594,6 @@ mod tests {
                 snapshot_every: None,
             },
         )
-        .unwrap()
     }
 
     /// Feeds `inputs` and collects every output, as `drive` does.

@@ -16,7 +16,6 @@ use crate::codec::is_keyframe;
 use crate::engine::{Engine, Feed, Input, Output, Sink, Source};
 use crate::error::Error;
 use crate::moderation::Action;
-use crate::pipeline::stream::CensorWhole;
 use crate::pipeline::Status;
 use std::cell::Cell;
 use std::cell::RefCell;
@@ -52,8 +51,6 @@ pub enum MediaIn {
     ForceKeyframe,
     /// The remote track went away: decoder state is stale.
     Reset,
-    /// Moderation: censor the whole output, or resume.
-    CensorWhole(CensorWhole),
     /// The broadcaster whose track is subscribed (moderation names them).
     Publisher { identity: String, track_sid: String },
     /// A moderator's action from the page.
@@ -74,7 +71,6 @@ pub fn input_of(
 ) -> Option<Input> {
     Some(match m {
         MediaIn::ForceKeyframe => Input::ForceKeyframe,
-        MediaIn::CensorWhole(w) => Input::CensorWhole(w),
         MediaIn::Reset => {
             restarted.set(true);
             Input::Reset
@@ -324,32 +320,12 @@ mod tests {
     use crate::backend::Backend;
     use crate::codec::test_util::pattern;
     use crate::codec::{Decoder, Encoder, EncoderConfig};
-    use crate::detect::{DetectBackend, Letterbox};
+    use crate::engine::test_util::engine_finding_nothing;
     use crate::engine::EngineOptions;
-    use crate::error::DetectError;
-    use crate::frame::{Detection, Frame};
-    use crate::pipeline::batcher::BatcherConfig;
-    use crate::pipeline::scheduler::SchedulerConfig;
-    use crate::pipeline::{DetectService, StreamOptions, StreamPipeline};
-    use crate::policy::Policy;
+    use crate::frame::Frame;
+    use crate::livekit::moderate::ModerationCtx;
+    use crate::moderation::Moderation;
     use std::sync::atomic::AtomicU64;
-
-    /// A detector that finds nothing: every intact frame is verified.
-    struct Nothing;
-
-    impl DetectBackend for Nothing {
-        fn input_size(&self) -> usize {
-            32
-        }
-        fn detect(
-            &mut self,
-            _: &[f32],
-            batch: usize,
-            _: &[Letterbox],
-        ) -> Result<Vec<Vec<Detection>>, DetectError> {
-            Ok(vec![Vec::new(); batch])
-        }
-    }
 
     struct Harness {
         engine: Engine,
@@ -360,20 +336,9 @@ mod tests {
     }
 
     fn harness_on(backend: &Backend) -> Harness {
-        let svc = Arc::new(
-            DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default()).unwrap(),
-        );
-        let opts = StreamOptions {
-            policy: Policy::default(),
-            scheduler: SchedulerConfig::default(),
-            tracker: None,
-            resize: Default::default(),
-            zoom: Default::default(),
-        };
         let (pub_tx, to_pub) = mpsc::unbounded_channel();
         let (sub_tx, to_sub) = mpsc::unbounded_channel();
-        let engine = Engine::new(
-            StreamPipeline::new(1, svc, opts),
+        let engine = engine_finding_nothing(
             backend,
             EngineOptions {
                 fps: 30.0,
@@ -381,9 +346,9 @@ mod tests {
                 max_in_flight: Some(MAX_IN_FLIGHT),
                 snapshot_every: Some(Duration::ZERO),
             },
-        )
-        .unwrap();
+        );
         let restarted = Rc::new(Cell::new(false));
+        let moderation: SharedModeration = Rc::default();
         // The harness feeds the engine itself; the source only asks for
         // key frames.
         let (_, rx) = std_mpsc::channel();
@@ -392,13 +357,13 @@ mod tests {
             stop: Box::leak(Box::new(AtomicBool::new(false))),
             to_sub: sub_tx,
             restarted: restarted.clone(),
-            moderation: Rc::default(),
+            moderation: moderation.clone(),
         };
         let sink = LiveSink::new(
             pub_tx,
             Arc::new(SessionStats::default()),
             restarted,
-            Rc::default(),
+            moderation,
         );
         Harness {
             engine,
@@ -414,6 +379,19 @@ mod tests {
     }
 
     impl Harness {
+        /// Moderation with no rules and no LiveKit calls, as `serve` runs it.
+        fn moderated(self, runtime: tokio::runtime::Handle) -> Self {
+            let ctx = ModerationCtx {
+                hub: Arc::new(Moderation::hub_only()),
+                rules: Vec::new(),
+                actions: None,
+                runtime,
+            };
+            *self.source.moderation.borrow_mut() =
+                Some(LiveModeration::new(ctx, "room", self.sink.stats.clone()));
+            self
+        }
+
         fn au(&mut self, data: &[u8], n: u64, contiguous: bool, arrived: Instant) {
             self.au_queued(data, n, contiguous, arrived, Instant::now());
         }
@@ -630,20 +608,27 @@ mod tests {
         let aus: Vec<Vec<u8>> = (0..4)
             .map(|i| enc.encode(&pattern(w, h, i), i == 0).unwrap())
             .collect();
-        let mut t = harness();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut t = harness().moderated(rt.handle().clone());
+        let moderate = |action| MediaIn::Moderate {
+            action,
+            label: "tester".into(),
+        };
         t.au(&aus[0], 0, true, Instant::now());
         t.settle();
         assert_eq!(t.stat(|s| &s.fail_closed), 0);
         let p = t.sink.stats.preview.get().expect("a preview");
         assert_eq!((p.width, p.height), (w, h));
-        t.take(MediaIn::CensorWhole(CensorWhole::UntilResumed));
+        t.take(moderate(Action::CensorWhole { duration_s: None }));
         t.au(&aus[1], 1, true, Instant::now());
         t.au(&aus[2], 2, true, Instant::now());
         t.settle();
         assert_eq!(t.stat(|s| &s.fail_closed), 2);
         let p = t.sink.stats.preview.get().expect("a preview");
         assert_eq!(p.masks.len(), 1, "the whole-frame mask is drawn");
-        t.take(MediaIn::CensorWhole(CensorWhole::Off));
+        t.take(moderate(Action::Resume));
         t.au(&aus[3], 3, true, Instant::now());
         t.settle();
         assert_eq!(t.stat(|s| &s.fail_closed), 2);

@@ -192,10 +192,6 @@ impl StreamPipeline {
         self.whole = whole;
     }
 
-    pub fn censor_whole(&self) -> CensorWhole {
-        self.whole
-    }
-
     /// The lane, for the encoder that follows and the decoder's reuse of
     /// device frames that have left.
     pub fn lane_mut(&mut self) -> &mut Lane {
