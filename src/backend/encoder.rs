@@ -160,14 +160,7 @@ impl EncoderSlot {
                         if let Ok(f) = frame {
                             lane.spend(Picture::Device(f));
                         }
-                        if enc.is_nvenc() {
-                            self.health.succeeded();
-                        } else {
-                            // NVENC broke on this frame and the encoder
-                            // re-encoded it with openh264 and switched.
-                            self.gave_up("NVENC unusable");
-                            lane.set_keep_on_device(false);
-                        }
+                        self.health.succeeded();
                         Ok(au)
                     }
                     Err(e) => {
@@ -183,15 +176,6 @@ impl EncoderSlot {
                     }
                 }
             }
-        }
-    }
-
-    /// The encoder left NVENC by itself: the stream stays on openh264.
-    fn gave_up(&mut self, why: &str) {
-        self.nvenc_errors += 1;
-        if self.health.failed(true) {
-            self.fallbacks += 1;
-            tracing::warn!("{why}; this stream encodes with openh264 from now on");
         }
     }
 

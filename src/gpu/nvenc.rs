@@ -87,38 +87,17 @@ impl GpuEncoder {
         frame: &DeviceFrame,
         force_keyframe: bool,
     ) -> Result<Vec<u8>> {
-        let failed = match self {
+        match self {
             GpuEncoder::Nvenc(e) => {
                 stream.synchronize()?;
                 frame.wait_idle()?;
-                match e.encode(frame, force_keyframe) {
-                    Err(err) if is_nvenc_broken(&err) => err,
-                    done => return done,
-                }
+                e.encode(frame, force_keyframe)
             }
             GpuEncoder::Cpu(e) => {
                 let host = stream.download(frame)?;
-                return Ok(e.encode(&host, force_keyframe)?);
+                Ok(e.encode(&host, force_keyframe)?)
             }
-        };
-        // NVENC is broken for good: the rest of the stream, this frame
-        // included, goes through openh264 (its first frame is an IDR with
-        // SPS/PPS, so the bitstream stays decodable).
-        self.fall_back_to_cpu(&failed.to_string())?;
-        self.encode(stream, frame, true)
-    }
-
-    /// Replaces NVENC with the CPU encoder for the rest of the stream (done
-    /// by [`Self::encode`] itself when NVENC breaks; [`Self::is_nvenc`]
-    /// then reads false and the caller may stop keeping frames on the
-    /// device).
-    pub fn fall_back_to_cpu(&mut self, why: &str) -> Result<()> {
-        if let GpuEncoder::Nvenc(e) = self {
-            tracing::warn!("{why}; encoding on the CPU (openh264) from now on");
-            let cpu = Encoder::new(*e.config())?;
-            *self = GpuEncoder::Cpu(Box::new(cpu));
         }
-        Ok(())
     }
 }
 
