@@ -111,7 +111,25 @@ pub async fn perform(actions: &dyn RoomActions, req: &ActionRequest) -> Event {
     req.taken(SystemTime::now(), result)
 }
 
+/// A room call whose client panics (livekit-api's `mute_published_track`
+/// unwraps the response's track) fails like any other call instead of
+/// losing its `action_taken` event with the task.
 async fn call(actions: &dyn RoomActions, req: &ActionRequest) -> Result<(), ModerationError> {
+    use futures_util::FutureExt;
+    match std::panic::AssertUnwindSafe(room_call(actions, req))
+        .catch_unwind()
+        .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(ModerationError::Action {
+            action: req.action.name(),
+            room: req.source.room.clone().unwrap_or_default(),
+            reason: "the LiveKit client panicked on the server's answer".into(),
+        }),
+    }
+}
+
+async fn room_call(actions: &dyn RoomActions, req: &ActionRequest) -> Result<(), ModerationError> {
     let name = req.action.name();
     let missing = |what: &str| ModerationError::Action {
         action: name,
@@ -261,10 +279,10 @@ mod tests {
                     }
                     other => format!("unexpected {other}"),
                 };
+                // A room named "notrack" gets an answer without the track.
+                let track = (!what.contains("notrack")).then(proto::TrackInfo::default);
                 s.lock().unwrap().push(format!("{path} auth={auth} {what}"));
-                let reply = proto::MuteRoomTrackResponse {
-                    track: Some(proto::TrackInfo::default()),
-                };
+                let reply = proto::MuteRoomTrackResponse { track };
                 (
                     [("content-type", "application/protobuf")],
                     reply.encode_to_vec(),
@@ -292,5 +310,16 @@ mod tests {
             ]
         );
         assert!(LiveKitRoomActions::new(&url, "", "").is_err());
+        // The client unwraps a missing track: a failed action, not a lost one.
+        let ev = perform(
+            &lk,
+            &req(Action::Mute, Source::live("notrack", "alice", "TR_v")),
+        )
+        .await;
+        let EventBody::ActionTaken { ok, error, .. } = &ev.body else {
+            panic!("{ev:?}")
+        };
+        assert!(!ok);
+        assert!(error.as_deref().unwrap().contains("panicked"), "{error:?}");
     }
 }

@@ -81,6 +81,11 @@ pub enum EventBody {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
     },
+    /// A `censor_whole` ended: its duration ran out (`by` "expired") or a
+    /// moderator resumed the stream (`moderator:LABEL`).
+    CensorWholeEnded {
+        by: String,
+    },
 }
 
 /// One exposure: a region of a censored class, from its first frame to its
@@ -118,6 +123,7 @@ impl EventBody {
             EventBody::FailClosedEnded { .. } => "fail_closed_ended",
             EventBody::RuleTriggered { .. } => "rule_triggered",
             EventBody::ActionTaken { .. } => "action_taken",
+            EventBody::CensorWholeEnded { .. } => "censor_whole_ended",
         }
     }
 }

@@ -60,6 +60,10 @@ pub struct RuleConfig {
     /// No new trigger until this long after the last one.
     #[serde(default)]
     pub cooldown_s: f64,
+    /// A trigger this long after the previous one starts the escalation
+    /// again at the first action (default 600: strikes expire).
+    #[serde(default)]
+    pub reset_s: Option<f64>,
     /// Escalation order: the first trigger runs the first action.
     pub actions: Vec<ActionSpec>,
 }
@@ -128,8 +132,14 @@ pub struct Rule {
     pub hits: u32,
     pub window: Duration,
     pub cooldown: Duration,
+    /// Escalation returns to the first action after this long without a
+    /// trigger.
+    pub reset: Duration,
     pub actions: Vec<Action>,
 }
+
+/// Strikes expire after ten minutes unless a rule says otherwise.
+pub const DEFAULT_RESET_S: f64 = 600.0;
 
 const RULE_ACTIONS: &str = "notify, censor_whole, mute, remove, end_room";
 
@@ -188,6 +198,21 @@ pub fn validate_rules(cfgs: &[RuleConfig]) -> Result<Vec<Rule>, ConfigError> {
                 "must be 0..=86400",
             ));
         }
+        let reset_s = c.reset_s.unwrap_or(DEFAULT_RESET_S.max(c.cooldown_s));
+        if !(reset_s.is_finite() && reset_s > 0.0 && reset_s <= 86_400.0) {
+            return Err(bad(
+                "reset_s",
+                reset_s.to_string(),
+                "must be more than 0 and at most 86400",
+            ));
+        }
+        if reset_s < c.cooldown_s {
+            return Err(bad(
+                "reset_s",
+                reset_s.to_string(),
+                "must not be less than cooldown_s (a reset before the cooldown ends never escalates)",
+            ));
+        }
         if c.actions.is_empty() {
             return Err(bad("actions", "[]".into(), "must list at least one action"));
         }
@@ -206,6 +231,7 @@ pub fn validate_rules(cfgs: &[RuleConfig]) -> Result<Vec<Rule>, ConfigError> {
             hits: c.hits,
             window: Duration::from_secs_f64(c.window_s),
             cooldown: Duration::from_secs_f64(c.cooldown_s),
+            reset: Duration::from_secs_f64(reset_s),
             actions,
         });
     }
@@ -378,6 +404,12 @@ impl RuleState {
         {
             return None;
         }
+        if self
+            .last_trigger
+            .is_some_and(|t| now.saturating_duration_since(t) >= self.rule.reset)
+        {
+            self.level = 0;
+        }
         let level = self.level.min(self.rule.actions.len().saturating_sub(1));
         let action = *self.rule.actions.get(level)?;
         self.level = level + 1;
@@ -527,6 +559,57 @@ actions = ["notify", { action = "censor_whole", duration_s = 30 }, "remove"]
                 (41.0, "remove", 2),
             ]
         );
+    }
+
+    #[test]
+    fn escalation_starts_again_after_a_quiet_reset_period() {
+        let mut e = RuleEngine::new(
+            RulesFile::parse(&RULES.replace("cooldown_s = 10", "cooldown_s = 10\nreset_s = 60"))
+                .unwrap(),
+        );
+        // Two strikes escalate; after 60 s without a trigger the next one
+        // is a first strike again; 59 s is not enough.
+        let mut times: Vec<f64> = vec![0.0, 0.5, 1.0, 11.0, 11.5, 12.0];
+        times.extend([72.0, 72.5, 73.0, 83.0, 83.5, 84.0]);
+        times.extend([142.0, 142.5, 143.0]);
+        assert_eq!(
+            drive(&mut e, &times),
+            [
+                (1.0, "notify", 0),
+                (12.0, "censor_whole", 1),
+                (73.0, "notify", 0),
+                (84.0, "censor_whole", 1),
+                (143.0, "remove", 2),
+            ]
+        );
+        // The default reset is ten minutes.
+        let r = &RulesFile::parse(RULES).unwrap()[0];
+        assert_eq!(r.reset, Duration::from_secs(600));
+        let mut e = engine();
+        let late = [0.0, 0.5, 1.0, 599.0, 599.5, 600.0, 1300.0, 1300.5, 1301.0];
+        assert_eq!(
+            drive(&mut e, &late),
+            [
+                (1.0, "notify", 0),
+                (600.0, "censor_whole", 1),
+                (1301.0, "notify", 0)
+            ]
+        );
+    }
+
+    #[test]
+    fn a_reset_shorter_than_the_cooldown_is_refused() {
+        let e = RulesFile::parse(&RULES.replace("cooldown_s = 10", "cooldown_s = 10\nreset_s = 5"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("rules[0].reset_s") && e.contains("cooldown"),
+            "{e}"
+        );
+        let e = RulesFile::parse(&RULES.replace("cooldown_s = 10", "cooldown_s = 10\nreset_s = 0"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("rules[0].reset_s"), "{e}");
     }
 
     #[test]

@@ -86,6 +86,17 @@ impl SessionModeration {
             events: self.tracker.observe(f, wall),
             requests: Vec::new(),
         };
+        if matches!(self.censor_whole, CensorWhole::Until(t) if now >= t) {
+            self.censor_whole = CensorWhole::Off;
+            step.events.push(Event::new(
+                EventBody::CensorWholeEnded {
+                    by: "expired".into(),
+                },
+                &self.source,
+                wall,
+                Some(f.pts_s),
+            ));
+        }
         for t in self.rules.observe(f, now) {
             step.events.push(t.event(&self.source, wall, Some(f.pts_s)));
             self.apply(t.action, t.by(), now, wall, Some(f.pts_s), &mut step);
@@ -169,7 +180,20 @@ impl SessionModeration {
             Action::CensorWhole { duration_s: None } => {
                 self.censor_whole = CensorWhole::UntilResumed;
             }
-            Action::Resume => self.censor_whole = CensorWhole::Off,
+            Action::Resume => {
+                let was = std::mem::replace(&mut self.censor_whole, CensorWhole::Off);
+                step.events
+                    .push(action_taken(&action, &by, &self.source, wall, pts, Ok(())));
+                if was.active(now) {
+                    step.events.push(Event::new(
+                        EventBody::CensorWholeEnded { by },
+                        &self.source,
+                        wall,
+                        pts,
+                    ));
+                }
+                return;
+            }
             _ => {}
         }
         step.events
@@ -271,6 +295,7 @@ actions = [{ action = "censor_whole", duration_s = 3 }, "mute"]
                 ("exposure_started", 0),
                 ("rule_triggered", 0),
                 ("action_taken", 0),
+                ("censor_whole_ended", 0),
                 ("rule_triggered", 0),
                 ("mute", 1),
                 ("exposure_ended", 0),
@@ -278,11 +303,11 @@ actions = [{ action = "censor_whole", duration_s = 3 }, "mute"]
         );
         // 30 hits at 0..=1.16 s; the next trigger 5 s later.
         assert!((log[1].0 - 1.16).abs() < 1e-9);
-        assert!((log[3].0 - 6.16).abs() < 1e-9);
-        let at = |ms: u64| t0 + Duration::from_millis(ms);
-        assert!(s.censor_whole(at(1160)));
-        assert!(s.censor_whole(at(4159)));
-        assert!(!s.censor_whole(at(4160)));
+        // The 3 s censor ends by itself, once, with an event.
+        assert!((log[3].0 - 4.16).abs() < 1e-9);
+        assert!((log[4].0 - 6.16).abs() < 1e-9);
+        assert_eq!(s.censor_whole_state(), CensorWhole::Off);
+        assert!(!s.censor_whole(t0 + Duration::from_millis(1160)));
         let end = s.finish(SystemTime::UNIX_EPOCH);
         assert_eq!(end.last().map(Event::kind), Some("session_ended"));
     }
@@ -314,8 +339,17 @@ actions = [{ action = "censor_whole", duration_s = 3 }, "mute"]
             &mut Step::default(),
         );
         assert_eq!(s.censor_whole_state(), CensorWhole::UntilResumed);
-        s.moderator_action(Action::Resume, "ops", t0, SystemTime::UNIX_EPOCH);
+        let step = s.moderator_action(Action::Resume, "ops", t0, SystemTime::UNIX_EPOCH);
         assert!(!s.censor_whole(t0));
+        let kinds: Vec<_> = step.events.iter().map(Event::kind).collect();
+        assert_eq!(kinds, ["action_taken", "censor_whole_ended"]);
+        let EventBody::CensorWholeEnded { by } = &step.events[1].body else {
+            panic!("{:?}", step.events)
+        };
+        assert_eq!(by, "moderator:ops");
+        // Resuming a stream that is not censored whole ends nothing.
+        let step = s.moderator_action(Action::Resume, "ops", t0, SystemTime::UNIX_EPOCH);
+        assert_eq!(step.events.len(), 1);
         let step = s.moderator_action(Action::Remove, "ops", t0, SystemTime::UNIX_EPOCH);
         assert!(step.events.is_empty());
         let ev = step.requests[0].taken(SystemTime::UNIX_EPOCH, Err("gone".into()));
