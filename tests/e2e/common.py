@@ -37,6 +37,12 @@ FLASH_PERIOD = 2.0
 FLASH_ON = 0.1
 BURST_HZ = 1000.0
 
+# E2E_FACE_SPELLS="ON,OFF": the sprite (and so the face) shows for ON
+# seconds, then is gone for OFF seconds, repeating from frame 0 (each spell
+# is one exposure). Broadcaster and viewer read the same variable.
+_SPELLS = os.environ.get("E2E_FACE_SPELLS", "")
+SPELLS = tuple(float(v) for v in _SPELLS.split(",")) if _SPELLS else None
+
 
 def block_size(h):
     return max(4, round(BLOCK * h / 720))
@@ -60,6 +66,13 @@ class Scene:
             (FACE[2] - CROP[0]) * sx,
             (FACE[3] - CROP[1]) * sy,
         )
+
+    def face_on(self, k):
+        """Whether frame k shows the sprite (always, without E2E_FACE_SPELLS)."""
+        if not SPELLS:
+            return True
+        on, off = SPELLS
+        return (k / self.fps) % (on + off) < on
 
     def sprite_pos(self, k):
         """Top-left of the sprite for counter k: a horizontal sine sweep
@@ -85,14 +98,15 @@ class Scene:
         sx, sy = self.sprite_pos(k)
         ix0, iy0 = max(x0, sx), max(y0, sy)
         ix1, iy1 = min(x1, sx + self.sw), min(y1, sy + self.sh)
-        if ix0 < ix1 and iy0 < iy1:
+        if ix0 < ix1 and iy0 < iy1 and self.face_on(k):
             img[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.sprite[iy0 - sy : iy1 - sy, ix0 - sx : ix1 - sx]
         return img
 
     def render(self, k):
         img = self.bg.copy()
         x, y = self.sprite_pos(k)
-        img[y : y + self.sh, x : x + self.sw] = self.sprite
+        if self.face_on(k):
+            img[y : y + self.sh, x : x + self.sw] = self.sprite
         write_counter(img, k)
         x0, y0, x1, y1 = flash_box(self.w, self.h)
         img[y0:y1, x0:x1, :3] = 255 if flash_on(k, self.fps) else 0

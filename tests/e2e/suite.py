@@ -22,6 +22,11 @@ Scenarios (all by default, in this order; name some to run only those):
   faults      RTP packets dropped and corrupted on livecensor's input: key
               frames requested, frames censored whole until they come
   resize      the broadcaster changes resolution mid-stream
+  moderation  events to a signed webhook, a censor_whole rule, the moderator
+              routes and a moderator's remove
+  actions     a rule escalates notify -> mute (muted in the raw room, the
+              viewer's stream stops); a moderator's end_room deletes both rooms
+  page        the moderator page in headless Chromium
 
 Exit status 0 when every scenario passes. Figures go to OUT/summary.json;
 the frames a viewer flags (leaked, unchecked, near misses) to
@@ -32,7 +37,9 @@ livecensor together fill this 2-core machine, so the 720p figures are
 measured by hand with E2E_WIDTH=1280 E2E_HEIGHT=720 tests/e2e/run.sh
 instrument basic), E2E_SMALL (kick, faults, resize; default 640x360),
 E2E_SECONDS (default 10), E2E_SERVE_ARGS (extra `serve` flags),
-LIVECENSOR_BIN, E2E_OUT (default out/e2e).
+LIVECENSOR_BIN, E2E_OUT (default out/e2e), E2E_LK_PORT (default 7880: the
+RTC ports are the next two) and E2E_LISTEN (default 127.0.0.1:7890), to run
+two suites side by side.
 """
 
 import argparse
@@ -53,13 +60,17 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
+# Ports, so that two suites can run side by side: livekit-server on
+# E2E_LK_PORT (RTC TCP +1, UDP +2), `serve` on E2E_LISTEN.
+LK_PORT = int(os.environ.get("E2E_LK_PORT", 7880))
+os.environ.setdefault("LIVEKIT_URL", f"ws://127.0.0.1:{LK_PORT}")
 
 import common  # noqa: E402
 import tokens  # noqa: E402
 from livekit import api, rtc  # noqa: E402
 
 PY = sys.executable
-LISTEN = "127.0.0.1:7890"
+LISTEN = os.environ.get("E2E_LISTEN", "127.0.0.1:7890")
 W = int(os.environ.get("E2E_WIDTH", 640))
 H = int(os.environ.get("E2E_HEIGHT", 360))
 FPS = float(os.environ.get("E2E_FPS", 30))
@@ -439,6 +450,51 @@ def sc_resize(s):
     return ok, r
 
 
+class Receiver:
+    """A webhook receiver for livecensor's events: checks each POST's
+    X-Livecensor-Signature and records (arrival time, valid, event)."""
+
+    def __init__(self, secret):
+        import hmac
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        got = self.got = []
+
+        class Hook(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                sig = self.headers.get("X-Livecensor-Signature", "")
+                parts = dict(p.split("=", 1) for p in sig.split(",") if "=" in p)
+                want = hmac.new(secret.encode(), f"{parts.get('t', '')}.".encode() + body,
+                                hashlib.sha256).hexdigest()
+                ok = hmac.compare_digest(want, parts.get("v1", ""))
+                got.append({"at": time.time(), "valid": ok, "event": json.loads(body)})
+                self.send_response(200 if ok else 401)
+                self.end_headers()
+
+            def log_message(self, *a):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def kinds(self):
+        return [g["event"].get("kind") for g in self.got]
+
+    def taken(self):
+        return [(g["event"].get("action"), g["event"].get("by"), g["event"].get("ok"))
+                for g in self.got if g["event"].get("kind") == "action_taken"]
+
+    def stop(self):
+        self.server.shutdown()
+
+
+def lk_api():
+    return api.LiveKitAPI(tokens.URL.replace("ws", "http", 1), tokens.KEY, tokens.SECRET)
+
+
 def sc_moderation(s):
     """Events out, a rule that acts, the moderator's routes: a broadcaster
     shows a face; a signed webhook receiver gets exposure_started, then the
@@ -446,31 +502,10 @@ def sc_moderation(s):
     frames turn censored whole; the moderator routes refuse a missing or
     wrong token and serve the censored preview; a moderator's `remove`
     takes the broadcaster out of the raw room."""
-    import hmac
-    import threading
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-
     secret = "e2e-events-secret"
     token = "e2e-moderator-token"
-    got = []
-
-    class Hook(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            sig = self.headers.get("X-Livecensor-Signature", "")
-            parts = dict(p.split("=", 1) for p in sig.split(",") if "=" in p)
-            want = hmac.new(secret.encode(), f"{parts.get('t', '')}.".encode() + body,
-                            hashlib.sha256).hexdigest()
-            ok = hmac.compare_digest(want, parts.get("v1", ""))
-            got.append({"at": time.time(), "valid": ok, "event": json.loads(body)})
-            self.send_response(200 if ok else 401)
-            self.end_headers()
-
-        def log_message(self, *a):
-            pass
-
-    hook = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
-    threading.Thread(target=hook.serve_forever, daemon=True).start()
+    hook = Receiver(secret)
+    got = hook.got
     d = os.path.join(OUT, s.scenario)
     os.makedirs(d, exist_ok=True)
     cfg = os.path.join(d, "rules.toml")
@@ -481,8 +516,7 @@ def sc_moderation(s):
     os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
     try:
         s.serve("-c", cfg, "--events", os.path.join(d, "events.jsonl"),
-                "--events-webhook", f"http://127.0.0.1:{hook.server_address[1]}/hook",
-                "--moderator-token", token)
+                "--events-webhook", hook.url, "--moderator-token", token)
     finally:
         del os.environ["LIVECENSOR_EVENTS_SECRET"]
     room = "e2e-mod"
@@ -514,7 +548,7 @@ def sc_moderation(s):
     r = s.finish_clients(v, b, j, LIVE + 40)
     published = re.search(r"broadcaster: published (\d+\.\d+)", b.text())
     time.sleep(2.0)
-    hook.shutdown()
+    hook.stop()
     kinds = [g["event"].get("kind") for g in got]
     first = {}
     for g in got:
@@ -549,6 +583,88 @@ def sc_moderation(s):
     return ok, r
 
 
+def sc_actions(s):
+    """The room calls against the real server: a rule escalates from
+    `notify` to `mute` (the broadcaster's video is muted in the raw room,
+    the viewer's stream stops), then a moderator's `end_room` deletes both
+    rooms; every action_taken is signed and ok."""
+    secret = "e2e-actions-secret"
+    token = "e2e-actions-token"
+    hook = Receiver(secret)
+    d = os.path.join(OUT, s.scenario)
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "rules.toml")
+    with open(cfg, "w") as fh:
+        fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
+                 'min_score = 0.2\nhits = 5\nwindow_s = 5\ncooldown_s = 2\n'
+                 'actions = ["notify", "mute"]\n')
+    os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
+    try:
+        s.serve("-c", cfg, "--events-webhook", hook.url, "--moderator-token", token)
+    finally:
+        del os.environ["LIVECENSOR_EVENTS_SECRET"]
+    room = "e2e-act"
+    v, b, j = s.clients(room, viewer_args=("--min-frames", "20"))
+    end = time.time() + 20
+    while time.time() < end and not any(a[0] == "mute" for a in hook.taken()):
+        time.sleep(0.2)
+    muted_at = time.time()
+
+    async def raw_tracks():
+        lk = lk_api()
+        try:
+            ps = await lk.room.list_participants(api.ListParticipantsRequest(room=room + "-raw"))
+            return [(p.identity, t.type, t.muted) for p in ps.participants for t in p.tracks]
+        finally:
+            await lk.aclose()
+
+    time.sleep(1.0)
+    tracks = asyncio.run(raw_tracks())
+    auth = {"Authorization": "Bearer " + token, "Content-Type": "application/json"}
+    end_code = http("POST", f"/rooms/{room}/actions",
+                    json.dumps({"action": "end_room", "label": "e2e"}).encode(), auth)[0]
+    end = time.time() + 10
+    while time.time() < end and not any(a[0] == "end_room" for a in hook.taken()):
+        time.sleep(0.2)
+
+    async def rooms():
+        lk = lk_api()
+        try:
+            rs = await lk.room.list_rooms(api.ListRoomsRequest())
+            return sorted(r.name for r in rs.rooms)
+        finally:
+            await lk.aclose()
+
+    time.sleep(1.0)
+    left = [r for r in asyncio.run(rooms()) if r in (room, room + "-raw")]
+    r = s.finish_clients(v, b, j, LIVE + 40)
+    m = re.search(r"broadcaster: published (\d+\.\d+)", b.text())
+    published = float(m.group(1)) if m else None
+    hook.stop()
+    taken = hook.taken()
+    triggers = [(g["event"].get("action"), g["event"].get("level")) for g in hook.got
+                if g["event"].get("kind") == "rule_triggered"]
+    r.update({
+        "actions_taken": taken,
+        "rule_triggers": triggers,
+        "all_signed": all(g["valid"] for g in hook.got),
+        "raw_room_tracks": tracks,
+        "mute_after_publish_s": round(muted_at - published, 2) if published else None,
+        "end_room_post": end_code,
+        "rooms_left": left,
+        "frames_sent": int(LIVE * FPS),
+    })
+    video_muted = any(t[1] == 1 and t[2] for t in tracks)  # TrackType VIDEO = 1
+    ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and r["all_signed"]
+          and triggers[:2] == [("notify", 0), ("mute", 1)]
+          and ("notify", "rule:faces", True) in taken and ("mute", "rule:faces", True) in taken
+          and ("end_room", "moderator:e2e", True) in taken and video_muted
+          and end_code == 202 and not left
+          # Muted a few seconds in, the viewer's stream stops.
+          and r.get("frames", 0) < 0.7 * LIVE * FPS)
+    return ok, r
+
+
 def sc_page(s):
     """The moderator page in headless Chromium: log in (a wrong token shows
     the login again), see the session, a preview that changes and events
@@ -578,7 +694,22 @@ def sc_page(s):
     return ok, r
 
 
-ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page"]
+ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "actions",
+         "page"]
+
+
+def lk_config():
+    """tests/e2e/livekit.yaml with this suite's ports (a copy in OUT)."""
+    with open(os.path.join(HERE, "livekit.yaml")) as fh:
+        text = fh.read()
+    text = (text.replace("port: 7880", f"port: {LK_PORT}")
+            .replace("tcp_port: 7881", f"tcp_port: {LK_PORT + 1}")
+            .replace("udp_port: 7882", f"udp_port: {LK_PORT + 2}")
+            .replace("127.0.0.1:7890", LISTEN))
+    path = os.path.join(OUT, "livekit.yaml")
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
 
 
 def main():
@@ -591,14 +722,13 @@ def main():
             sys.exit(f"unknown scenario {w!r}; known: {', '.join(ORDER)}")
     os.makedirs(OUT, exist_ok=True)
     s = Suite(binary())
-    lk = Proc("livekit-server", [os.path.join(ROOT, "bin/livekit-server"), "--config",
-                                 os.path.join(HERE, "livekit.yaml")])
+    lk = Proc("livekit-server", [os.path.join(ROOT, "bin/livekit-server"), "--config", lk_config()])
     results = {}
     try:
         up = False
         for _ in range(100):
             try:
-                urllib.request.urlopen("http://127.0.0.1:7880", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{LK_PORT}", timeout=1)
                 up = True
                 break
             except urllib.error.HTTPError:

@@ -156,6 +156,7 @@ class Checker:
         self.box_ratios = []
         self.closest = []
         self.frames = 0
+        self.faceless = 0  # frames without a face (E2E_FACE_SPELLS)
 
     def check(self, img):
         """One frame; returns (counter or None, the frame's ratio or None):
@@ -191,6 +192,10 @@ class Checker:
                 self.unchecked.append((n, round(whole_ratio, 3), size))
                 self.save("unchecked", img, f"{n}")
             return None, None
+        if not fc.scene.face_on(k):
+            # E2E_FACE_SPELLS: no face in this frame, nothing to leak.
+            self.faceless += 1
+            return k, None
         m = fc.measure(img, k)
         self.box_ratios.append(m["box"])
         if self.raw:
@@ -236,6 +241,7 @@ class Checker:
     def report(self):
         return {
             "censored_whole": self.censored_whole,
+            "faceless": self.faceless,
             "whole_share": round(self.censored_whole / self.frames, 3) if self.frames else 0.0,
             "whole_runs": runs(self.whole_at),
             "unchecked": len(self.unchecked),
