@@ -27,6 +27,9 @@ Scenarios (all by default, in this order; name some to run only those):
   actions     a rule escalates notify -> mute (muted in the raw room, the
               viewer's stream stops); a moderator's end_room deletes both rooms
   page        the moderator page in headless Chromium
+By hand only (name it): modlatency (event latency over many exposures, and
+the viewer's added latency with and without moderation), deadhook (ten
+minutes of events to a webhook that never answers: media, memory, drops).
 
 Exit status 0 when every scenario passes. Figures go to OUT/summary.json;
 the frames a viewer flags (leaked, unchecked, near misses) to
@@ -665,6 +668,200 @@ def sc_actions(s):
     return ok, r
 
 
+def sc_modlatency(s):
+    """By hand, not in CI (`suite.py modlatency`, E2E_MOD_SECONDS, default
+    60): the event latency over many exposures, and what moderation costs
+    the media. The face comes and goes (1.5 s in view, 2.5 s gone: one
+    exposure per spell). Run A: `serve` without moderation. Run B, same
+    broadcaster and viewer: events to a file and a signed webhook, a notify
+    rule, an SSE client on /events and a poller fetching the sessions and
+    the preview twice a second (what the open page does). Reported: per
+    exposure, the spell's first frame sent -> its exposure_started received
+    by the webhook and by SSE (p50/p95/max), and the viewer's added latency
+    (censored vs raw arrival) p50/p95 in A and B."""
+    import threading
+
+    secs = float(os.environ.get("E2E_MOD_SECONDS", 60))
+    on, off = 1.5, 2.5
+    os.environ["E2E_FACE_SPELLS"] = f"{on},{off}"
+    try:
+        s.serve()
+        va, ba, ja = s.clients("e2e-ml-a", seconds=secs, compare=True, tag="-a")
+        ra = s.finish_clients(va, ba, ja, secs + 60)
+        s.stop_all()
+
+        secret = "e2e-modlatency-secret"
+        token = "e2e-modlatency-token"
+        hook = Receiver(secret)
+        d = os.path.join(OUT, s.scenario)
+        cfg = os.path.join(d, "rules.toml")
+        with open(cfg, "w") as fh:
+            fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
+                     'min_score = 0.2\nhits = 10\nwindow_s = 5\ncooldown_s = 10\n'
+                     'actions = ["notify"]\n')
+        os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
+        try:
+            s.serve("-c", cfg, "--events", os.path.join(d, "events.jsonl"),
+                    "--events-webhook", hook.url, "--moderator-token", token)
+        finally:
+            del os.environ["LIVECENSOR_EVENTS_SECRET"]
+        auth = {"Authorization": "Bearer " + token}
+        stop = threading.Event()
+        sse = []
+        polls = {"sessions": 0, "previews": 0, "errors": 0}
+
+        def sse_reader():
+            req = urllib.request.Request(f"http://{LISTEN}/events", headers=auth)
+            try:
+                with urllib.request.urlopen(req, timeout=secs + 60) as r:
+                    for line in r:
+                        if stop.is_set():
+                            break
+                        if line.startswith(b"data:"):
+                            sse.append((time.time(), json.loads(line[5:])))
+            except (OSError, ValueError):
+                pass
+
+        def poller():
+            while not stop.is_set():
+                for path, key in (("/api/sessions", "sessions"), ("/rooms/e2e-ml-b/preview.jpg", "previews")):
+                    req = urllib.request.Request(f"http://{LISTEN}{path}", headers=auth)
+                    try:
+                        with urllib.request.urlopen(req, timeout=5) as r:
+                            r.read()
+                            polls[key] += 1
+                    except OSError:
+                        polls["errors"] += 1
+                stop.wait(0.5)
+
+        threads = [threading.Thread(target=f, daemon=True) for f in (sse_reader, poller)]
+        for t in threads:
+            t.start()
+        vb, bb, jb = s.clients("e2e-ml-b", seconds=secs, compare=True, tag="-b")
+        rb = s.finish_clients(vb, bb, jb, secs + 60)
+        time.sleep(2.0)
+        stop.set()
+        hook.stop()
+    finally:
+        del os.environ["E2E_FACE_SPELLS"]
+
+    sent = {}
+    with open(os.path.join(OUT, s.scenario, "sent-b.tsv")) as fh:
+        for line in fh:
+            k, t = line.split()
+            sent[int(k)] = float(t)
+    period = on + off
+    face = lambda k: (k / FPS) % period < on  # noqa: E731
+    onsets = [sent[k] for k in sorted(sent) if face(k) and (k == 0 or not face(k - 1))]
+
+    def latencies(arrivals):
+        out = []
+        for at in arrivals:
+            before = [t for t in onsets if t <= at]
+            if before and at - before[-1] < period:
+                out.append(at - before[-1])
+        return out
+
+    hook_lat = latencies([g["at"] for g in hook.got if g["event"].get("kind") == "exposure_started"])
+    sse_lat = latencies([at for at, e in sse if e.get("kind") == "exposure_started"])
+
+    def stats(v):
+        v = sorted(v)
+        if not v:
+            return None
+        q = lambda p: round(v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))], 3)  # noqa: E731
+        return {"n": len(v), "p50_s": q(50), "p95_s": q(95), "max_s": round(v[-1], 3)}
+
+    r = {
+        "seconds": secs,
+        "spells": len(onsets),
+        "webhook_exposure_started": stats(hook_lat),
+        "sse_exposure_started": stats(sse_lat),
+        "webhook_events": len(hook.got),
+        "all_signed": all(g["valid"] for g in hook.got),
+        "sse_events": len(sse),
+        "polls": polls,
+        "added_ms_without": {k: ra.get(k) for k in ("added_ms_p50", "added_ms_p95", "added_n", "leaks", "frames")},
+        "added_ms_with": {k: rb.get(k) for k in ("added_ms_p50", "added_ms_p95", "added_n", "leaks", "frames")},
+        "viewer_rc": [ra["viewer_rc"], rb["viewer_rc"]],
+    }
+    print(f"e2e modlatency: {json.dumps(r)}", flush=True)
+    ok = (ra["viewer_rc"] == 0 and rb["viewer_rc"] == 0 and r["all_signed"]
+          and r["webhook_exposure_started"] is not None)
+    return ok, r
+
+
+def sc_deadhook(s):
+    """By hand, not in CI (`suite.py deadhook`, E2E_DEAD_SECONDS, default
+    600): a webhook endpoint that accepts connections and never answers,
+    for ten minutes of a face coming and going. The media must not notice:
+    the viewer gets every frame without a gap over 1 s and no leak; serve's
+    memory stays flat; events that exhaust their 5 minutes of retries are
+    given up and counted (livecensor_events_failed_total), a full queue
+    drops its oldest (livecensor_events_dropped_total)."""
+    import socket
+    import threading
+
+    secs = float(os.environ.get("E2E_DEAD_SECONDS", 600))
+    hole = socket.socket()
+    hole.bind(("127.0.0.1", 0))
+    hole.listen(64)
+    held = []
+    stop = threading.Event()
+
+    def accept():
+        hole.settimeout(0.5)
+        while not stop.is_set():
+            try:
+                held.append(hole.accept()[0])  # never read, never answered
+            except OSError:
+                pass
+
+    threading.Thread(target=accept, daemon=True).start()
+    os.environ["E2E_FACE_SPELLS"] = "1.5,2.5"
+    os.environ["LIVECENSOR_EVENTS_SECRET"] = "e2e-dead-secret"
+    try:
+        lc = s.serve("--events-webhook", f"http://127.0.0.1:{hole.getsockname()[1]}/hook")
+        v, b, j = s.clients("e2e-dead", seconds=secs)
+        samples = []
+        t0 = time.time()
+        while v.p.poll() is None and time.time() < t0 + secs + 60:
+            rss = 0
+            try:
+                with open(f"/proc/{lc.p.pid}/status") as fh:
+                    rss = next(int(x.split()[1]) for x in fh if x.startswith("VmRSS:"))
+            except (OSError, StopIteration):
+                pass
+            m = metrics()
+            pick = lambda n: sum(v for k, v in m.items() if k.startswith(n) and "webhook" in k)  # noqa: E731
+            samples.append({"t": round(time.time() - t0), "rss_mb": round(rss / 1024, 1),
+                            "delivered": pick("livecensor_events_delivered_total"),
+                            "dropped": pick("livecensor_events_dropped_total"),
+                            "failed": pick("livecensor_events_failed_total"),
+                            "frames_out": metric(m, "livecensor_frames_released_total", "e2e-dead")})
+            time.sleep(15)
+        r = s.finish_clients(v, b, j, 60)
+    finally:
+        stop.set()
+        del os.environ["E2E_FACE_SPELLS"]
+        del os.environ["LIVECENSOR_EVENTS_SECRET"]
+    warm = [x["rss_mb"] for x in samples if x["t"] >= 60]
+    r.update({
+        "samples": samples,
+        "rss_mb_after_warmup_min": min(warm, default=None),
+        "rss_mb_after_warmup_max": max(warm, default=None),
+        "connections_held": len(held),
+    })
+    last = samples[-1] if samples else {}
+    print(f"e2e deadhook: rss {r['rss_mb_after_warmup_min']}..{r['rss_mb_after_warmup_max']} MB, "
+          f"failed {last.get('failed')}, dropped {last.get('dropped')}, delivered {last.get('delivered')}, frames {r.get('frames')}, "
+          f"leaks {r.get('leaks')}, max gap {r.get('max_gap_s')} s", flush=True)
+    ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and last.get("delivered", 1) == 0
+          and (secs < 330 or last.get("failed", 0) > 0)
+          and warm and max(warm) <= 1.05 * min(warm))
+    return ok, r
+
+
 def sc_page(s):
     """The moderator page in headless Chromium: log in (a wrong token shows
     the login again), see the session, a preview that changes and events
@@ -696,6 +893,8 @@ def sc_page(s):
 
 ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "actions",
          "page"]
+# Measurements run by hand (named on the command line), not in CI.
+BY_HAND = ["modlatency", "deadhook"]
 
 
 def lk_config():
@@ -718,8 +917,8 @@ def main():
     a = ap.parse_args()
     want = a.scenarios or ORDER
     for w in want:
-        if w not in ORDER:
-            sys.exit(f"unknown scenario {w!r}; known: {', '.join(ORDER)}")
+        if w not in ORDER + BY_HAND:
+            sys.exit(f"unknown scenario {w!r}; known: {', '.join(ORDER + BY_HAND)}")
     os.makedirs(OUT, exist_ok=True)
     s = Suite(binary())
     lk = Proc("livekit-server", [os.path.join(ROOT, "bin/livekit-server"), "--config", lk_config()])
@@ -739,7 +938,7 @@ def main():
         if not up:
             raise RuntimeError("livekit-server did not start:\n" + lk.text()[-2000:])
         print(f"livekit-server up; livecensor = {s.bin}; {W}x{H}@{FPS:g}, {LIVE:g} s", flush=True)
-        for name in ORDER:
+        for name in ORDER + BY_HAND:
             if name not in want:
                 continue
             s.scenario = name
