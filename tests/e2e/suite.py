@@ -54,12 +54,17 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
+# Ports: livekit-server on LK_PORT (TCP LK_PORT+1, UDP LK_PORT+2), serve on
+# LISTEN; other values let two suites (or the soak) run side by side.
+LK_PORT = int(os.environ.get("E2E_LK_PORT", 7880))
+LISTEN = os.environ.get("E2E_LISTEN", "127.0.0.1:7890")
+os.environ["LIVEKIT_URL"] = f"ws://127.0.0.1:{LK_PORT}"
+
 import common  # noqa: E402
 import tokens  # noqa: E402
 from livekit import api, rtc  # noqa: E402
 
 PY = sys.executable
-LISTEN = "127.0.0.1:7890"
 W = int(os.environ.get("E2E_WIDTH", 640))
 H = int(os.environ.get("E2E_HEIGHT", 360))
 FPS = float(os.environ.get("E2E_FPS", 30))
@@ -160,9 +165,48 @@ def metric(m, name, room=None):
     return tot
 
 
+def livekit_config(path, port=LK_PORT, listen=LISTEN):
+    """livekit.yaml with this run's ports (TCP port+1, UDP port+2) and
+    webhook URL; written to `path`."""
+    with open(os.path.join(HERE, "livekit.yaml")) as fh:
+        text = fh.read()
+    for old, new in (("port: 7880", f"port: {port}"), ("udp_port: 7882", f"udp_port: {port + 2}"),
+                     ("tcp_port: 7881", f"tcp_port: {port + 1}"),
+                     ("http://127.0.0.1:7890/webhook", f"http://{listen}/webhook")):
+        text = text.replace(old, new)
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def livekit_up(port=LK_PORT):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1)
+    except urllib.error.HTTPError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def start_livekit(name, port=LK_PORT, listen=LISTEN):
+    """A livekit-server (log in OUT/<name>.log), once it answers HTTP."""
+    cfg = livekit_config(os.path.join(OUT, "livekit.yaml"), port, listen)
+    lk = Proc(name, [os.path.join(ROOT, "bin/livekit-server"), "--config", cfg])
+    for _ in range(100):
+        if livekit_up(port):
+            return lk
+        if lk.p.poll() is not None:
+            break
+        time.sleep(0.2)
+    lk.stop()
+    raise RuntimeError("livekit-server did not start:\n" + lk.text()[-2000:])
+
+
 class Suite:
     def __init__(self, bin_):
         self.bin = bin_
+        self.lk = None
         self.procs = []
         self.results = {}
         self.scenario = ""
@@ -591,23 +635,9 @@ def main():
             sys.exit(f"unknown scenario {w!r}; known: {', '.join(ORDER)}")
     os.makedirs(OUT, exist_ok=True)
     s = Suite(binary())
-    lk = Proc("livekit-server", [os.path.join(ROOT, "bin/livekit-server"), "--config",
-                                 os.path.join(HERE, "livekit.yaml")])
     results = {}
     try:
-        up = False
-        for _ in range(100):
-            try:
-                urllib.request.urlopen("http://127.0.0.1:7880", timeout=1)
-                up = True
-                break
-            except urllib.error.HTTPError:
-                up = True
-                break
-            except OSError:
-                time.sleep(0.2)
-        if not up:
-            raise RuntimeError("livekit-server did not start:\n" + lk.text()[-2000:])
+        s.lk = start_livekit("livekit-server")
         print(f"livekit-server up; livecensor = {s.bin}; {W}x{H}@{FPS:g}, {LIVE:g} s", flush=True)
         for name in ORDER:
             if name not in want:
@@ -626,7 +656,8 @@ def main():
                 print(f"e2e {n}: {'PASS' if ok else 'FAIL'} {json.dumps(r)}", flush=True)
     finally:
         s.stop_all()
-        lk.stop()
+        if s.lk:
+            s.lk.stop()
     with open(os.path.join(OUT, "summary.json"), "w") as fh:
         json.dump(results, fh, indent=1)
     failed = [n for n, r in results.items() if not r["pass"]]
