@@ -803,8 +803,14 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
         let app = webhook::router(server.clone());
         let http = tokio::spawn(async move { axum::serve(listener, app).await });
         if let Some(room) = &a.room {
-            server.start_pinned(room).await?;
-            eprintln!("serving room {room} (input {room}-raw) via {}", lk.url);
+            if server.start_pinned(room).await? {
+                eprintln!("serving room {room} (input {room}-raw) via {}", lk.url);
+            } else {
+                eprintln!(
+                    "LiveKit at {} not reachable: retrying, /healthz answers 503 until room {room} is joined",
+                    lk.url
+                );
+            }
         } else {
             eprintln!("waiting for webhooks on http://{}/webhook", a.listen);
         }
