@@ -191,6 +191,8 @@ def livekit_up(port=LK_PORT):
 
 def start_livekit(name, port=LK_PORT, listen=LISTEN):
     """A livekit-server (log in OUT/<name>.log), once it answers HTTP."""
+    if livekit_up(port):
+        raise RuntimeError(f"port {port} already answers: another livekit-server? (E2E_LK_PORT)")
     cfg = livekit_config(os.path.join(OUT, "livekit.yaml"), port, listen)
     lk = Proc(name, [os.path.join(ROOT, "bin/livekit-server"), "--config", cfg])
     for _ in range(100):
