@@ -22,6 +22,13 @@ Scenarios (all by default, in this order; name some to run only those):
   faults      RTP packets dropped and corrupted on livecensor's input: key
               frames requested, frames censored whole until they come
   resize      the broadcaster changes resolution mid-stream
+  moderation  events, a rule that censors whole, the moderator's routes
+  page        the moderator page in headless Chromium
+  restart     `serve --room` started while livekit-server is down retries
+              (/healthz 503, then 200 once the server is up); then the
+              server is killed and restarted mid-stream: serve rejoins both
+              rooms, the viewer gets censored video again, 0 leaks, the
+              gap measured
 
 Exit status 0 when every scenario passes. Figures go to OUT/summary.json;
 the frames a viewer flags (leaked, unchecked, near misses) to
@@ -224,8 +231,12 @@ class Suite:
                 p.stop()
         self.procs = [p for p in self.procs if p in keep]
 
-    def serve(self, *args):
-        ready = "serving room" if "--room" in args else "waiting for webhooks"
+    def serve_when_down(self, *args):
+        """`serve --room` started while LiveKit is down."""
+        return self.serve(*args, ready="not reachable")
+
+    def serve(self, *args, ready=None):
+        ready = ready or ("serving room" if "--room" in args else "waiting for webhooks")
         argv = [self.bin, "serve", "--listen", LISTEN, "--stats-every", "5",
                 "--classes", "FACE_FEMALE,FACE_MALE", *EXTRA, *args]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "livecensor=info,warn"),
@@ -624,7 +635,75 @@ def sc_page(s):
     return ok, r
 
 
-ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page"]
+def sc_restart(s):
+    """LiveKit down and back. First `serve --room` starts while the server
+    is down: it keeps retrying and /healthz answers 503 until the server is
+    back, then 200. Then, mid-stream, livekit-server is killed (SIGKILL)
+    and restarted: serve rejoins both rooms by itself, the SDK clients
+    rejoin too, and the viewer gets censored video again with 0 leaks;
+    the gap is the longest time between frames at the viewer."""
+    room = "e2e-restart"
+    down_for = 2.0
+
+    def kill_lk():
+        s.lk.p.kill()
+        s.lk.p.wait()
+        s.lk.fh.close()
+
+    def health_until(code, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                got = http("GET", "/healthz")
+            except OSError:
+                got = (None, "")
+            if got[0] == code:
+                return got
+            time.sleep(0.1)
+        return None
+
+    r = {}
+    kill_lk()
+    p = s.serve_when_down("--room", room)
+    h = health_until(503, 10)
+    r["healthz_while_down"] = list(h) if h else None
+    r["serve_alive_while_down"] = p.p.poll() is None
+    t_up = time.time()
+    s.lk = start_livekit("livekit-server-2")
+    h = health_until(200, 20)
+    r["healthz_after_start"] = list(h) if h else None
+    r["joined_after_livekit_up_s"] = round(time.time() - t_up, 2) if h else None
+    secs = max(LIVE, 24)
+    v, b, j = s.clients(room, w=SW, h=SH, seconds=secs, max_gap=30.0,
+                        viewer_args=("--idle", "30"))
+    time.sleep(8.0)
+    t_kill = time.time()
+    kill_lk()
+    h = health_until(503, 5)
+    r["healthz_during_outage"] = list(h) if h else None
+    time.sleep(max(0.0, down_for - (time.time() - t_kill)))
+    s.lk = start_livekit("livekit-server-3")
+    t_back = time.time()
+    h = health_until(200, 30)
+    r["rejoined_after_restart_s"] = round(time.time() - t_back, 2) if h else None
+    r.update(s.finish_clients(v, b, j, secs + 60))
+    r["outage_s"] = round(t_back - t_kill, 2)
+    m = metrics()
+    r["reconnects"] = {side: metric({k: x for k, x in m.items() if f'side="{side}"' in k},
+                                    "livecensor_reconnects_total") for side in ("input", "output")}
+    # The gap the restart made, and frames after it.
+    r["restart_gap_s"] = r.get("max_gap_s")
+    s.stop_all()
+    ok = (r["healthz_while_down"] is not None and "not connected" in r["healthz_while_down"][1]
+          and r["serve_alive_while_down"] and r["healthz_after_start"] is not None
+          and r["healthz_during_outage"] is not None and r["rejoined_after_restart_s"] is not None
+          and r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and r.get("video_tracks", 0) >= 2
+          and r["reconnects"]["input"] >= 1 and r["reconnects"]["output"] >= 1)
+    return ok, r
+
+
+ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page",
+         "restart"]
 
 
 def main():
