@@ -284,6 +284,56 @@ pub struct RunReport {
     /// The real-time deadline alone: as `held` without the latency budget.
     #[serde(default)]
     pub realtime: bool,
+    /// Test-only detector faults injected during the run, and what they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultReport>,
+}
+
+/// What the injected detector faults (`--fault-detector-*`) did to a run:
+/// frames are counted by when they arrived against the fault window (in
+/// run seconds), so "after" shows whether the streams recovered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// The plan, as the flags gave it.
+    pub plan: String,
+    /// The window in run seconds (arrival time of frames).
+    pub window_s: (f64, Option<f64>),
+    pub stalled_batches: u64,
+    pub failed_batches: u64,
+    /// Frames in the batches the faults hit.
+    pub faulted_frames: u64,
+    /// Frames arriving before, inside and after the window, and of those
+    /// the ones failed closed.
+    pub frames: [u64; 3],
+    pub fail_closed: [u64; 3],
+    /// Frames arriving from 1 s after the window's end (time to drain the
+    /// backlog), and of those the ones failed closed: 0 = recovered.
+    pub settled_frames: u64,
+    pub settled_fail_closed: u64,
+}
+
+impl FaultReport {
+    /// Counts `samples` against a window of `[start, end)` run seconds.
+    pub fn count(&mut self, samples: &[FrameSample]) {
+        let (start, end) = self.window_s;
+        for s in samples {
+            let t = s.arrival_s;
+            let phase = if t < start {
+                0
+            } else if end.is_none_or(|e| t < e) {
+                1
+            } else {
+                2
+            };
+            let closed = s.status == Status::FailClosed;
+            self.frames[phase] += 1;
+            self.fail_closed[phase] += u64::from(closed);
+            if end.is_some_and(|e| t >= e + 1.0) {
+                self.settled_frames += 1;
+                self.settled_fail_closed += u64::from(closed);
+            }
+        }
+    }
 }
 
 /// Faces left visible listed per scenario.
@@ -491,6 +541,7 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
         held,
         realtime,
         setup,
+        faults: None,
     }
 }
 
@@ -627,6 +678,38 @@ impl RunReport {
             let _ = writeln!(o, "    fail-closed: {n} x {reason}");
         }
         let r = &self.resources;
+        if let Some(f) = &self.faults {
+            let end = f
+                .window_s
+                .1
+                .map_or_else(|| "end".to_string(), |e| format!("{e:.1} s"));
+            let _ = writeln!(
+                o,
+                "  detector faults ({}): window {:.1} s to {end}; {} batch(es) stalled, {} failed, {} frame(s) in them",
+                f.plan, f.window_s.0, f.stalled_batches, f.failed_batches, f.faulted_frames
+            );
+            let _ = writeln!(
+                o,
+                "    fail-closed / frames   before {} / {}   inside {} / {}   after {} / {}   from 1 s after: {} / {}{}",
+                f.fail_closed[0],
+                f.frames[0],
+                f.fail_closed[1],
+                f.frames[1],
+                f.fail_closed[2],
+                f.frames[2],
+                f.settled_fail_closed,
+                f.settled_frames,
+                if f.window_s.1.is_some() {
+                    if f.settled_fail_closed == 0 {
+                        " (recovered)"
+                    } else {
+                        " (NOT recovered)"
+                    }
+                } else {
+                    ""
+                }
+            );
+        }
         let _ = writeln!(
             o,
             "  resources  wall {:.1} s  cpu {:.1} s  cores used {:.2}  peak RSS {:.0} MiB",
