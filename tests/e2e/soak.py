@@ -196,7 +196,7 @@ def main():
             why.append(f"viewer: {r.get('verdict')}")
         if serve.p.poll() is not None:
             why.append(f"serve exited with {serve.p.returncode}")
-    except Exception as e:  # a broken run fails with its reason
+    except BaseException as e:  # a broken or interrupted run fails with its reason
         why.append(f"{type(e).__name__}: {e}")
     finally:
         s.stop_all()
