@@ -292,6 +292,12 @@ pub fn gate(rep: &BenchReport) -> Vec<String> {
         if r.dropped > 0 {
             out.push(format!("{run}: {} frame(s) dropped", r.dropped));
         }
+        if let Some(f) = r.faults.as_ref().filter(|f| f.recovered() == Some(false)) {
+            out.push(format!(
+                "{run}: not recovered from the detector fault: {} of {} frame(s) failed closed from 1 s after it, {} of {} before",
+                f.settled_fail_closed, f.settled_frames, f.fail_closed[0], f.frames[0]
+            ));
+        }
         if r.setup.mode != "strict" {
             continue;
         }
