@@ -96,6 +96,9 @@ pub enum DetectError {
     /// `engine build` arguments that cannot work.
     #[error("engine build: {0}")]
     BadBuildOptions(String),
+    /// A fault injected on purpose (`--fault-detector-*`, tests only).
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
 }
 
 /// Configuration and policy values.

@@ -296,7 +296,8 @@ pub struct RunReport {
 pub struct FaultReport {
     /// The plan, as the flags gave it.
     pub plan: String,
-    /// The window in run seconds (arrival time of frames).
+    /// The window in run seconds (arrival time of frames); its end is
+    /// where the fault's effect ends (a stall at the window's end included).
     pub window_s: (f64, Option<f64>),
     pub stalled_batches: u64,
     pub failed_batches: u64,
@@ -704,7 +705,7 @@ impl RunReport {
                 .map_or_else(|| "end".to_string(), |e| format!("{e:.1} s"));
             let _ = writeln!(
                 o,
-                "  detector faults ({}): window {:.1} s to {end}; {} batch(es) stalled, {} failed, {} frame(s) in them",
+                "  detector faults ({}): effect from {:.1} s to {end} of the run; {} batch(es) stalled, {} failed, {} frame(s) in them",
                 f.plan, f.window_s.0, f.stalled_batches, f.failed_batches, f.faulted_frames
             );
             let _ = writeln!(

@@ -161,11 +161,15 @@ fn fault_report(
         -start.duration_since(origin).as_secs_f64()
     };
     let begin = offset + plan.window.start.as_secs_f64();
+    // A batch stalled at the window's end holds its context that much
+    // longer: the fault's effect ends then.
     let mut f = FaultReport {
         plan: plan.to_string(),
         window_s: (
             begin,
-            plan.window.length.map(|l| begin + l.as_secs_f64()),
+            plan.window
+                .length
+                .map(|l| begin + (l + plan.stall).as_secs_f64()),
         ),
         stalled_batches: after.stalled_batches - before.stalled_batches,
         failed_batches: after.failed_batches - before.failed_batches,

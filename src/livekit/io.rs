@@ -54,31 +54,34 @@ pub async fn connect(
     let safe_url = signal::connect_url(url, "***", false);
     // A server that drops packets would hold this (and the session table)
     // for the TCP timeout: give up after CONNECT_TIMEOUT instead.
-    let (ws, _) = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(ws_url.as_str()))
-        .await
-        .map_err(|_| LiveKitError::Connect {
-            url: safe_url.clone(),
-            reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
-        })?
-        .map_err(|e| match e {
-            tokio_tungstenite::tungstenite::Error::Http(r)
-                if matches!(r.status().as_u16(), 401 | 403) =>
-            {
-                LiveKitError::Refused {
-                    url: safe_url.clone(),
-                    status: r.status().as_u16(),
-                    reason: r
-                        .body()
-                        .as_deref()
-                        .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                        .unwrap_or_default(),
-                }
-            }
-            e => LiveKitError::Connect {
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async(ws_url.as_str()),
+    )
+    .await
+    .map_err(|_| LiveKitError::Connect {
+        url: safe_url.clone(),
+        reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+    })?
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(r)
+            if matches!(r.status().as_u16(), 401 | 403) =>
+        {
+            LiveKitError::Refused {
                 url: safe_url.clone(),
-                reason: e.to_string(),
-            },
-        })?;
+                status: r.status().as_u16(),
+                reason: r
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                    .unwrap_or_default(),
+            }
+        }
+        e => LiveKitError::Connect {
+            url: safe_url.clone(),
+            reason: e.to_string(),
+        },
+    })?;
     let bind = |ip| async move {
         UdpSocket::bind(SocketAddr::new(ip, 0))
             .await

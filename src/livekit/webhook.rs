@@ -11,8 +11,8 @@ use crate::metrics::{Exposition, Snapshot, CONTENT_TYPE};
 use crate::pipeline::service::DetectService;
 use crate::pipeline::stream::StreamOptions;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::middleware;
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -326,7 +326,11 @@ impl Server {
         let mut down: Vec<String> = self
             .joining
             .lock()
-            .map(|j| j.keys().map(|r| format!("{r} (LiveKit not reachable)")).collect())
+            .map(|j| {
+                j.keys()
+                    .map(|r| format!("{r} (LiveKit not reachable)"))
+                    .collect()
+            })
             .unwrap_or_default();
         down.sort();
         let sessions = self.sessions.lock().await;

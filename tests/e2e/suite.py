@@ -24,6 +24,12 @@ Scenarios (all by default, in this order; name some to run only those):
   resize      the broadcaster changes resolution mid-stream
   moderation  events, a rule that censors whole, the moderator's routes
   page        the moderator page in headless Chromium
+  detector    the detector stalled, then failing every 2nd batch, for 3 s
+              (hidden --fault-detector-* flags): 0 leaks, no freeze, faults
+              and frames failed closed counted, recovered after
+  abuse       while a session is live: 1000 forged webhooks/s for 10 s,
+              1 MB and 100 MB bodies: all refused (401, 413 before the
+              body is read), RSS flat, the stream unaffected
   restart     `serve --room` started while livekit-server is down retries
               (/healthz 503, then 200 once the server is up); then the
               server is killed and restarted mid-stream: serve rejoins both
@@ -635,6 +641,141 @@ def sc_page(s):
     return ok, r
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def sc_abuse(s):
+    """While a session is live: 1000 forged webhooks per second for 10 s
+    (keep-alive, loopback), then bodies of 1 MB and 100 MB declared by
+    Content-Length and 100 MB chunked, each sent a piece at a time until
+    the server answers: every webhook refused (401), every large body 413
+    after at most a few pieces (nothing unbounded read), no session
+    started by them, serve's RSS flat (peak within 10% + 8 MiB of before),
+    and the viewer's stream unaffected (0 leaks, no freeze over 1 s)."""
+    import abuse
+
+    room = "e2e-abuse"
+    p = s.serve("--room", room)
+    secs = max(LIVE, 24)
+    v, b, j = s.clients(room, w=SW, h=SH, seconds=secs, viewer_args=("--max-whole", "1.0"))
+    time.sleep(5.0)
+    m0 = metrics()
+    rss = {"before": rss_mib(p.p.pid)}
+    peak = [rss["before"]]
+    done = []
+
+    async def watch():
+        while not done:
+            peak.append(rss_mib(p.p.pid))
+            await asyncio.sleep(0.25)
+
+    async def run_flood():
+        w = asyncio.ensure_future(watch())
+        try:
+            return await abuse.flood(LISTEN, rate=1000, seconds=10)
+        finally:
+            done.append(1)
+            await w
+
+    released0 = metric(m0, "livecensor_frames_released_total", room)
+    t0 = time.time()
+    fl = asyncio.run(run_flood())
+    m1 = metrics()
+    flood_fps = (metric(m1, "livecensor_frames_released_total", room) - released0) / (time.time() - t0)
+    big = [abuse.big(LISTEN, 1_000_000), abuse.big(LISTEN, 100_000_000),
+           abuse.big(LISTEN, 100_000_000, chunked=True)]
+    peak.append(rss_mib(p.p.pid))
+    rss["after"] = rss_mib(p.p.pid)
+    rss["peak"] = max(x for x in peak if x is not None)
+    m2 = metrics()
+    r = s.finish_clients(v, b, j, secs + 40)
+    res = {
+        "flood": fl,
+        "webhooks_rejected": metric(m1, "livecensor_webhooks_rejected_total")
+        - metric(m0, "livecensor_webhooks_rejected_total"),
+        "oversized": big,
+        "http_413_counted": metric(m2, "livecensor_http_too_large_total"),
+        "rss_mib": rss,
+        "frames_released_per_s_during_flood": round(flood_fps, 1),
+        "sessions_after": metric(m2, "livecensor_sessions"),
+        "viewer": {k: r.get(k) for k in ("verdict", "frames", "leaks", "censored_whole", "max_gap_s")},
+    }
+    s.stop_all()
+    ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0
+          and fl["codes"].get(401, 0) == fl["answered"] and fl["answered"] >= 0.95 * fl["requests"]
+          and res["webhooks_rejected"] >= fl["answered"]
+          and all(x["status"] == 413 and x["body_sent_bytes"] <= 4 * 1024 * 1024 for x in big)
+          and res["http_413_counted"] >= len(big) and res["sessions_after"] == 1
+          and rss["peak"] <= rss["before"] * 1.10 + 8)
+    return ok, res
+
+
+def sc_detector(s):
+    """The detector stalled (500 ms per batch) and then failing every 2nd
+    batch, each for 3 s from 4 s after the first frame (`serve`'s hidden
+    --fault-detector-* flags), one `serve` per fault: 0 leaks, no freeze
+    over 1 s at the viewer, the faults and the frames failed closed
+    counted, and afterwards (from 1 s after the window) no more frames
+    failed closed than before it (+10 points: a busy machine misses some
+    deadlines anyway)."""
+    start, length = 4.0, 3.0
+    out = {}
+    ok = True
+    for name, flags in (("stall", ("--fault-detector-stall", "500")),
+                        ("fail", ("--fault-detector-fail-every", "2"))):
+        room = f"e2e-det-{name}"
+        s.serve("--room", room, *flags, "--fault-detector-window", f"{start}:{length}")
+        secs = max(LIVE, 14)
+        v, b, j = s.clients(room, w=SW, h=SH, seconds=secs, tag=name,
+                            viewer_args=("--max-whole", "1.0"))
+        timeline = []  # (time, frames released, failed closed)
+        while v.p.poll() is None:
+            try:
+                m = metrics()
+                timeline.append((time.time(), metric(m, "livecensor_frames_released_total", room),
+                                 metric(m, "livecensor_fail_closed_total", room)))
+            except OSError:
+                pass
+            time.sleep(0.5)
+        r = s.finish_clients(v, b, j, secs + 40)
+        m = metrics()
+        # The window's clock starts at the first batch: the first frame.
+        t0 = next((t for t, n, _ in timeline if n > 0), None)
+
+        def share(a, z):
+            pts = [(n, f) for t, n, f in timeline if t0 is not None and t0 + a <= t <= t0 + z]
+            if len(pts) < 2 or pts[-1][0] == pts[0][0]:
+                return None, 0
+            return round((pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]), 3), int(pts[-1][0] - pts[0][0])
+
+        last = timeline[-1][0] - t0 if t0 and timeline else 0
+        res = {
+            "leaks": r.get("leaks"), "frames": r.get("frames"), "censored_whole": r.get("censored_whole"),
+            "max_gap_s": r.get("max_gap_s"), "viewer": r.get("verdict"),
+            "faults_injected": metric(m, "livecensor_detector_faults_injected_total"),
+            "faulted_frames": metric(m, "livecensor_detector_faulted_frames_total"),
+            "fail_closed_total": metric(m, "livecensor_fail_closed_total", room),
+            "fail_closed_share_before": share(0.3, start)[0],
+            "fail_closed_share_inside": share(start, start + length)[0],
+            "fail_closed_share_after": share(start + length + 1.0, last)[0],
+            "frames_after": share(start + length + 1.0, last)[1],
+        }
+        before, inside, after = (res[f"fail_closed_share_{k}"] for k in ("before", "inside", "after"))
+        res["recovered"] = after is not None and before is not None and after <= before + 0.10
+        good = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and res["faults_injected"] > 0
+                and res["faulted_frames"] > 0 and (inside or 0) > 0 and res["recovered"]
+                and res["frames_after"] >= 60)
+        out[name] = res
+        ok = ok and good
+        s.stop_all()
+    return ok, out
+
+
 def sc_restart(s):
     """LiveKit down and back. First `serve --room` starts while the server
     is down: it keeps retrying and /healthz answers 503 until the server is
@@ -703,7 +844,7 @@ def sc_restart(s):
 
 
 ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page",
-         "restart"]
+         "detector", "abuse", "restart"]
 
 
 def main():

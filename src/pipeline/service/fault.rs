@@ -94,7 +94,13 @@ impl std::fmt::Display for DetectorFaults {
 pub struct DetectorFaultArgs {
     /// Test only (hidden): each detector batch started inside the fault
     /// window first stalls MS milliseconds.
-    #[arg(id = "fault_detector_stall", long = "fault-detector-stall", value_name = "MS", default_value_t = 0, hide = true)]
+    #[arg(
+        id = "fault_detector_stall",
+        long = "fault-detector-stall",
+        value_name = "MS",
+        default_value_t = 0,
+        hide = true
+    )]
     pub stall_ms: u64,
     /// Test only (hidden): every Kth detector batch started inside the
     /// fault window fails.

@@ -182,9 +182,7 @@ pub(super) fn worker(
             .map(|q| q.item.input.host().map(|t| (t, q.item.letterbox)))
             .collect();
         let result = match host {
-            _ if fault.fail => Err(DetectError::Runtime(
-                "injected fault (--fault-detector-fail-every)".into(),
-            )),
+            _ if fault.fail => Err(DetectError::Injected("--fault-detector-fail-every")),
             Some(jobs) => match gather(&jobs, &mut input) {
                 Some(lbs) => backend.detect(&input, n, &lbs),
                 None => Err(DetectError::Runtime(format!(
