@@ -112,6 +112,19 @@ def big(addr, size, chunked=False, piece=64 * 1024, timeout=10.0):
     head += "Transfer-Encoding: chunked\r\n\r\n" if chunked else f"Content-Length: {size}\r\n\r\n"
     t0 = time.monotonic()
     s.sendall(head.encode())
+    # A server that refuses on the declared length answers before any body.
+    s.settimeout(0.3)
+    try:
+        early = s.recv(65536)
+    except socket.timeout:
+        early = b""
+    except OSError:
+        early = b""
+    if early.startswith(b"HTTP/"):
+        s.close()
+        return {"declared_mb": None if chunked else round(size / 1e6, 1), "chunked": chunked,
+                "status": int(early.split()[1]), "closed_before_answer": False, "body_sent_bytes": 0,
+                "answered_after_s": round(time.monotonic() - t0, 3)}
     zeros = b"\0" * piece
     frame = (f"{piece:x}\r\n".encode() + zeros + b"\r\n") if chunked else zeros
     sent = 0

@@ -63,7 +63,7 @@ pub(super) struct InferEstimate {
 
 impl InferEstimate {
     const WEIGHT: f64 = 0.2;
-    const STALE: Duration = Duration::from_secs(1);
+    const STALE: Duration = Duration::from_millis(500);
 
     fn fresh(&self, now: Instant) -> bool {
         self.at
