@@ -955,6 +955,152 @@ mod tests {
         );
     }
 
+    /// A server whose LiveKit is at `url`, with a detector that finds
+    /// nothing.
+    fn server_for(url: &str) -> Arc<Server> {
+        use crate::engine::test_util::Nothing;
+        use crate::pipeline::batcher::BatcherConfig;
+        let svc = DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default())
+            .expect("a detector service");
+        let lk = LiveKitSettings {
+            url: url.into(),
+            api_key: "devkey".into(),
+            api_secret: "secret".into(),
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            fps: 30.0,
+            audio: false,
+            faults: Default::default(),
+            backend: crate::backend::Backend::Cpu,
+            moderation: None,
+        };
+        let opts = StreamOptions {
+            policy: Default::default(),
+            scheduler: Default::default(),
+            tracker: None,
+            resize: Default::default(),
+            zoom: Default::default(),
+        };
+        Server::new(lk, Arc::new(svc), opts, None)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A port nothing listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn a_pinned_room_waits_for_livekit_and_healthz_says_so() {
+        runtime().block_on(async {
+            let s = server_for(&format!("ws://127.0.0.1:{}", closed_port()));
+            assert_eq!(s.health().await, Ok(()));
+            assert!(!s.start_pinned("demo").await.expect("retrying, not failing"));
+            let why = s.health().await.unwrap_err();
+            assert_eq!(why, "demo (LiveKit not reachable)");
+            // Still retrying a while later, and stop_all ends that.
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            assert!(s.health().await.is_err());
+            s.stop_all().await;
+            assert_eq!(s.health().await, Ok(()));
+        });
+    }
+
+    #[test]
+    fn a_server_refusing_our_key_fails_the_start() {
+        runtime().block_on(async {
+            // Answers every WebSocket upgrade as LiveKit does a bad token.
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut c, _)) = l.accept().await {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c
+                        .write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 13\r\n\r\ninvalid token",
+                        )
+                        .await;
+                }
+            });
+            let s = server_for(&format!("ws://127.0.0.1:{port}"));
+            let e = s.start_pinned("demo").await.unwrap_err().to_string();
+            assert!(
+                e.contains("refused us (401)") && e.contains("invalid token"),
+                "{e}"
+            );
+            assert_eq!(s.health().await, Ok(()), "nothing left retrying");
+        });
+    }
+
+    /// Raw HTTP/1.1 to `addr`: the request head, then `body` unless the
+    /// server has answered within 200 ms; returns the status (0: no answer
+    /// within 5 s).
+    async fn post_raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut buf)).await;
+        let n = match early {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                // Not answered yet: send the body (a refusal may cut it).
+                let _ = c.write_all(body).await;
+                let read = c.read(&mut buf);
+                match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+                    Ok(r) => r.unwrap_or(0),
+                    Err(_) => 0,
+                }
+            }
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn oversized_bodies_are_413_and_declared_ones_before_any_is_sent() {
+        runtime().block_on(async {
+            let s = server_for(&format!("ws://127.0.0.1:{}", closed_port()));
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let app = router(s.clone());
+            tokio::spawn(async move { axum::serve(l, app).await });
+            let head = |len: &str| {
+                format!("POST /webhook HTTP/1.1\r\nhost: x\r\nauthorization: forged\r\n{len}\r\n")
+            };
+            // 100 MB declared: answered before a byte of it is sent.
+            let big = head("content-length: 100000000\r\n");
+            let t = std::time::Instant::now();
+            assert_eq!(post_raw(addr, &big, &[]).await, 413);
+            assert!(t.elapsed() < std::time::Duration::from_millis(200));
+            // Just over the limit, chunked (no length): cut at the limit.
+            let n = MAX_BODY + 1;
+            let mut chunked = format!("{n:x}\r\n").into_bytes();
+            chunked.extend(std::iter::repeat_n(b'x', n));
+            chunked.extend(b"\r\n0\r\n\r\n");
+            let te = head("transfer-encoding: chunked\r\n");
+            assert_eq!(post_raw(addr, &te, &chunked).await, 413);
+            // Within the limit: read, and refused for its signature.
+            let small = head("content-length: 2\r\n");
+            assert_eq!(post_raw(addr, &small, b"{}").await, 401);
+            let m = s.metrics().await.unwrap();
+            assert!(m.contains("livecensor_http_too_large_total 2"), "{m}");
+            assert!(m.contains("livecensor_webhooks_rejected_total 1"), "{m}");
+        });
+    }
+
     fn sign(body: &str, secret: &str) -> String {
         let hash = Sha256::digest(body.as_bytes());
         let b64 = base64::engine::general_purpose::STANDARD.encode(hash);
