@@ -96,6 +96,9 @@ pub enum DetectError {
     /// `engine build` arguments that cannot work.
     #[error("engine build: {0}")]
     BadBuildOptions(String),
+    /// A fault injected on purpose (`--fault-detector-*`, tests only).
+    #[error("injected fault: {0}")]
+    Injected(&'static str),
 }
 
 /// Configuration and policy values.
@@ -134,6 +137,14 @@ pub enum LiveKitError {
     Token(String),
     #[error("LiveKit signalling connection to {url}: {reason}")]
     Connect { url: String, reason: String },
+    /// The server answered and said no (HTTP 401/403: a wrong key, secret
+    /// or grant): retrying cannot help.
+    #[error("LiveKit at {url} refused us ({status}): {reason}")]
+    Refused {
+        url: String,
+        status: u16,
+        reason: String,
+    },
     #[error("LiveKit signalling: {0}")]
     Signal(String),
     #[error("LiveKit server sent no pong for {0:?}")]

@@ -105,6 +105,8 @@ struct ServeArgs {
     /// 1); SRTP authentication then rejects it, as real corruption.
     #[arg(long, value_name = "P", default_value_t = 0.0, hide = true, value_parser = probability_arg("--fault-rtp-corrupt"))]
     fault_rtp_corrupt: f64,
+    #[command(flatten)]
+    fault_detector: livecensor::pipeline::service::DetectorFaultArgs,
     /// Decode with NVDEC into device memory, preprocess and censor with the
     /// CUDA kernels and encode with NVENC where the GPU has it, else
     /// openh264 (feature `cuda`; config `[gpu] enabled`).
@@ -718,7 +720,7 @@ fn run_engine(cmd: &EngineCmd, cfg: &Config) -> Result<()> {
 fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
     use livecensor::livekit::webhook::{self, Server};
     use livecensor::livekit::LiveKitSettings;
-    use livecensor::pipeline::run::{start_service, stream_options};
+    use livecensor::pipeline::run::{start_service_with_faults, stream_options};
     // Without both, every token we mint is refused and every webhook fails
     // verification: say so now, not as a 401 per request.
     for (key, value) in [
@@ -766,7 +768,11 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
             lk.faults.drop, lk.faults.corrupt, lk.faults.seed
         );
     }
-    let svc = start_service(cfg)?;
+    let faults = a.fault_detector.faults();
+    if faults.is_active() {
+        eprintln!("fault injection on the detector: {faults}");
+    }
+    let svc = start_service_with_faults(cfg, faults)?;
     let opts = stream_options(cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -803,8 +809,14 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
         let app = webhook::router(server.clone());
         let http = tokio::spawn(async move { axum::serve(listener, app).await });
         if let Some(room) = &a.room {
-            server.start_pinned(room).await?;
-            eprintln!("serving room {room} (input {room}-raw) via {}", lk.url);
+            if server.start_pinned(room).await? {
+                eprintln!("serving room {room} (input {room}-raw) via {}", lk.url);
+            } else {
+                eprintln!(
+                    "LiveKit at {} not reachable: retrying, /healthz answers 503 until room {room} is joined",
+                    lk.url
+                );
+            }
         } else {
             eprintln!("waiting for webhooks on http://{}/webhook", a.listen);
         }

@@ -11,7 +11,7 @@ use super::{other, plot, BenchOptions};
 use crate::backend::Backend;
 use crate::config::Config;
 use crate::error::Error;
-use crate::pipeline::run::start_service;
+use crate::pipeline::run::start_service_with_faults;
 use crate::synth::Scenario;
 use std::path::PathBuf;
 
@@ -119,6 +119,8 @@ pub struct BenchArgs {
     /// Skip the leak audit (coverage from ground truth is still computed).
     #[arg(long)]
     pub no_audit: bool,
+    #[command(flatten)]
+    pub fault_detector: crate::pipeline::service::DetectorFaultArgs,
 }
 
 impl BenchArgs {
@@ -226,7 +228,11 @@ pub fn main(cfg: Config, args: &BenchArgs, photos: PathBuf) -> Result<BenchRepor
         o.height
     );
     let clips = prepare_clips(&o, max)?;
-    let svc = start_service(&cfg)?;
+    let faults = args.fault_detector.faults();
+    if faults.is_active() {
+        eprintln!("bench: fault injection on the detector: {faults} (of each run)");
+    }
+    let svc = start_service_with_faults(&cfg, faults)?;
     let backend = Backend::open(&cfg.gpu)?;
     warm_up_on(&cfg, &o, &clips, &svc, &backend)?;
     let mut last_runs = Vec::new();
@@ -285,6 +291,12 @@ pub fn gate(rep: &BenchReport) -> Vec<String> {
         let run = format!("run {} ({} stream(s))", k + 1, r.setup.streams);
         if r.dropped > 0 {
             out.push(format!("{run}: {} frame(s) dropped", r.dropped));
+        }
+        if let Some(f) = r.faults.as_ref().filter(|f| f.recovered() == Some(false)) {
+            out.push(format!(
+                "{run}: not recovered from the detector fault: {} of {} frame(s) failed closed from 1 s after it, {} of {} before",
+                f.settled_fail_closed, f.settled_frames, f.fail_closed[0], f.frames[0]
+            ));
         }
         if r.setup.mode != "strict" {
             continue;

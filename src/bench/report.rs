@@ -284,6 +284,76 @@ pub struct RunReport {
     /// The real-time deadline alone: as `held` without the latency budget.
     #[serde(default)]
     pub realtime: bool,
+    /// Test-only detector faults injected during the run, and what they did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultReport>,
+}
+
+/// What the injected detector faults (`--fault-detector-*`) did to a run:
+/// frames are counted by when they arrived against the fault window (in
+/// run seconds), so "after" shows whether the streams recovered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FaultReport {
+    /// The plan, as the flags gave it.
+    pub plan: String,
+    /// The window in run seconds (arrival time of frames); its end is
+    /// where the fault's effect ends (a stall at the window's end included).
+    pub window_s: (f64, Option<f64>),
+    pub stalled_batches: u64,
+    pub failed_batches: u64,
+    /// Frames in the batches the faults hit.
+    pub faulted_frames: u64,
+    /// Frames arriving before, inside and after the window, and of those
+    /// the ones failed closed.
+    pub frames: [u64; 3],
+    pub fail_closed: [u64; 3],
+    /// Frames arriving from 1 s after the window's end (time to drain the
+    /// backlog), and of those the ones failed closed.
+    pub settled_frames: u64,
+    pub settled_fail_closed: u64,
+}
+
+/// Recovered: from 1 s after the fault, frames fail closed no more often
+/// than before it, give or take this share (a busy machine misses some
+/// deadlines without any fault).
+pub const RECOVERY_SLACK: f64 = 0.05;
+
+impl FaultReport {
+    /// Whether the streams came back to their share of fail-closed frames
+    /// before the fault; `None` for a window without an end (or no frames).
+    pub fn recovered(&self) -> Option<bool> {
+        self.window_s.1?;
+        if self.settled_frames == 0 {
+            return None;
+        }
+        let share = |n: u64, d: u64| if d == 0 { 0.0 } else { n as f64 / d as f64 };
+        Some(
+            share(self.settled_fail_closed, self.settled_frames)
+                <= share(self.fail_closed[0], self.frames[0]) + RECOVERY_SLACK,
+        )
+    }
+
+    /// Counts `samples` against a window of `[start, end)` run seconds.
+    pub fn count(&mut self, samples: &[FrameSample]) {
+        let (start, end) = self.window_s;
+        for s in samples {
+            let t = s.arrival_s;
+            let phase = if t < start {
+                0
+            } else if end.is_none_or(|e| t < e) {
+                1
+            } else {
+                2
+            };
+            let closed = s.status == Status::FailClosed;
+            self.frames[phase] += 1;
+            self.fail_closed[phase] += u64::from(closed);
+            if end.is_some_and(|e| t >= e + 1.0) {
+                self.settled_frames += 1;
+                self.settled_fail_closed += u64::from(closed);
+            }
+        }
+    }
 }
 
 /// Faces left visible listed per scenario.
@@ -491,6 +561,7 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
         held,
         realtime,
         setup,
+        faults: None,
     }
 }
 
@@ -627,6 +698,34 @@ impl RunReport {
             let _ = writeln!(o, "    fail-closed: {n} x {reason}");
         }
         let r = &self.resources;
+        if let Some(f) = &self.faults {
+            let end = f
+                .window_s
+                .1
+                .map_or_else(|| "end".to_string(), |e| format!("{e:.1} s"));
+            let _ = writeln!(
+                o,
+                "  detector faults ({}): effect from {:.1} s to {end} of the run; {} batch(es) stalled, {} failed, {} frame(s) in them",
+                f.plan, f.window_s.0, f.stalled_batches, f.failed_batches, f.faulted_frames
+            );
+            let _ = writeln!(
+                o,
+                "    fail-closed / frames   before {} / {}   inside {} / {}   after {} / {}   from 1 s after: {} / {}{}",
+                f.fail_closed[0],
+                f.frames[0],
+                f.fail_closed[1],
+                f.frames[1],
+                f.fail_closed[2],
+                f.frames[2],
+                f.settled_fail_closed,
+                f.settled_frames,
+                match f.recovered() {
+                    Some(true) => " (recovered: no more than before the fault)",
+                    Some(false) => " (NOT recovered: more than before the fault)",
+                    None => "",
+                }
+            );
+        }
         let _ = writeln!(
             o,
             "  resources  wall {:.1} s  cpu {:.1} s  cores used {:.2}  peak RSS {:.0} MiB",
@@ -803,6 +902,53 @@ mod tests {
         assert_eq!(over_censored(&[], &full, 100, 100), 1.0);
         assert_eq!(truth_coverage(&truth, &full).0, 2500.0);
         assert_eq!(over_censored(&truth, &[], 100, 100), 0.0);
+    }
+
+    /// Frames are counted by arrival against the window; recovery compares
+    /// the share failed closed from 1 s after the window with the share
+    /// before it.
+    #[test]
+    fn fault_report_counts_by_phase_and_judges_recovery() {
+        // 10 fps for 10 s; the window is 3 s to 5 s.
+        let mut frames: Vec<FrameSample> = (0..100)
+            .map(|i| {
+                let a = i as f64 * 0.1;
+                sample(i, a, a + 0.02, Status::Verified)
+            })
+            .collect();
+        // One fail-closed before (of 30), all 20 inside, the backlog just
+        // after (5.0-5.9 s), none from 6 s on.
+        frames[7].status = Status::FailClosed;
+        for f in &mut frames[30..59] {
+            f.status = Status::FailClosed;
+        }
+        let mut f = FaultReport {
+            window_s: (3.0, Some(5.0)),
+            ..FaultReport::default()
+        };
+        f.count(&frames);
+        assert_eq!(f.frames, [30, 20, 50]);
+        assert_eq!(f.fail_closed, [1, 20, 9]);
+        assert_eq!((f.settled_fail_closed, f.settled_frames), (0, 40));
+        assert_eq!(f.recovered(), Some(true));
+        // Still failing closed from 6 s on: not recovered.
+        for f in &mut frames[80..] {
+            f.status = Status::FailClosed;
+        }
+        let mut g = FaultReport {
+            window_s: (3.0, Some(5.0)),
+            ..FaultReport::default()
+        };
+        g.count(&frames);
+        assert_eq!(g.settled_fail_closed, 20);
+        assert_eq!(g.recovered(), Some(false));
+        // A window without an end cannot be recovered from.
+        let mut h = FaultReport {
+            window_s: (3.0, None),
+            ..FaultReport::default()
+        };
+        h.count(&frames);
+        assert_eq!((h.frames[2], h.recovered()), (0, None));
     }
 
     #[test]

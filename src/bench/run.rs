@@ -4,7 +4,7 @@
 
 use super::clips::{stream_scenario, Clips};
 use super::machine::{cpu_seconds, peak_rss_mib};
-use super::report::{aggregate, Resources, RunReport, RunSetup, StreamRun};
+use super::report::{aggregate, FaultReport, Resources, RunReport, RunSetup, StreamRun};
 use super::score::score;
 use super::stream::Stream;
 use super::{other, BenchOptions};
@@ -92,6 +92,9 @@ pub fn run_on(
         plan.push((k, s, aus));
     }
     let win = window(cfg, o);
+    // Injected faults: the window counts from this run's first batch.
+    svc.restart_faults();
+    let faults0 = svc.stats();
     // Every thread starts on the same clock, a little ahead so all are ready.
     let start = Instant::now() + Duration::from_millis(50);
     let cpu0 = cpu_seconds();
@@ -132,7 +135,51 @@ pub fn run_on(
     };
     let mut setup = setup_of(cfg, o, svc.letterbox_mode());
     setup.encoder = runs.first().map(|r| r.encoder.clone()).unwrap_or_default();
-    Ok((aggregate(setup, &runs, res), runs))
+    let mut report = aggregate(setup, &runs, res);
+    report.faults = fault_report(svc, start, faults0, &runs);
+    Ok((report, runs))
+}
+
+/// What the injected detector faults did in a run that started at `start`
+/// (`before`: the service's counters then); `None` without faults.
+fn fault_report(
+    svc: &DetectService,
+    start: Instant,
+    before: crate::pipeline::service::ServiceStats,
+    runs: &[StreamRun],
+) -> Option<FaultReport> {
+    let plan = svc.faults();
+    if !plan.is_active() {
+        return None;
+    }
+    let after = svc.stats();
+    // The clock starts at the run's first batch (just after `start`).
+    let origin = svc.fault_origin().unwrap_or(start);
+    let offset = if origin >= start {
+        origin.duration_since(start).as_secs_f64()
+    } else {
+        -start.duration_since(origin).as_secs_f64()
+    };
+    let begin = offset + plan.window.start.as_secs_f64();
+    // A batch stalled at the window's end holds its context that much
+    // longer: the fault's effect ends then.
+    let mut f = FaultReport {
+        plan: plan.to_string(),
+        window_s: (
+            begin,
+            plan.window
+                .length
+                .map(|l| begin + (l + plan.stall).as_secs_f64()),
+        ),
+        stalled_batches: after.stalled_batches - before.stalled_batches,
+        failed_batches: after.failed_batches - before.failed_batches,
+        faulted_frames: after.faulted_frames - before.faulted_frames,
+        ..FaultReport::default()
+    };
+    for r in runs {
+        f.count(&r.samples);
+    }
+    Some(f)
 }
 
 /// One single-stream run per scenario of `o`, one after another, reported

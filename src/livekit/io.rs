@@ -28,6 +28,9 @@ pub enum Command {
     Leave,
 }
 
+/// How long the signalling connection may take to open.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A running participant.
 pub struct Connection {
     pub events: mpsc::UnboundedReceiver<ParticipantEvent>,
@@ -49,12 +52,36 @@ pub async fn connect(
 ) -> Result<Connection, LiveKitError> {
     let ws_url = signal::connect_url(url, token, false);
     let safe_url = signal::connect_url(url, "***", false);
-    let (ws, _) = tokio_tungstenite::connect_async(ws_url.as_str())
-        .await
-        .map_err(|e| LiveKitError::Connect {
+    // A server that drops packets would hold this (and the session table)
+    // for the TCP timeout: give up after CONNECT_TIMEOUT instead.
+    let (ws, _) = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio_tungstenite::connect_async(ws_url.as_str()),
+    )
+    .await
+    .map_err(|_| LiveKitError::Connect {
+        url: safe_url.clone(),
+        reason: format!("no answer within {CONNECT_TIMEOUT:?}"),
+    })?
+    .map_err(|e| match e {
+        tokio_tungstenite::tungstenite::Error::Http(r)
+            if matches!(r.status().as_u16(), 401 | 403) =>
+        {
+            LiveKitError::Refused {
+                url: safe_url.clone(),
+                status: r.status().as_u16(),
+                reason: r
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                    .unwrap_or_default(),
+            }
+        }
+        e => LiveKitError::Connect {
             url: safe_url.clone(),
             reason: e.to_string(),
-        })?;
+        },
+    })?;
     let bind = |ip| async move {
         UdpSocket::bind(SocketAddr::new(ip, 0))
             .await

@@ -81,6 +81,9 @@ pub struct SessionStats {
     /// New connections made after the first, per side.
     pub input_reconnects: AtomicU64,
     pub output_reconnects: AtomicU64,
+    /// Whether each side's connection is up now (`/healthz`).
+    pub input_connected: AtomicBool,
+    pub output_connected: AtomicBool,
     /// Current audio hold (lip sync with the censored video), microseconds.
     pub audio_delay_us: AtomicU64,
     /// Added latency of each published frame (network arrival to send), ms.
@@ -163,6 +166,8 @@ impl Session {
         // the start; the supervisors make the later ones.
         let output = out_spec.connect(0).await?;
         let input = in_spec.connect(0).await?;
+        stats.output_connected.store(true, Ordering::Relaxed);
+        stats.input_connected.store(true, Ordering::Relaxed);
         let stop = Arc::new(AtomicBool::new(false));
         let (media_tx, media_rx) = std_mpsc::channel::<MediaIn>();
         let (input_cmd, input_cmd_rx) = mpsc::unbounded_channel();

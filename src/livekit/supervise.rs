@@ -86,6 +86,13 @@ impl ConnSpec {
             Side::Output => &stats.output_reconnects,
         }
     }
+
+    fn connected<'a>(&self, stats: &'a SessionStats) -> &'a AtomicBool {
+        match self.side {
+            Side::Input => &stats.input_connected,
+            Side::Output => &stats.output_connected,
+        }
+    }
 }
 
 type MintFn = fn(&str, &str, &str, &str) -> Result<String, LiveKitError>;
@@ -129,6 +136,7 @@ async fn reconnect(
         match while_down(spec.connect(attempt), commands).await? {
             Ok(c) => {
                 counter.fetch_add(1, Ordering::Relaxed);
+                spec.connected(stats).store(true, Ordering::Relaxed);
                 tracing::warn!(room = %spec.room, side = spec.side.name(), reconnects = attempt, "reconnected");
                 return Some(c);
             }
@@ -235,6 +243,7 @@ pub(super) async fn supervise_input(
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         };
+        spec.connected(&stats).store(false, Ordering::Relaxed);
         // Audio of a connection that is gone leaves now, in order.
         audio.drain().for_each(send_audio);
         if !leaving {
@@ -298,6 +307,7 @@ pub(super) async fn supervise_output(
                 },
             }
         };
+        spec.connected(&stats).store(false, Ordering::Relaxed);
         if let Some(why) = finish(conn).await {
             tracing::warn!(room = %spec.room, "output connection: {why}");
         }

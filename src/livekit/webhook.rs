@@ -10,8 +10,9 @@ use crate::error::LiveKitError;
 use crate::metrics::{Exposition, Snapshot, CONTENT_TYPE};
 use crate::pipeline::service::DetectService;
 use crate::pipeline::stream::StreamOptions;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
@@ -128,6 +129,15 @@ pub fn check_fresh(ev: &proto::WebhookEvent, now_unix: i64) -> Result<(), (Statu
     Ok(())
 }
 
+/// Whether a failed start means LiveKit cannot be reached (worth retrying):
+/// no signalling connection, or one closed while joining.
+fn unreachable(e: &crate::error::Error) -> bool {
+    matches!(
+        e,
+        crate::error::Error::LiveKit(LiveKitError::Connect { .. } | LiveKitError::Signal(_))
+    )
+}
+
 /// Shared state of the webhook server.
 pub struct Server {
     pub lk: LiveKitSettings,
@@ -137,9 +147,17 @@ pub struct Server {
     sessions: Mutex<HashMap<String, Session>>,
     /// Rooms started by `serve --room`: webhooks never stop them.
     pinned: std::sync::Mutex<Vec<String>>,
+    /// Pinned rooms whose first join waits for LiveKit to be reachable, and
+    /// the tasks retrying them.
+    joining: std::sync::Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
     next_stream: AtomicU32,
     webhooks: AtomicU64,
     rejected: AtomicU64,
+    /// Requests refused with 413 (body over [`MAX_BODY`]).
+    too_large: AtomicU64,
+    /// One "webhook rejected" warning per second: a flood of forged
+    /// requests must not flood the log (each is counted).
+    reject_log: std::sync::Mutex<super::timing::Throttle>,
     replays: std::sync::Mutex<Replays>,
     /// `--moderator-token`: the moderator page and its routes exist.
     moderator_token: Option<String>,
@@ -161,9 +179,14 @@ impl Server {
             receiver,
             sessions: Mutex::new(HashMap::new()),
             pinned: std::sync::Mutex::new(Vec::new()),
+            joining: std::sync::Mutex::new(HashMap::new()),
             next_stream: AtomicU32::new(1),
             webhooks: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            too_large: AtomicU64::new(0),
+            reject_log: std::sync::Mutex::new(super::timing::Throttle::new(
+                std::time::Duration::from_secs(1),
+            )),
             replays: std::sync::Mutex::new(Replays::default()),
             moderator_token: moderator_token.filter(|t| !t.is_empty()),
         })
@@ -223,28 +246,114 @@ impl Server {
 
     /// Starts a session for `room` unless one runs.
     pub async fn start(self: &Arc<Self>, room: &str) -> Result<(), LiveKitError> {
+        self.try_start(room)
+            .await
+            .map_err(|e| LiveKitError::Session {
+                room: room.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn try_start(self: &Arc<Self>, room: &str) -> Result<(), crate::error::Error> {
         let mut sessions = self.sessions.lock().await;
         if sessions.contains_key(room) {
             return Ok(());
         }
         let id = self.next_stream.fetch_add(1, Relaxed);
-        let s = Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id)
-            .await
-            .map_err(|e| LiveKitError::Session {
-                room: room.to_string(),
-                reason: e.to_string(),
-            })?;
+        let s = Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id).await?;
         tracing::info!(%room, "session started");
         sessions.insert(room.to_string(), s);
         Ok(())
     }
 
-    /// Starts a session that only `stop_all` ends.
-    pub async fn start_pinned(self: &Arc<Self>, room: &str) -> Result<(), LiveKitError> {
+    /// Starts a session that only `stop_all` ends. True once joined; false
+    /// when LiveKit cannot be reached yet: a task then retries (backoff
+    /// 250 ms doubling to 2 s) until it can, and `/healthz` answers 503
+    /// meanwhile. A server that refuses us (wrong key or secret) or any
+    /// other error fails at once: retrying would not help.
+    pub async fn start_pinned(self: &Arc<Self>, room: &str) -> Result<bool, LiveKitError> {
         if let Ok(mut p) = self.pinned.lock() {
             p.push(room.to_string());
         }
-        self.start(room).await
+        match self.try_start(room).await {
+            Ok(()) => return Ok(true),
+            Err(e) if unreachable(&e) => {
+                tracing::warn!(%room, "LiveKit not reachable; retrying: {e}");
+            }
+            Err(e) => {
+                return Err(LiveKitError::Session {
+                    room: room.to_string(),
+                    reason: e.to_string(),
+                })
+            }
+        }
+        let s = self.clone();
+        let r = room.to_string();
+        let task = tokio::spawn(async move {
+            let mut backoff = super::timing::Backoff::default();
+            let mut attempt = 1u64;
+            loop {
+                tokio::time::sleep(backoff.next_wait()).await;
+                attempt += 1;
+                match s.try_start(&r).await {
+                    Ok(()) => {
+                        tracing::warn!(room = %r, attempt, "LiveKit reachable; serving the room");
+                        break;
+                    }
+                    Err(e) if unreachable(&e) => {
+                        tracing::warn!(room = %r, attempt, "LiveKit not reachable; retrying: {e}");
+                    }
+                    Err(e) => {
+                        // Reachable now but refusing: say so and keep
+                        // trying (the operator may fix the server's keys).
+                        tracing::error!(room = %r, attempt, "cannot start session: {e}");
+                    }
+                }
+            }
+            if let Ok(mut j) = s.joining.lock() {
+                j.remove(&r);
+            }
+        });
+        if let Ok(mut j) = self.joining.lock() {
+            j.insert(room.to_string(), task);
+        }
+        Ok(false)
+    }
+
+    /// Why the service is not connected (rooms still waiting for LiveKit,
+    /// sessions with a connection down), or `Ok` when it is.
+    pub async fn health(&self) -> Result<(), String> {
+        let mut down: Vec<String> = self
+            .joining
+            .lock()
+            .map(|j| {
+                j.keys()
+                    .map(|r| format!("{r} (LiveKit not reachable)"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        down.sort();
+        let sessions = self.sessions.lock().await;
+        let mut rooms: Vec<_> = sessions.iter().collect();
+        rooms.sort_by(|a, b| a.0.cmp(b.0));
+        for (room, s) in rooms {
+            let sides: Vec<&str> = [
+                ("input", &s.stats.input_connected),
+                ("output", &s.stats.output_connected),
+            ]
+            .into_iter()
+            .filter(|(_, up)| !up.load(Relaxed))
+            .map(|(side, _)| side)
+            .collect();
+            if !sides.is_empty() {
+                down.push(format!("{room} ({} reconnecting)", sides.join(" and ")));
+            }
+        }
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(down.join(", "))
+        }
     }
 
     pub async fn stop(&self, room: &str) {
@@ -264,6 +373,11 @@ impl Server {
     }
 
     pub async fn stop_all(&self) {
+        if let Ok(mut j) = self.joining.lock() {
+            for (_, t) in j.drain() {
+                t.abort();
+            }
+        }
         let all: Vec<_> = self.sessions.lock().await.drain().collect();
         for (_, s) in all {
             s.stop().await;
@@ -293,6 +407,12 @@ impl Server {
                 "Webhook requests refused (signature, age or body)",
                 &[],
                 self.rejected.load(Relaxed),
+            );
+            m.counter(
+                "livecensor_http_too_large",
+                "HTTP requests refused with 413 (body over the limit), unread",
+                &[],
+                self.too_large.load(Relaxed),
             );
             for (room, s) in sessions.iter() {
                 session_metrics(&mut m, room, &s.stats);
@@ -473,6 +593,17 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
             v.load(Relaxed),
         );
     }
+    for (side, v) in [
+        ("input", &s.input_connected),
+        ("output", &s.output_connected),
+    ] {
+        m.gauge(
+            "livecensor_connected",
+            "Whether the connection is up (1) or being replaced (0), per side",
+            &[("room", room), ("side", side)],
+            if v.load(Relaxed) { 1.0 } else { 0.0 },
+        );
+    }
     m.gauge(
         "livecensor_audio_delay_ms",
         "Audio hold for lip sync with the censored video",
@@ -498,10 +629,57 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
 pub fn router(server: Arc<Server>) -> Router {
     Router::new()
         .route("/webhook", post(webhook))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .merge(super::moderator::routes(server.moderator_token.clone()))
+        // A body without a length (chunked) is cut at the limit too.
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .layer(middleware::from_fn_with_state(server.clone(), refuse_large))
         .with_state(server)
+}
+
+/// The largest request body any route reads. LiveKit's webhooks are a few
+/// KB and the moderator's actions less; 256 KiB leaves room for large
+/// participant metadata.
+pub const MAX_BODY: usize = 256 * 1024;
+
+/// 413 at once for a declared body over [`MAX_BODY`], before any of it is
+/// read (the connection is then closed, not drained); counts every 413.
+async fn refuse_large(
+    State(s): State<Arc<Server>>,
+    req: axum::extract::Request,
+    next: middleware::Next,
+) -> axum::response::Response {
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY as u64) {
+        s.too_large.fetch_add(1, Relaxed);
+        return (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body over {MAX_BODY} bytes\n"),
+        )
+            .into_response();
+    }
+    let resp = next.run(req).await;
+    if resp.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        s.too_large.fetch_add(1, Relaxed);
+    }
+    resp
+}
+
+/// 200 "ok" when every room is served with both connections up; 503
+/// "not connected: ..." naming what is down (a load balancer's readiness).
+async fn healthz(State(s): State<Arc<Server>>) -> (StatusCode, String) {
+    match s.health().await {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not connected: {why}\n"),
+        ),
+    }
 }
 
 async fn metrics(State(s): State<Arc<Server>>) -> impl IntoResponse {
@@ -528,8 +706,20 @@ async fn webhook(
     let ev = match verified {
         Ok(ev) => ev,
         Err((code, msg)) => {
-            s.rejected.fetch_add(1, Relaxed);
-            tracing::warn!(%code, "webhook rejected: {msg}");
+            let n = s.rejected.fetch_add(1, Relaxed) + 1;
+            let now = std::time::Instant::now();
+            let loud = s.reject_log.lock().is_ok_and(|mut t| {
+                let ready = t.ready(now);
+                if ready {
+                    t.mark(now);
+                }
+                ready
+            });
+            if loud {
+                tracing::warn!(%code, rejected_total = n, "webhook rejected: {msg}");
+            } else {
+                tracing::debug!(%code, "webhook rejected: {msg}");
+            }
             return (code, msg);
         }
     };
@@ -763,6 +953,152 @@ mod tests {
             decide(&event("participant_joined", "demo-raw", true, "b")),
             Action::Ignore
         );
+    }
+
+    /// A server whose LiveKit is at `url`, with a detector that finds
+    /// nothing.
+    fn server_for(url: &str) -> Arc<Server> {
+        use crate::engine::test_util::Nothing;
+        use crate::pipeline::batcher::BatcherConfig;
+        let svc = DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default())
+            .expect("a detector service");
+        let lk = LiveKitSettings {
+            url: url.into(),
+            api_key: "devkey".into(),
+            api_secret: "secret".into(),
+            bind_ip: "127.0.0.1".parse().unwrap(),
+            fps: 30.0,
+            audio: false,
+            faults: Default::default(),
+            backend: crate::backend::Backend::Cpu,
+            moderation: None,
+        };
+        let opts = StreamOptions {
+            policy: Default::default(),
+            scheduler: Default::default(),
+            tracker: None,
+            resize: Default::default(),
+            zoom: Default::default(),
+        };
+        Server::new(lk, Arc::new(svc), opts, None)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// A port nothing listens on (bound, then closed).
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[test]
+    fn a_pinned_room_waits_for_livekit_and_healthz_says_so() {
+        runtime().block_on(async {
+            let s = server_for(&format!("ws://127.0.0.1:{}", closed_port()));
+            assert_eq!(s.health().await, Ok(()));
+            assert!(!s.start_pinned("demo").await.expect("retrying, not failing"));
+            let why = s.health().await.unwrap_err();
+            assert_eq!(why, "demo (LiveKit not reachable)");
+            // Still retrying a while later, and stop_all ends that.
+            tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+            assert!(s.health().await.is_err());
+            s.stop_all().await;
+            assert_eq!(s.health().await, Ok(()));
+        });
+    }
+
+    #[test]
+    fn a_server_refusing_our_key_fails_the_start() {
+        runtime().block_on(async {
+            // Answers every WebSocket upgrade as LiveKit does a bad token.
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let port = l.local_addr().unwrap().port();
+            tokio::spawn(async move {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                while let Ok((mut c, _)) = l.accept().await {
+                    let mut buf = [0u8; 4096];
+                    let _ = c.read(&mut buf).await;
+                    let _ = c
+                        .write_all(
+                            b"HTTP/1.1 401 Unauthorized\r\ncontent-length: 13\r\n\r\ninvalid token",
+                        )
+                        .await;
+                }
+            });
+            let s = server_for(&format!("ws://127.0.0.1:{port}"));
+            let e = s.start_pinned("demo").await.unwrap_err().to_string();
+            assert!(
+                e.contains("refused us (401)") && e.contains("invalid token"),
+                "{e}"
+            );
+            assert_eq!(s.health().await, Ok(()), "nothing left retrying");
+        });
+    }
+
+    /// Raw HTTP/1.1 to `addr`: the request head, then `body` unless the
+    /// server has answered within 200 ms; returns the status (0: no answer
+    /// within 5 s).
+    async fn post_raw(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        c.write_all(head.as_bytes()).await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        let early =
+            tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut buf)).await;
+        let n = match early {
+            Ok(r) => r.unwrap(),
+            Err(_) => {
+                // Not answered yet: send the body (a refusal may cut it).
+                let _ = c.write_all(body).await;
+                let read = c.read(&mut buf);
+                match tokio::time::timeout(std::time::Duration::from_secs(5), read).await {
+                    Ok(r) => r.unwrap_or(0),
+                    Err(_) => 0,
+                }
+            }
+        };
+        let text = String::from_utf8_lossy(&buf[..n]);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn oversized_bodies_are_413_and_declared_ones_before_any_is_sent() {
+        runtime().block_on(async {
+            let s = server_for(&format!("ws://127.0.0.1:{}", closed_port()));
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let app = router(s.clone());
+            tokio::spawn(async move { axum::serve(l, app).await });
+            let head = |len: &str| {
+                format!("POST /webhook HTTP/1.1\r\nhost: x\r\nauthorization: forged\r\n{len}\r\n")
+            };
+            // 100 MB declared: answered before a byte of it is sent.
+            let big = head("content-length: 100000000\r\n");
+            let t = std::time::Instant::now();
+            assert_eq!(post_raw(addr, &big, &[]).await, 413);
+            assert!(t.elapsed() < std::time::Duration::from_millis(200));
+            // Just over the limit, chunked (no length): cut at the limit.
+            let n = MAX_BODY + 1;
+            let mut chunked = format!("{n:x}\r\n").into_bytes();
+            chunked.extend(std::iter::repeat_n(b'x', n));
+            chunked.extend(b"\r\n0\r\n\r\n");
+            let te = head("transfer-encoding: chunked\r\n");
+            assert_eq!(post_raw(addr, &te, &chunked).await, 413);
+            // Within the limit: read, and refused for its signature.
+            let small = head("content-length: 2\r\n");
+            assert_eq!(post_raw(addr, &small, b"{}").await, 401);
+            let m = s.metrics().await.unwrap();
+            assert!(m.contains("livecensor_http_too_large_total 2"), "{m}");
+            assert!(m.contains("livecensor_webhooks_rejected_total 1"), "{m}");
+        });
     }
 
     fn sign(body: &str, secret: &str) -> String {

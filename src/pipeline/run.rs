@@ -20,6 +20,14 @@ use std::time::{Duration, Instant};
 /// Builds the shared detector service from the configuration: one ort
 /// session per execution context.
 pub fn start_service(cfg: &Config) -> Result<Arc<DetectService>, Error> {
+    start_service_with_faults(cfg, Default::default())
+}
+
+/// [`start_service`] with test-only detector faults (`--fault-detector-*`).
+pub fn start_service_with_faults(
+    cfg: &Config,
+    faults: crate::pipeline::service::DetectorFaults,
+) -> Result<Arc<DetectService>, Error> {
     // TensorRT runs on the device the kernels do (`[gpu] device`).
     let backends = crate::detect::backend::backends_on(
         &cfg.pipeline_detector()?,
@@ -27,9 +35,10 @@ pub fn start_service(cfg: &Config) -> Result<Arc<DetectService>, Error> {
         cfg.batcher.max_batch,
         cfg.gpu.device,
     )?;
-    Ok(Arc::new(DetectService::start(
+    Ok(Arc::new(DetectService::start_with_faults(
         backends,
         cfg.batcher_config(),
+        faults,
     )?))
 }
 

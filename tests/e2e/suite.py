@@ -27,6 +27,17 @@ Scenarios (all by default, in this order; name some to run only those):
   actions     a rule escalates notify -> mute (muted in the raw room, the
               viewer's stream stops); a moderator's end_room deletes both rooms
   page        the moderator page in headless Chromium
+  detector    the detector stalled, then failing every 2nd batch, for 3 s
+              (hidden --fault-detector-* flags): 0 leaks, no freeze, faults
+              and frames failed closed counted, recovered after
+  abuse       while a session is live: 1000 forged webhooks/s for 10 s,
+              1 MB and 100 MB bodies: all refused (401, 413 before the
+              body is read), RSS flat, the stream unaffected
+  restart     `serve --room` started while livekit-server is down retries
+              (/healthz 503, then 200 once the server is up); then the
+              server is killed and restarted mid-stream: serve rejoins both
+              rooms, the viewer gets censored video again, 0 leaks, the
+              gap measured
 By hand only (name it): modlatency (event latency over many exposures, and
 the viewer's added latency with and without moderation), deadhook (ten
 minutes of events to a webhook that never answers: media, memory, drops).
@@ -63,17 +74,18 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, HERE)
-# Ports, so that two suites can run side by side: livekit-server on
-# E2E_LK_PORT (RTC TCP +1, UDP +2), `serve` on E2E_LISTEN.
+
+# Ports: livekit-server on LK_PORT (TCP LK_PORT+1, UDP LK_PORT+2), serve on
+# LISTEN; other values let two suites (or the soak) run side by side.
 LK_PORT = int(os.environ.get("E2E_LK_PORT", 7880))
-os.environ.setdefault("LIVEKIT_URL", f"ws://127.0.0.1:{LK_PORT}")
+LISTEN = os.environ.get("E2E_LISTEN", "127.0.0.1:7890")
+os.environ["LIVEKIT_URL"] = f"ws://127.0.0.1:{LK_PORT}"
 
 import common  # noqa: E402
 import tokens  # noqa: E402
 from livekit import api, rtc  # noqa: E402
 
 PY = sys.executable
-LISTEN = os.environ.get("E2E_LISTEN", "127.0.0.1:7890")
 W = int(os.environ.get("E2E_WIDTH", 640))
 H = int(os.environ.get("E2E_HEIGHT", 360))
 FPS = float(os.environ.get("E2E_FPS", 30))
@@ -174,9 +186,50 @@ def metric(m, name, room=None):
     return tot
 
 
+def livekit_config(path, port=LK_PORT, listen=LISTEN):
+    """livekit.yaml with this run's ports (TCP port+1, UDP port+2) and
+    webhook URL; written to `path`."""
+    with open(os.path.join(HERE, "livekit.yaml")) as fh:
+        text = fh.read()
+    for old, new in (("port: 7880", f"port: {port}"), ("udp_port: 7882", f"udp_port: {port + 2}"),
+                     ("tcp_port: 7881", f"tcp_port: {port + 1}"),
+                     ("http://127.0.0.1:7890/webhook", f"http://{listen}/webhook")):
+        text = text.replace(old, new)
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def livekit_up(port=LK_PORT):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{port}", timeout=1)
+    except urllib.error.HTTPError:
+        pass
+    except OSError:
+        return False
+    return True
+
+
+def start_livekit(name, port=LK_PORT, listen=LISTEN):
+    """A livekit-server (log in OUT/<name>.log), once it answers HTTP."""
+    if livekit_up(port):
+        raise RuntimeError(f"port {port} already answers: another livekit-server? (E2E_LK_PORT)")
+    cfg = livekit_config(os.path.join(OUT, "livekit.yaml"), port, listen)
+    lk = Proc(name, [os.path.join(ROOT, "bin/livekit-server"), "--config", cfg])
+    for _ in range(100):
+        if livekit_up(port):
+            return lk
+        if lk.p.poll() is not None:
+            break
+        time.sleep(0.2)
+    lk.stop()
+    raise RuntimeError("livekit-server did not start:\n" + lk.text()[-2000:])
+
+
 class Suite:
     def __init__(self, bin_):
         self.bin = bin_
+        self.lk = None
         self.procs = []
         self.results = {}
         self.scenario = ""
@@ -192,8 +245,12 @@ class Suite:
                 p.stop()
         self.procs = [p for p in self.procs if p in keep]
 
-    def serve(self, *args):
-        ready = "serving room" if "--room" in args else "waiting for webhooks"
+    def serve_when_down(self, *args):
+        """`serve --room` started while LiveKit is down."""
+        return self.serve(*args, ready="not reachable")
+
+    def serve(self, *args, ready=None):
+        ready = ready or ("serving room" if "--room" in args else "waiting for webhooks")
         argv = [self.bin, "serve", "--listen", LISTEN, "--stats-every", "5",
                 "--classes", "FACE_FEMALE,FACE_MALE", *EXTRA, *args]
         env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "livecensor=info,warn"),
@@ -891,24 +948,213 @@ def sc_page(s):
     return ok, r
 
 
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def sc_abuse(s):
+    """While a session is live: 1000 forged webhooks per second for 10 s
+    (keep-alive, loopback), then bodies of 1 MB and 100 MB declared by
+    Content-Length and 100 MB chunked, each sent a piece at a time until
+    the server answers: every webhook refused (401), every large body 413
+    after at most a few pieces (nothing unbounded read), no session
+    started by them, serve's RSS flat (peak within 10% + 8 MiB of before),
+    and the viewer's stream unaffected (0 leaks, no freeze over 1 s)."""
+    import abuse
+
+    room = "e2e-abuse"
+    p = s.serve("--room", room)
+    secs = max(LIVE, 24)
+    v, b, j = s.clients(room, w=SW, h=SH, seconds=secs, viewer_args=("--max-whole", "1.0"))
+    time.sleep(5.0)
+    m0 = metrics()
+    rss = {"before": rss_mib(p.p.pid)}
+    peak = [rss["before"]]
+    done = []
+
+    async def watch():
+        while not done:
+            peak.append(rss_mib(p.p.pid))
+            await asyncio.sleep(0.25)
+
+    async def run_flood():
+        w = asyncio.ensure_future(watch())
+        try:
+            return await abuse.flood(LISTEN, rate=1000, seconds=10)
+        finally:
+            done.append(1)
+            await w
+
+    released0 = metric(m0, "livecensor_frames_released_total", room)
+    t0 = time.time()
+    fl = asyncio.run(run_flood())
+    m1 = metrics()
+    flood_fps = (metric(m1, "livecensor_frames_released_total", room) - released0) / (time.time() - t0)
+    big = [abuse.big(LISTEN, 1_000_000), abuse.big(LISTEN, 100_000_000),
+           abuse.big(LISTEN, 100_000_000, chunked=True)]
+    peak.append(rss_mib(p.p.pid))
+    rss["after"] = rss_mib(p.p.pid)
+    rss["peak"] = max(x for x in peak if x is not None)
+    m2 = metrics()
+    r = s.finish_clients(v, b, j, secs + 40)
+    res = {
+        "flood": fl,
+        "webhooks_rejected": metric(m1, "livecensor_webhooks_rejected_total")
+        - metric(m0, "livecensor_webhooks_rejected_total"),
+        "oversized": big,
+        "http_413_counted": metric(m2, "livecensor_http_too_large_total"),
+        "rss_mib": rss,
+        "frames_released_per_s_during_flood": round(flood_fps, 1),
+        "sessions_after": metric(m2, "livecensor_sessions"),
+        "viewer": {k: r.get(k) for k in ("verdict", "frames", "leaks", "censored_whole", "max_gap_s")},
+    }
+    s.stop_all()
+    ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0
+          and fl["codes"].get(401, 0) == fl["answered"] and fl["answered"] >= 0.95 * fl["requests"]
+          and res["webhooks_rejected"] >= fl["answered"]
+          and all(x["status"] == 413 and x["body_sent_bytes"] <= 4 * 1024 * 1024 for x in big)
+          and res["http_413_counted"] >= len(big) and res["sessions_after"] == 1
+          and rss["peak"] <= rss["before"] * 1.10 + 8)
+    return ok, res
+
+
+def sc_detector(s):
+    """The detector stalled (500 ms per batch) and then failing every 2nd
+    batch, each for 3 s from 4 s after the first frame (`serve`'s hidden
+    --fault-detector-* flags), one `serve` per fault: 0 leaks, no freeze
+    over 1 s at the viewer, the faults and the frames failed closed
+    counted, and afterwards (from 1 s after the window) no more frames
+    failed closed than before it (+10 points: a busy machine misses some
+    deadlines anyway)."""
+    start, length = 4.0, 3.0
+    out = {}
+    ok = True
+    for name, stall, flags in (("stall", 0.5, ("--fault-detector-stall", "500")),
+                               ("fail", 0.0, ("--fault-detector-fail-every", "2"))):
+        room = f"e2e-det-{name}"
+        s.serve("--room", room, *flags, "--fault-detector-window", f"{start}:{length}")
+        secs = max(LIVE, 14)
+        v, b, j = s.clients(room, w=SW, h=SH, seconds=secs, tag=name,
+                            viewer_args=("--max-whole", "1.0"))
+        timeline = []  # (time, frames released, failed closed)
+        while v.p.poll() is None:
+            try:
+                m = metrics()
+                timeline.append((time.time(), metric(m, "livecensor_frames_released_total", room),
+                                 metric(m, "livecensor_fail_closed_total", room)))
+            except OSError:
+                pass
+            time.sleep(0.5)
+        r = s.finish_clients(v, b, j, secs + 40)
+        m = metrics()
+        # The window's clock starts at the first batch: the first frame.
+        t0 = next((t for t, n, _ in timeline if n > 0), None)
+
+        def share(a, z):
+            pts = [(n, f) for t, n, f in timeline if t0 is not None and t0 + a <= t <= t0 + z]
+            if len(pts) < 2 or pts[-1][0] == pts[0][0]:
+                return None, 0
+            return round((pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0]), 3), int(pts[-1][0] - pts[0][0])
+
+        last = timeline[-1][0] - t0 if t0 and timeline else 0
+        res = {
+            "leaks": r.get("leaks"), "frames": r.get("frames"), "censored_whole": r.get("censored_whole"),
+            "max_gap_s": r.get("max_gap_s"), "viewer": r.get("verdict"),
+            "faults_injected": metric(m, "livecensor_detector_faults_injected_total"),
+            "faulted_frames": metric(m, "livecensor_detector_faulted_frames_total"),
+            "fail_closed_total": metric(m, "livecensor_fail_closed_total", room),
+            "fail_closed_share_before": share(0.3, start)[0],
+            "fail_closed_share_inside": share(start, start + length)[0],
+            # A batch stalled at the window's end holds its context longer.
+            "fail_closed_share_after": share(start + length + stall + 1.0, last)[0],
+            "frames_after": share(start + length + stall + 1.0, last)[1],
+        }
+        before, inside, after = (res[f"fail_closed_share_{k}"] for k in ("before", "inside", "after"))
+        res["recovered"] = after is not None and before is not None and after <= before + 0.10
+        good = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and res["faults_injected"] > 0
+                and res["faulted_frames"] > 0 and (inside or 0) > 0 and res["recovered"]
+                and res["frames_after"] >= 60)
+        out[name] = res
+        ok = ok and good
+        s.stop_all()
+    return ok, out
+
+
+def sc_restart(s):
+    """LiveKit down and back. First `serve --room` starts while the server
+    is down: it keeps retrying and /healthz answers 503 until the server is
+    back, then 200. Then, mid-stream, livekit-server is killed (SIGKILL)
+    and restarted: serve rejoins both rooms by itself, the SDK clients
+    rejoin too, and the viewer gets censored video again with 0 leaks;
+    the gap is the longest time between frames at the viewer."""
+    room = "e2e-restart"
+    down_for = 2.0
+
+    def kill_lk():
+        s.lk.p.kill()
+        s.lk.p.wait()
+        s.lk.fh.close()
+
+    def health_until(code, timeout):
+        end = time.time() + timeout
+        while time.time() < end:
+            try:
+                got = http("GET", "/healthz")
+            except OSError:
+                got = (None, "")
+            if got[0] == code:
+                return got
+            time.sleep(0.1)
+        return None
+
+    r = {}
+    kill_lk()
+    p = s.serve_when_down("--room", room)
+    h = health_until(503, 10)
+    r["healthz_while_down"] = list(h) if h else None
+    r["serve_alive_while_down"] = p.p.poll() is None
+    t_up = time.time()
+    s.lk = start_livekit("livekit-server-2")
+    h = health_until(200, 20)
+    r["healthz_after_start"] = list(h) if h else None
+    r["joined_after_livekit_up_s"] = round(time.time() - t_up, 2) if h else None
+    secs = max(LIVE, 24)
+    v, b, j = s.clients(room, w=SW, h=SH, seconds=secs, max_gap=30.0,
+                        viewer_args=("--idle", "30"))
+    time.sleep(8.0)
+    t_kill = time.time()
+    kill_lk()
+    h = health_until(503, 5)
+    r["healthz_during_outage"] = list(h) if h else None
+    time.sleep(max(0.0, down_for - (time.time() - t_kill)))
+    s.lk = start_livekit("livekit-server-3")
+    t_back = time.time()
+    h = health_until(200, 30)
+    r["rejoined_after_restart_s"] = round(time.time() - t_back, 2) if h else None
+    r.update(s.finish_clients(v, b, j, secs + 60))
+    r["outage_s"] = round(t_back - t_kill, 2)
+    m = metrics()
+    r["reconnects"] = {side: metric({k: x for k, x in m.items() if f'side="{side}"' in k},
+                                    "livecensor_reconnects_total") for side in ("input", "output")}
+    # The gap the restart made, and frames after it.
+    r["restart_gap_s"] = r.get("max_gap_s")
+    s.stop_all()
+    ok = (r["healthz_while_down"] is not None and "not connected" in r["healthz_while_down"][1]
+          and r["serve_alive_while_down"] and r["healthz_after_start"] is not None
+          and r["healthz_during_outage"] is not None and r["rejoined_after_restart_s"] is not None
+          and r["viewer_rc"] == 0 and r.get("leaks", 1) == 0 and r.get("video_tracks", 0) >= 2
+          and r["reconnects"]["input"] >= 1 and r["reconnects"]["output"] >= 1)
+    return ok, r
+
+
 ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "actions",
-         "page"]
+         "page", "detector", "abuse", "restart"]
 # Measurements run by hand (named on the command line), not in CI.
 BY_HAND = ["modlatency", "deadhook"]
-
-
-def lk_config():
-    """tests/e2e/livekit.yaml with this suite's ports (a copy in OUT)."""
-    with open(os.path.join(HERE, "livekit.yaml")) as fh:
-        text = fh.read()
-    text = (text.replace("port: 7880", f"port: {LK_PORT}")
-            .replace("tcp_port: 7881", f"tcp_port: {LK_PORT + 1}")
-            .replace("udp_port: 7882", f"udp_port: {LK_PORT + 2}")
-            .replace("127.0.0.1:7890", LISTEN))
-    path = os.path.join(OUT, "livekit.yaml")
-    with open(path, "w") as fh:
-        fh.write(text)
-    return path
 
 
 def main():
@@ -921,22 +1167,9 @@ def main():
             sys.exit(f"unknown scenario {w!r}; known: {', '.join(ORDER + BY_HAND)}")
     os.makedirs(OUT, exist_ok=True)
     s = Suite(binary())
-    lk = Proc("livekit-server", [os.path.join(ROOT, "bin/livekit-server"), "--config", lk_config()])
     results = {}
     try:
-        up = False
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{LK_PORT}", timeout=1)
-                up = True
-                break
-            except urllib.error.HTTPError:
-                up = True
-                break
-            except OSError:
-                time.sleep(0.2)
-        if not up:
-            raise RuntimeError("livekit-server did not start:\n" + lk.text()[-2000:])
+        s.lk = start_livekit("livekit-server")
         print(f"livekit-server up; livecensor = {s.bin}; {W}x{H}@{FPS:g}, {LIVE:g} s", flush=True)
         for name in ORDER + BY_HAND:
             if name not in want:
@@ -955,7 +1188,8 @@ def main():
                 print(f"e2e {n}: {'PASS' if ok else 'FAIL'} {json.dumps(r)}", flush=True)
     finally:
         s.stop_all()
-        lk.stop()
+        if s.lk:
+            s.lk.stop()
     with open(os.path.join(OUT, "summary.json"), "w") as fh:
         json.dump(results, fh, indent=1)
     failed = [n for n, r in results.items() if not r["pass"]]

@@ -13,6 +13,11 @@ use std::time::Duration;
 pub struct ServiceStats {
     pub batches: u64,
     pub images: u64,
+    /// Test-only faults: batches stalled, batches failed, and the frames in
+    /// those batches.
+    pub stalled_batches: u64,
+    pub failed_batches: u64,
+    pub faulted_frames: u64,
 }
 
 /// The service's counters, shared by its workers.
@@ -21,6 +26,9 @@ pub(super) struct Counters {
     images: AtomicU64,
     batch_sizes: Histogram,
     queue_wait: Histogram,
+    stalled: AtomicU64,
+    failed: AtomicU64,
+    faulted_frames: AtomicU64,
 }
 
 impl Counters {
@@ -30,7 +38,22 @@ impl Counters {
             images: AtomicU64::new(0),
             batch_sizes: Histogram::new(&BATCH_BUCKETS),
             queue_wait: Histogram::latency_ms(),
+            stalled: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            faulted_frames: AtomicU64::new(0),
         }
+    }
+
+    /// A test-only fault hit a batch of `frames`.
+    pub(super) fn record_fault(&self, fault: &super::fault::FaultAction, frames: usize) {
+        if !fault.stall.is_zero() {
+            self.stalled.fetch_add(1, Ordering::Relaxed);
+        }
+        if fault.fail {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+        }
+        self.faulted_frames
+            .fetch_add(frames as u64, Ordering::Relaxed);
     }
 
     /// One batch of `images` inferred; `waits` is each image's time in the
@@ -51,6 +74,9 @@ impl DetectService {
         ServiceStats {
             batches: c.batches.load(Ordering::Relaxed),
             images: c.images.load(Ordering::Relaxed),
+            stalled_batches: c.stalled.load(Ordering::Relaxed),
+            failed_batches: c.failed.load(Ordering::Relaxed),
+            faulted_frames: c.faulted_frames.load(Ordering::Relaxed),
         }
     }
 
@@ -83,6 +109,22 @@ impl DetectService {
             &[],
             &c.queue_wait,
         );
+        if self.shared.faults.is_active() {
+            for (kind, v) in [("stall", st.stalled_batches), ("fail", st.failed_batches)] {
+                m.counter(
+                    "livecensor_detector_faults_injected",
+                    "Detector batches hit by an injected fault (tests), per kind",
+                    &[("kind", kind)],
+                    v,
+                );
+            }
+            m.counter(
+                "livecensor_detector_faulted_frames",
+                "Frames in detector batches hit by an injected fault (tests)",
+                &[],
+                st.faulted_frames,
+            );
+        }
         m
     }
 }

@@ -4,10 +4,12 @@
 //! shares it. This file is its API (start, submit, shutdown); the worker
 //! loop, the warm-up and the counters live in the submodules.
 
+pub mod fault;
 mod metrics;
 mod warm;
 mod worker;
 
+pub use fault::{DetectorFaultArgs, DetectorFaults};
 pub use metrics::ServiceStats;
 
 use super::batcher::{Batcher, BatcherConfig, Key};
@@ -67,12 +69,15 @@ struct Job {
 struct State {
     batcher: Batcher<Job>,
     shutdown: bool,
+    /// Test-only faults (off unless asked for).
+    faults: fault::FaultState,
 }
 
 struct Shared {
     state: Mutex<State>,
     cv: Condvar,
     counters: Counters,
+    faults: DetectorFaults,
 }
 
 /// The shared detector service.
@@ -88,7 +93,16 @@ impl DetectService {
     /// One worker thread per backend; each is one execution context.
     pub fn start(
         backends: Vec<Box<dyn DetectBackend>>,
+        cfg: BatcherConfig,
+    ) -> Result<DetectService, DetectError> {
+        Self::start_with_faults(backends, cfg, DetectorFaults::default())
+    }
+
+    /// [`start`](Self::start) with test-only faults injected (see `fault`).
+    pub fn start_with_faults(
+        backends: Vec<Box<dyn DetectBackend>>,
         mut cfg: BatcherConfig,
+        faults: DetectorFaults,
     ) -> Result<DetectService, DetectError> {
         let input_size = backends
             .first()
@@ -114,9 +128,11 @@ impl DetectService {
             state: Mutex::new(State {
                 batcher: Batcher::new(cfg),
                 shutdown: false,
+                faults: fault::FaultState::new(faults),
             }),
             cv: Condvar::new(),
             counters: Counters::new(),
+            faults,
         });
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let workers = backends
@@ -203,6 +219,26 @@ impl DetectService {
             }
             Err(job) => Err(job.input),
         }
+    }
+
+    /// The injected faults (test only; inactive by default).
+    pub fn faults(&self) -> DetectorFaults {
+        self.shared.faults
+    }
+
+    /// The fault window's clock starts again at the next batch (a bench
+    /// run's first frame); returns when it started last, if it had.
+    pub fn restart_faults(&self) -> Option<Instant> {
+        let mut st = self.shared.state.lock().ok()?;
+        let last = st.faults.origin();
+        st.faults.restart();
+        last
+    }
+
+    /// When the fault window's clock started (the first batch since the
+    /// start or the last restart).
+    pub fn fault_origin(&self) -> Option<Instant> {
+        self.shared.state.lock().ok()?.faults.origin()
     }
 
     /// Frames queued but not yet in a batch.

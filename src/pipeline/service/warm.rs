@@ -50,7 +50,7 @@ pub(super) fn warm_up(
             // The main shape's last runs seed the estimate (first runs of a
             // shape plan memory and are slow).
             if n == most && n > 1 {
-                estimate.observe(n, t0.elapsed());
+                estimate.observe(n, t0, t0.elapsed());
             }
         }
     }

@@ -3,6 +3,7 @@
 //! running inference estimate), lays the rest out as one tensor, runs the
 //! backend and sends each frame's result back to its stream.
 
+use super::fault::FaultAction;
 use super::warm::warm_up;
 use super::{Completion, Shared};
 use crate::detect::{DetectBackend, DetectInput, Letterbox};
@@ -48,27 +49,45 @@ fn gather(jobs: &[(&[f32], Letterbox)], input: &mut Vec<f32>) -> Option<Vec<Lett
 /// so `n` images are predicted to take `n` times it (conservative where
 /// batching is cheaper, as on a GPU: a frame dropped too eagerly is
 /// censored whole, never shown unverified).
+///
+/// It only predicts while fresh (a batch timed within [`Self::STALE`]):
+/// after a stall every frame looked hopeless, none was inferred, and a
+/// stuck estimate failed every later frame closed for good. A stale
+/// estimate lets the next batch run, and that batch's time replaces it.
 #[derive(Clone, Copy, Debug, Default)]
 pub(super) struct InferEstimate {
     per_image_s: Option<f64>,
+    /// When the last timed batch ended.
+    at: Option<Instant>,
 }
 
 impl InferEstimate {
     const WEIGHT: f64 = 0.2;
+    const STALE: Duration = Duration::from_millis(500);
 
-    pub(super) fn observe(&mut self, images: usize, took: Duration) {
+    fn fresh(&self, now: Instant) -> bool {
+        self.at
+            .is_some_and(|t| now.saturating_duration_since(t) < Self::STALE)
+    }
+
+    /// A batch of `images` started at `started` took `took`.
+    pub(super) fn observe(&mut self, images: usize, started: Instant, took: Duration) {
         if images == 0 {
             return;
         }
         let v = took.as_secs_f64() / images as f64;
         self.per_image_s = Some(match self.per_image_s {
-            Some(p) => p + Self::WEIGHT * (v - p),
-            None => v,
+            Some(p) if self.fresh(started) => p + Self::WEIGHT * (v - p),
+            _ => v,
         });
+        self.at = Some(started + took);
     }
 
-    /// `None` until a batch was timed.
-    fn predict(&self, images: usize) -> Option<Duration> {
+    /// `None` until a batch was timed, or when the estimate is stale.
+    fn predict(&self, images: usize, now: Instant) -> Option<Duration> {
+        if !self.fresh(now) {
+            return None;
+        }
         self.per_image_s
             .map(|p| Duration::from_secs_f64((p * images as f64).min(3600.0)))
     }
@@ -99,7 +118,7 @@ pub(super) fn worker(
     let _ = ready.send(());
     drop(ready);
     loop {
-        let batch = {
+        let (batch, fault) = {
             let Ok(mut st) = shared.state.lock() else {
                 return;
             };
@@ -109,7 +128,8 @@ pub(super) fn worker(
                 }
                 let now = Instant::now();
                 if let Some(b) = st.batcher.poll_batch(now) {
-                    break b;
+                    let f = st.faults.on_batch(now);
+                    break (b, f);
                 }
                 let wait = st
                     .batcher
@@ -124,7 +144,7 @@ pub(super) fn worker(
             }
         };
         let start = Instant::now();
-        let predicted = estimate.predict(batch.items.len());
+        let predicted = estimate.predict(batch.items.len(), start);
         let mut live = Vec::with_capacity(batch.items.len());
         for q in batch.items {
             let Some(why) = hopeless(q.item.expires, start, predicted) else {
@@ -149,11 +169,20 @@ pub(super) fn worker(
             shared.cv.notify_all();
             continue;
         }
+        // Test-only faults: a stall counts as inference time (the estimate
+        // sees it, as it would a slow detector's), a failure replaces it.
+        if fault != FaultAction::default() {
+            shared.counters.record_fault(&fault, n);
+        }
+        if !fault.stall.is_zero() {
+            std::thread::sleep(fault.stall);
+        }
         let host: Option<Vec<(&[f32], Letterbox)>> = live
             .iter()
             .map(|q| q.item.input.host().map(|t| (t, q.item.letterbox)))
             .collect();
         let result = match host {
+            _ if fault.fail => Err(DetectError::Injected("--fault-detector-fail-every")),
             Some(jobs) => match gather(&jobs, &mut input) {
                 Some(lbs) => backend.detect(&input, n, &lbs),
                 None => Err(DetectError::Runtime(format!(
@@ -171,7 +200,7 @@ pub(super) fn worker(
         };
         let infer = start.elapsed();
         if result.is_ok() {
-            estimate.observe(n, infer);
+            estimate.observe(n, start, infer);
         }
         shared.counters.record_batch(
             n,
@@ -237,21 +266,52 @@ mod tests {
 
     #[test]
     fn estimate_is_per_image_and_follows_the_backend() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
         let mut e = InferEstimate::default();
-        assert_eq!(e.predict(4), None);
-        e.observe(0, Duration::from_millis(50));
-        assert_eq!(e.predict(1), None);
-        e.observe(2, Duration::from_millis(20));
-        assert_eq!(e.predict(3), Some(Duration::from_millis(30)));
+        assert_eq!(e.predict(4, t), None);
+        e.observe(0, t, ms(50));
+        assert_eq!(e.predict(1, t), None);
+        e.observe(2, t, ms(20));
+        assert_eq!(e.predict(3, t + ms(20)), Some(ms(30)));
         // A slower backend moves it a fifth of the way per batch.
-        e.observe(1, Duration::from_millis(20));
-        let p = e.predict(1).unwrap().as_secs_f64() * 1e3;
+        e.observe(1, t + ms(20), ms(20));
+        let p = e.predict(1, t + ms(40)).unwrap().as_secs_f64() * 1e3;
         assert!((p - 12.0).abs() < 1e-9, "{p}");
+        let mut now = t + ms(40);
         for _ in 0..50 {
-            e.observe(1, Duration::from_millis(20));
+            e.observe(1, now, ms(20));
+            now += ms(20);
         }
-        let p = e.predict(1).unwrap().as_secs_f64() * 1e3;
+        let p = e.predict(1, now).unwrap().as_secs_f64() * 1e3;
         assert!((p - 20.0).abs() < 0.01, "{p}");
+    }
+
+    /// After a stall the estimate says every frame is hopeless, so nothing
+    /// is inferred to correct it: once stale it predicts nothing, the next
+    /// batch runs, and its time replaces the stall's.
+    #[test]
+    fn a_stale_estimate_lets_a_batch_run_and_is_replaced_by_it() {
+        let t = Instant::now();
+        let ms = Duration::from_millis;
+        let mut e = InferEstimate::default();
+        e.observe(1, t, ms(8));
+        let mut now = t + ms(10);
+        for _ in 0..5 {
+            e.observe(1, now, ms(500));
+            now += ms(500);
+        }
+        let after_stall = now;
+        let p = e.predict(1, after_stall).unwrap();
+        assert!(
+            hopeless(after_stall + ms(250), after_stall, Some(p)).is_some(),
+            "{p:?}: the stall makes the next frame look hopeless"
+        );
+        let later = after_stall + InferEstimate::STALE;
+        assert_eq!(e.predict(1, later), None);
+        assert_eq!(hopeless(later + ms(250), later, None), None);
+        e.observe(1, later, ms(8));
+        assert_eq!(e.predict(1, later + ms(8)), Some(ms(8)));
     }
 
     #[test]
