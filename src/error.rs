@@ -148,6 +148,8 @@ pub enum LiveKitError {
     Webhook(String),
     #[error("fault injection: {0}")]
     Fault(String),
+    #[error("LiveKit agent dispatch: {0}")]
+    Agent(String),
 }
 
 /// Moderation events, their delivery and the room actions rules take.

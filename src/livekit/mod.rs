@@ -21,8 +21,11 @@ mod supervise;
 pub mod timing;
 pub mod token;
 pub mod webhook;
+pub mod worker;
+pub mod dispatch;
 
 pub use participant::{
     Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc, PublishSpec,
 };
 pub use session::{raw_room, LiveKitSettings, Session, SessionStats};
+pub use supervise::JobInput;
