@@ -422,6 +422,20 @@ impl LeaseWatch {
     }
 }
 
+/// Whether a raw room's participants include a broadcaster: someone
+/// other than a censor's input with a video track published. Checked
+/// before a takeover (a room's publisher count lags behind departures).
+pub fn has_broadcast(participants: &[proto::ParticipantInfo]) -> bool {
+    participants.iter().any(|p| {
+        !p.identity.starts_with(INPUT_IDENTITY)
+            && p.state != proto::participant_info::State::Disconnected as i32
+            && p
+                .tracks
+                .iter()
+                .any(|t| t.r#type == proto::TrackType::Video as i32)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -659,6 +673,28 @@ mod tests {
         assert_eq!(w.observe(t + UNLEASED_GRACE, &r, &[]), vec!["a-raw"]);
         assert_eq!(lease_of("not json"), None);
         assert_eq!(lease_of("{}"), None);
+    }
+
+    #[test]
+    fn a_broadcast_is_a_video_track_of_someone_else() {
+        let p = |identity: &str, kind: proto::TrackType, state: proto::participant_info::State| {
+            proto::ParticipantInfo {
+                identity: identity.into(),
+                state: state as i32,
+                tracks: vec![proto::TrackInfo {
+                    r#type: kind as i32,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }
+        };
+        use proto::participant_info::State::{Active, Disconnected};
+        use proto::TrackType::{Audio, Video};
+        assert!(has_broadcast(&[p("bc", Video, Active)]));
+        assert!(!has_broadcast(&[p("bc", Audio, Active)]));
+        assert!(!has_broadcast(&[p("bc", Video, Disconnected)]));
+        assert!(!has_broadcast(&[p("livecensor-in-AJ_1", Video, Active)]));
+        assert!(!has_broadcast(&[]));
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! re-dispatches raw rooms whose lease stopped (failover).
 
 use super::dispatch::{
-    agent_url, api_url, decode, lease_metadata, LeaseWatch, RoomView, WorkerConfig, WorkerOutput,
+    agent_url, api_url, decode, has_broadcast, lease_metadata, LeaseWatch, RoomView, WorkerConfig, WorkerOutput,
     WorkerProtocol, BEAT_EVERY,
 };
 use super::session::raw_room;
@@ -63,6 +63,14 @@ pub async fn run(server: Arc<Server>, opts: WorkerOptions) {
         backoff.connection_ended(up, Instant::now());
         tokio::time::sleep(backoff.next_wait()).await;
     }
+}
+
+/// Seconds since the epoch, for log lines others line up with.
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// The lease task ends with the worker.
@@ -142,7 +150,7 @@ async fn connection(
                     token,
                     identity,
                 } => {
-                    eprintln!("worker: job {job_id} assigned: room {room}");
+                    eprintln!("worker: job {job_id} assigned at {:.3}: room {room}", unix_now());
                     lock(shared).jobs.insert(job_id.clone(), room.clone());
                     let server = server.clone();
                     let failed = failed_tx.clone();
@@ -259,6 +267,14 @@ async fn lease_task(server: Arc<Server>, opts: WorkerOptions, shared: Arc<Mutex<
             })
             .collect();
         for raw in watch.observe(Instant::now(), &views, &ours) {
+            match rooms.list_participants(&raw).await {
+                Ok(ps) if has_broadcast(&ps) => {}
+                Ok(_) => continue,
+                Err(e) => {
+                    tracing::warn!(room = %raw, "listing participants: {e}");
+                    continue;
+                }
+            }
             eprintln!("worker: room {raw} has a broadcaster and no live censor; dispatching it again");
             let req = proto::CreateAgentDispatchRequest {
                 agent_name: opts.agent_name.clone(),

@@ -22,6 +22,11 @@ Scenarios (all by default, in this order; name some to run only those):
   faults      RTP packets dropped and corrupted on livecensor's input: key
               frames requested, frames censored whole until they come
   resize      the broadcaster changes resolution mid-stream
+  workers     `livecensor worker` x2 with LiveKit agent dispatch (tokens from
+              `livecensor token`): a --max-sessions 1 worker takes one room,
+              reports WS_FULL and gets no more; the other takes three; the
+              first is killed (SIGKILL) and its room resumes on the other
+              within 5 s (gap printed); every viewer sees 0 leaks
 
 Exit status 0 when every scenario passes. Figures go to OUT/summary.json;
 the frames a viewer flags (leaked, unchecked, near misses) to
@@ -32,7 +37,9 @@ livecensor together fill this 2-core machine, so the 720p figures are
 measured by hand with E2E_WIDTH=1280 E2E_HEIGHT=720 tests/e2e/run.sh
 instrument basic), E2E_SMALL (kick, faults, resize; default 640x360),
 E2E_SECONDS (default 10), E2E_SERVE_ARGS (extra `serve` flags),
-LIVECENSOR_BIN, E2E_OUT (default out/e2e).
+LIVECENSOR_BIN, E2E_OUT (default out/e2e), E2E_LK_PORT (livekit-server,
+default 7880; +1 TCP, +2 UDP), E2E_LISTEN (serve, default 127.0.0.1:7890;
+workers take its port +1 and +2).
 """
 
 import argparse
@@ -59,7 +66,11 @@ import tokens  # noqa: E402
 from livekit import api, rtc  # noqa: E402
 
 PY = sys.executable
-LISTEN = "127.0.0.1:7890"
+# Ports: livekit-server on LK_PORT (TCP LK_PORT+1, UDP LK_PORT+2), serve on
+# LISTEN (the server's webhook target); `workers` adds LISTEN's port +1, +2.
+LK_PORT = int(os.environ.get("E2E_LK_PORT", 7880))
+LISTEN = os.environ.get("E2E_LISTEN", "127.0.0.1:7890")
+os.environ["LIVEKIT_URL"] = tokens.URL = f"ws://127.0.0.1:{LK_PORT}"
 W = int(os.environ.get("E2E_WIDTH", 640))
 H = int(os.environ.get("E2E_HEIGHT", 360))
 FPS = float(os.environ.get("E2E_FPS", 30))
@@ -122,8 +133,8 @@ class Proc:
         self.fh.close()
 
 
-def http(method, path, body=b"", headers=None):
-    req = urllib.request.Request(f"http://{LISTEN}{path}", data=body or None, method=method)
+def http(method, path, body=b"", headers=None, listen=None):
+    req = urllib.request.Request(f"http://{listen or LISTEN}{path}", data=body or None, method=method)
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
@@ -133,9 +144,9 @@ def http(method, path, body=b"", headers=None):
         return e.code, e.read().decode()
 
 
-def metrics():
+def metrics(listen=None):
     """Prometheus text as {name or name{labels}: value}."""
-    _, text = http("GET", "/metrics")
+    _, text = http("GET", "/metrics", listen=listen)
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -160,6 +171,50 @@ def metric(m, name, room=None):
     return tot
 
 
+def livekit_config(path):
+    """tests/e2e/livekit.yaml with this run's ports."""
+    with open(os.path.join(HERE, "livekit.yaml")) as fh:
+        text = fh.read()
+    text = (text.replace("port: 7880", f"port: {LK_PORT}")
+            .replace("tcp_port: 7881", f"tcp_port: {LK_PORT + 1}")
+            .replace("udp_port: 7882", f"udp_port: {LK_PORT + 2}")
+            .replace("127.0.0.1:7890/webhook", f"{LISTEN}/webhook"))
+    with open(path, "w") as fh:
+        fh.write(text)
+    return path
+
+
+def live_env():
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "livecensor=info,warn"),
+               LIVEKIT_URL=tokens.URL, LIVEKIT_API_KEY=tokens.KEY, LIVEKIT_API_SECRET=tokens.SECRET)
+    env.setdefault("ORT_DYLIB_PATH", os.path.join(ROOT, "models", "libonnxruntime.so"))
+    return env
+
+
+def listen_plus(k):
+    host, port = LISTEN.rsplit(":", 1)
+    return f"{host}:{int(port) + k}"
+
+
+def dispatch_token(bin_, room, identity):
+    """`livecensor token`: the broadcaster's token whose room dispatches a worker."""
+    return subprocess.check_output([bin_, "token", room, "--identity", identity],
+                                   env=live_env(), text=True).strip()
+
+
+def jobs_of(p):
+    """A worker's jobs as (job id, assigned at, room), from its log."""
+    return [(j, float(t), r) for j, t, r in
+            re.findall(r"worker: job (\S+) assigned at ([\d.]+): room (\S+)", p.text())]
+
+
+def wait_jobs(p, n, timeout):
+    end = time.time() + timeout
+    while time.time() < end and len(jobs_of(p)) < n:
+        time.sleep(0.2)
+    return len(jobs_of(p)) >= n
+
+
 class Suite:
     def __init__(self, bin_):
         self.bin = bin_
@@ -182,12 +237,18 @@ class Suite:
         ready = "serving room" if "--room" in args else "waiting for webhooks"
         argv = [self.bin, "serve", "--listen", LISTEN, "--stats-every", "5",
                 "--classes", "FACE_FEMALE,FACE_MALE", *EXTRA, *args]
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "livecensor=info,warn"),
-                   LIVEKIT_URL=tokens.URL, LIVEKIT_API_KEY=tokens.KEY, LIVEKIT_API_SECRET=tokens.SECRET)
-        env.setdefault("ORT_DYLIB_PATH", os.path.join(ROOT, "models", "libonnxruntime.so"))
-        p = self.start("livecensor", argv, env=env)
+        p = self.start("livecensor", argv, env=live_env())
         if not p.wait_for(ready, 30):
             raise RuntimeError("livecensor serve did not start:\n" + p.text()[-2000:])
+        return p
+
+    def worker(self, name, listen, *args):
+        """A `livecensor worker`, registered with the server."""
+        argv = [self.bin, "worker", "--listen", listen, "--stats-every", "5",
+                "--classes", "FACE_FEMALE,FACE_MALE", *EXTRA, *args]
+        p = self.start(name, argv, env=live_env())
+        if not p.wait_for("worker registered as", 40):
+            raise RuntimeError(f"{name} did not register:\n" + p.text()[-2000:])
         return p
 
     def clients(self, room, w=W, h=H, fps=FPS, seconds=LIVE, audio=False, raw=False,
@@ -578,7 +639,57 @@ def sc_page(s):
     return ok, r
 
 
-ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page"]
+def sc_workers(s):
+    """Agent dispatch: worker B (--max-sessions 1) takes the first room and
+    reports WS_FULL; worker A (4) then gets the other three; B is killed
+    (SIGKILL) mid-stream and its room resumes on A within 5 s."""
+    w, h, fps = 480, 270, 15
+    small = s.worker("worker-b", listen_plus(2), "--max-sessions", "1")
+    runs = {}
+
+    def start(i, seconds, max_gap, viewer_args=()):
+        room = f"e2e-w{i}"
+        tok = dispatch_token(s.bin, room, f"broadcaster{i}")
+        runs[room] = s.clients(room, w=w, h=h, fps=fps, seconds=seconds, tag=str(i),
+                               max_gap=max_gap, broadcaster_args=("--token", tok),
+                               viewer_args=viewer_args)
+
+    # The viewer of the room that fails over waits out a longer gap than
+    # its limit, so the gap is measured rather than cut short.
+    start(0, LIVE + 14, 5.0, ("--idle", "8"))
+    b_got_one = wait_jobs(small, 1, 20)
+    b_full = small.wait_for("worker status WS_FULL", 10)
+    big = s.worker("worker-a", listen_plus(1), "--max-sessions", "4")
+    for i in (1, 2, 3):
+        start(i, LIVE, 2.0)
+    a_got_three = wait_jobs(big, 3, 30)
+    time.sleep(3.0)
+    before = {"a": sorted(r for _, _, r in jobs_of(big)), "b": sorted(r for _, _, r in jobs_of(small))}
+    t_kill = time.time()
+    small.p.kill()
+    rs = {room: s.finish_clients(v, b, j, LIVE + 60) for room, (v, b, j) in runs.items()}
+    took = [(j, t) for j, t, r in jobs_of(big) if r == "e2e-w0" and t > t_kill]
+    r0 = rs["e2e-w0"]
+    r = {
+        "jobs_before_kill": before,
+        "b_reported_full": b_full,
+        "killed_at": round(t_kill, 3),
+        "takeover_assigned_after_s": round(took[0][1] - t_kill, 3) if took else None,
+        "failover_gap_s": r0.get("max_gap_s"),
+        "streams": {room: {k: x.get(k) for k in ("verdict", "frames", "leaks", "max_gap_s",
+                                                  "video_tracks", "publish_to_first_censored_frame_s")}
+                    for room, x in rs.items()},
+    }
+    print(f"e2e workers: failover gap {r['failover_gap_s']} s (kill to takeover job "
+          f"{r['takeover_assigned_after_s']} s)", flush=True)
+    ok = (b_got_one and b_full and a_got_three and before["b"] == ["e2e-w0"]
+          and before["a"] == ["e2e-w1", "e2e-w2", "e2e-w3"] and bool(took)
+          and all(x["viewer_rc"] == 0 for x in rs.values()))
+    return ok, r
+
+
+ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "page",
+         "workers"]
 
 
 def main():
@@ -592,13 +703,13 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     s = Suite(binary())
     lk = Proc("livekit-server", [os.path.join(ROOT, "bin/livekit-server"), "--config",
-                                 os.path.join(HERE, "livekit.yaml")])
+                                 livekit_config(os.path.join(OUT, "livekit.yaml"))])
     results = {}
     try:
         up = False
         for _ in range(100):
             try:
-                urllib.request.urlopen("http://127.0.0.1:7880", timeout=1)
+                urllib.request.urlopen(f"http://127.0.0.1:{LK_PORT}", timeout=1)
                 up = True
                 break
             except urllib.error.HTTPError:
