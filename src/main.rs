@@ -756,9 +756,13 @@ fn run_engine(cmd: &EngineCmd, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// `serve --room`: one session until Ctrl-C, SIGTERM or `--seconds`,
-/// with a stats line every 5 s.
+/// `serve` (and `worker`, which adds LiveKit's agent dispatch): sessions
+/// until Ctrl-C, SIGTERM or `--seconds`, with a stats line every
+/// `--stats-every`.
 fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result<()> {
+    if worker.is_some() && a.room.is_some() {
+        bail!("worker takes its rooms from LiveKit's dispatch: --room is for serve");
+    }
     use livecensor::livekit::webhook::{self, Server};
     use livecensor::livekit::LiveKitSettings;
     use livecensor::pipeline::run::{start_service, stream_options};
@@ -845,11 +849,8 @@ fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result
             .with_context(|| format!("binding {}", a.listen))?;
         let app = webhook::router(server.clone());
         let http = tokio::spawn(async move { axum::serve(listener, app).await });
-        let _worker = match worker {
+        let worker_task = match worker {
             Some(w) => {
-                if a.room.is_some() {
-                    bail!("worker takes its rooms from LiveKit's dispatch: --room is for serve");
-                }
                 let opts = livecensor::livekit::worker::WorkerOptions {
                     agent_name: w.agent_name.clone(),
                     max_sessions: w.max_sessions as usize,
@@ -891,7 +892,7 @@ fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result
                 }
             }
         }
-        drop(_worker);
+        drop(worker_task);
         server.stop_all().await;
         http.abort();
         anyhow::Ok(())

@@ -188,9 +188,7 @@ impl WorkerProtocol {
         };
         let accept = match &room {
             Some(r) => {
-                self.worker_id.is_some()
-                    && self.load_count() < self.cfg.max_sessions
-                    && !serving(r)
+                self.worker_id.is_some() && self.load_count() < self.cfg.max_sessions && !serving(r)
             }
             None => false,
         };
@@ -429,8 +427,7 @@ pub fn has_broadcast(participants: &[proto::ParticipantInfo]) -> bool {
     participants.iter().any(|p| {
         !p.identity.starts_with(INPUT_IDENTITY)
             && p.state != proto::participant_info::State::Disconnected as i32
-            && p
-                .tracks
+            && p.tracks
                 .iter()
                 .any(|t| t.r#type == proto::TrackType::Video as i32)
     })
@@ -650,7 +647,10 @@ mod tests {
             .observe(now + LEASE_STALE - ms(600), &[room("a-raw", &last, 1)], &[])
             .is_empty());
         let at = now + LEASE_STALE;
-        assert_eq!(w.observe(at, &[room("a-raw", &last, 1)], &[]), vec!["a-raw"]);
+        assert_eq!(
+            w.observe(at, &[room("a-raw", &last, 1)], &[]),
+            vec!["a-raw"]
+        );
         // Not again while the takeover is given time.
         assert!(w
             .observe(at + ms(500), &[room("a-raw", &last, 1)], &[])
@@ -658,7 +658,11 @@ mod tests {
         // A room we serve, a room without a broadcaster, a room that is
         // not a raw room: never.
         let mut w = LeaseWatch::default();
-        let rooms = [room("b-raw", &last, 1), room("c-raw", &last, 0), room("d", "", 1)];
+        let rooms = [
+            room("b-raw", &last, 1),
+            room("c-raw", &last, 0),
+            room("d", "", 1),
+        ];
         w.observe(t, &rooms, &["b".into()]);
         assert!(w.observe(t + ms(10_000), &rooms, &["b".into()]).is_empty());
     }

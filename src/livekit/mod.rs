@@ -8,6 +8,7 @@
 //! and only delivers decoded frames; we need the H.264 access units (our own
 //! decoder feeds the detector) and a build that works offline.
 
+pub mod dispatch;
 pub mod fault;
 pub mod io;
 pub mod media;
@@ -22,7 +23,6 @@ pub mod timing;
 pub mod token;
 pub mod webhook;
 pub mod worker;
-pub mod dispatch;
 
 pub use participant::{
     Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc, PublishSpec,

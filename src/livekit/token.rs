@@ -182,7 +182,10 @@ mod tests {
             .verify(&job_subscriber_token("k", "s", "a-raw", "livecensor-in-x").unwrap())
             .unwrap();
         assert!(c.video.agent && c.video.hidden && !c.video.can_publish());
-        assert_eq!((c.kind.as_str(), c.sub.as_str()), ("agent", "livecensor-in-x"));
+        assert_eq!(
+            (c.kind.as_str(), c.sub.as_str()),
+            ("agent", "livecensor-in-x")
+        );
     }
 
     #[test]

@@ -230,7 +230,11 @@ impl Server {
 
     /// Starts the session of a dispatched job (`worker`): its input joins
     /// with the job's token; unless one runs for `room` already.
-    pub async fn start_job(self: &Arc<Self>, room: &str, job: JobInput) -> Result<(), LiveKitError> {
+    pub async fn start_job(
+        self: &Arc<Self>,
+        room: &str,
+        job: JobInput,
+    ) -> Result<(), LiveKitError> {
         self.start_session(room, Some(job)).await
     }
 

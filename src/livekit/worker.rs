@@ -6,8 +6,8 @@
 //! re-dispatches raw rooms whose lease stopped (failover).
 
 use super::dispatch::{
-    agent_url, api_url, decode, has_broadcast, lease_metadata, LeaseWatch, RoomView, WorkerConfig, WorkerOutput,
-    WorkerProtocol, BEAT_EVERY,
+    agent_url, api_url, decode, has_broadcast, lease_metadata, LeaseWatch, RoomView, WorkerConfig,
+    WorkerOutput, WorkerProtocol, BEAT_EVERY,
 };
 use super::session::raw_room;
 use super::supervise::JobInput;
@@ -150,7 +150,10 @@ async fn connection(
                     token,
                     identity,
                 } => {
-                    eprintln!("worker: job {job_id} assigned at {:.3}: room {room}", unix_now());
+                    eprintln!(
+                        "worker: job {job_id} assigned at {:.3}: room {room}",
+                        unix_now()
+                    );
                     lock(shared).jobs.insert(job_id.clone(), room.clone());
                     let server = server.clone();
                     let failed = failed_tx.clone();
@@ -275,7 +278,9 @@ async fn lease_task(server: Arc<Server>, opts: WorkerOptions, shared: Arc<Mutex<
                     continue;
                 }
             }
-            eprintln!("worker: room {raw} has a broadcaster and no live censor; dispatching it again");
+            eprintln!(
+                "worker: room {raw} has a broadcaster and no live censor; dispatching it again"
+            );
             let req = proto::CreateAgentDispatchRequest {
                 agent_name: opts.agent_name.clone(),
                 room: raw.clone(),
