@@ -31,6 +31,13 @@ pub const AGENT_NAME: &str = "livecensor";
 /// Python SDK's period); a change is reported at once.
 pub const STATUS_EVERY: Duration = Duration::from_millis(2500);
 
+/// livekit-server's `agents.target_load` (default 0.7): a job request is
+/// only taken by a node whose workers have load below it (its
+/// `JobRequestAffinity` sums `target_load - load`), so a worker at 3 of 4
+/// sessions reporting 0.75 would get nothing. Loads are reported on a
+/// scale that reaches it only when full.
+pub const SERVER_TARGET_LOAD: f32 = 0.7;
+
 /// An accepted job whose assignment has not come within this long is
 /// forgotten (the server gave it to another worker after its own 10 s).
 pub const ASSIGNMENT_WAIT: Duration = Duration::from_secs(15);
@@ -122,16 +129,20 @@ impl WorkerProtocol {
         self.jobs.len() + self.pending.len()
     }
 
-    /// WS_FULL at `max_sessions` jobs; load is the share of them in use.
+    /// WS_FULL (load 1) at `max_sessions` jobs; below, the share of them
+    /// in use scaled to [`SERVER_TARGET_LOAD`], so a worker with a free
+    /// slot is never skipped by the server.
     pub fn status(&self) -> (proto::WorkerStatus, f32) {
         let n = self.load_count();
         let max = self.cfg.max_sessions.max(1);
-        let status = if n >= max {
-            proto::WorkerStatus::WsFull
+        if n >= max {
+            (proto::WorkerStatus::WsFull, 1.0)
         } else {
-            proto::WorkerStatus::WsAvailable
-        };
-        (status, (n as f32 / max as f32).min(1.0))
+            (
+                proto::WorkerStatus::WsAvailable,
+                SERVER_TARGET_LOAD * n as f32 / max as f32,
+            )
+        }
     }
 
     /// One server message.
@@ -535,10 +546,11 @@ mod tests {
         let a = answer(&out).unwrap();
         assert!(a.available);
         assert_eq!(a.participant_identity, "livecensor-in-AJ_1");
-        // The promise counts at once: load 0.5, still available.
+        // The promise counts at once: half the sessions, still available,
+        // load below the server's target.
         assert!(out.contains(&WorkerOutput::Status {
             status: proto::WorkerStatus::WsAvailable,
-            load: 0.5,
+            load: SERVER_TARGET_LOAD / 2.0,
             jobs: 1
         }));
         p.handle_message(t, assign("AJ_1"));
@@ -572,9 +584,17 @@ mod tests {
         assert!(sent(&out).iter().any(|m| matches!(m, Wrk::UpdateJob(u) if u.job_id == "AJ_4" && u.status == proto::JobStatus::JsSuccess as i32)));
         assert!(out.contains(&WorkerOutput::Status {
             status: proto::WorkerStatus::WsAvailable,
-            load: 0.5,
+            load: SERVER_TARGET_LOAD / 2.0,
             jobs: 1
         }));
+        // One short of full stays under the server's target.
+        let mut p = registered(4, t);
+        for (i, r) in ["a-raw", "b-raw", "c-raw"].iter().enumerate() {
+            p.handle_message(t, offer(&format!("AJ_{i}"), r));
+        }
+        let (status, load) = p.status();
+        assert_eq!(status, proto::WorkerStatus::WsAvailable);
+        assert!(load < SERVER_TARGET_LOAD, "{load}");
     }
 
     #[test]

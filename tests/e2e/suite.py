@@ -643,7 +643,7 @@ def sc_workers(s):
     """Agent dispatch: worker B (--max-sessions 1) takes the first room and
     reports WS_FULL; worker A (4) then gets the other three; B is killed
     (SIGKILL) mid-stream and its room resumes on A within 5 s."""
-    w, h, fps = 480, 270, 15
+    w, h, fps = 480, 270, 10
     small = s.worker("worker-b", listen_plus(2), "--max-sessions", "1")
     runs = {}
 
