@@ -56,7 +56,7 @@ pub struct WorkerConfig {
 #[derive(Debug, PartialEq)]
 pub enum WorkerOutput {
     /// Send this message (binary protobuf) on the WebSocket.
-    Send(proto::WorkerMessage),
+    Send(Box<proto::WorkerMessage>),
     /// The server registered us.
     Registered { worker_id: String },
     /// Start censoring `room` (the viewers' room) with the job's input.
@@ -299,9 +299,10 @@ impl WorkerProtocol {
     }
 
     fn send(&mut self, m: Wrk) {
-        self.out.push_back(WorkerOutput::Send(proto::WorkerMessage {
-            message: Some(m),
-        }));
+        self.out
+            .push_back(WorkerOutput::Send(Box::new(proto::WorkerMessage {
+                message: Some(m),
+            })));
     }
 }
 
