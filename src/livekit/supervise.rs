@@ -106,16 +106,7 @@ impl ConnSpec {
     /// viewers' room (it serves the room now), or the raw room closed.
     /// Sessions of `serve` always reconnect.
     fn ends_session(&self, code: DisconnectReason) -> bool {
-        self.job.is_some()
-            && match self.side {
-                Side::Output => code == DisconnectReason::DuplicateIdentity,
-                Side::Input => matches!(
-                    code,
-                    DisconnectReason::RoomClosed
-                        | DisconnectReason::RoomDeleted
-                        | DisconnectReason::DuplicateIdentity
-                ),
-            }
+        self.job.is_some() && ends_job_session(self.side, code)
     }
 
     fn reconnects<'a>(&self, stats: &'a SessionStats) -> &'a AtomicU64 {
@@ -127,6 +118,20 @@ impl ConnSpec {
 }
 
 type MintFn = fn(&str, &str, &str, &str) -> Result<String, LiveKitError>;
+
+/// The Leaves that end a job's session on `side` (see
+/// `ConnSpec::ends_session`).
+fn ends_job_session(side: Side, code: DisconnectReason) -> bool {
+    match side {
+        Side::Output => code == DisconnectReason::DuplicateIdentity,
+        Side::Input => matches!(
+            code,
+            DisconnectReason::RoomClosed
+                | DisconnectReason::RoomDeleted
+                | DisconnectReason::DuplicateIdentity
+        ),
+    }
+}
 
 /// Runs `fut` while the connection is down: commands that arrive meanwhile
 /// are discarded (media is not published, never queued for later). None
@@ -355,5 +360,27 @@ pub(super) async fn supervise_output(
             return;
         }
         backoff.connection_ended(up_since, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_session_ends_when_superseded_or_its_room_closes() {
+        use DisconnectReason as R;
+        // Another worker's publisher took `livecensor` in the viewers' room.
+        assert!(ends_job_session(Side::Output, R::DuplicateIdentity));
+        // A removal, a lost signal or ICE: reconnect.
+        for code in [R::ParticipantRemoved, R::UnknownReason, R::SignalClose] {
+            assert!(!ends_job_session(Side::Output, code));
+            assert!(!ends_job_session(Side::Input, code));
+        }
+        // The raw room closed (its broadcaster left): the job is over.
+        assert!(ends_job_session(Side::Input, R::RoomClosed));
+        assert!(ends_job_session(Side::Input, R::RoomDeleted));
+        // Viewers' room closing is not the job's end (we keep it open).
+        assert!(!ends_job_session(Side::Output, R::RoomClosed));
     }
 }
