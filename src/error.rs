@@ -159,6 +159,8 @@ pub enum LiveKitError {
     Webhook(String),
     #[error("fault injection: {0}")]
     Fault(String),
+    #[error("LiveKit agent dispatch: {0}")]
+    Agent(String),
 }
 
 /// Moderation events, their delivery and the room actions rules take.

@@ -66,6 +66,49 @@ enum Cmd {
     /// the censored video into ROOM. Needs LIVEKIT_URL / LIVEKIT_API_KEY /
     /// LIVEKIT_API_SECRET (env or [livekit] in the config).
     Serve(ServeArgs),
+    /// Take censoring jobs from LiveKit's agent dispatch: register at the
+    /// server's /agent endpoint as agent --agent-name, censor each room
+    /// the server assigns (as `serve` does: hidden subscriber in ROOM-raw,
+    /// publisher into ROOM), report WS_FULL at --max-sessions, and take
+    /// over rooms whose worker died. Takes every `serve` flag but --room.
+    Worker(WorkerArgs),
+    /// Print a broadcaster's access token for ROOM-raw whose room dispatches
+    /// a worker (a job for agent --agent-name when the room is created).
+    Token(TokenArgs),
+}
+
+#[derive(Args)]
+struct WorkerArgs {
+    /// The agent name to register under (broadcaster tokens name it).
+    #[arg(long, default_value = livecensor::livekit::dispatch::AGENT_NAME)]
+    agent_name: String,
+    /// Censoring sessions at most; at that many the worker reports WS_FULL
+    /// and declines jobs (load = sessions / max).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: u32,
+    /// Do not re-dispatch rooms whose worker stopped beating its lease.
+    #[arg(long)]
+    no_takeover: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+#[derive(Args)]
+struct TokenArgs {
+    /// The viewers' room; the token joins ROOM-raw.
+    room: String,
+    /// The broadcaster's identity.
+    #[arg(long, default_value = "broadcaster")]
+    identity: String,
+    /// The agent the room dispatches.
+    #[arg(long, default_value = livecensor::livekit::dispatch::AGENT_NAME)]
+    agent_name: String,
+    /// No dispatch in the token (for `serve`, which webhooks start).
+    #[arg(long)]
+    no_dispatch: bool,
+    /// Hours the token is valid.
+    #[arg(long, default_value_t = 6.0)]
+    hours: f64,
 }
 
 #[derive(Args)]
@@ -715,9 +758,13 @@ fn run_engine(cmd: &EngineCmd, cfg: &Config) -> Result<()> {
     Ok(())
 }
 
-/// `serve --room`: one session until Ctrl-C, SIGTERM or `--seconds`,
-/// with a stats line every 5 s.
-fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
+/// `serve` (and `worker`, which adds LiveKit's agent dispatch): sessions
+/// until Ctrl-C, SIGTERM or `--seconds`, with a stats line every
+/// `--stats-every`.
+fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result<()> {
+    if worker.is_some() && a.room.is_some() {
+        bail!("worker takes its rooms from LiveKit's dispatch: --room is for serve");
+    }
     use livecensor::livekit::webhook::{self, Server};
     use livecensor::livekit::LiveKitSettings;
     use livecensor::pipeline::run::{start_service_with_faults, stream_options};
@@ -808,16 +855,34 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
             .with_context(|| format!("binding {}", a.listen))?;
         let app = webhook::router(server.clone());
         let http = tokio::spawn(async move { axum::serve(listener, app).await });
+        let worker_task = match worker {
+            Some(w) => {
+                let opts = livecensor::livekit::worker::WorkerOptions {
+                    agent_name: w.agent_name.clone(),
+                    max_sessions: w.max_sessions as usize,
+                    takeover: !w.no_takeover,
+                };
+                eprintln!(
+                    "worker for agent {} via {} (http on {})",
+                    opts.agent_name, lk.url, a.listen
+                );
+                Some(AbortOnDrop(tokio::spawn(livecensor::livekit::worker::run(
+                    server.clone(),
+                    opts,
+                ))))
+            }
+            None => None,
+        };
         if let Some(room) = &a.room {
             if server.start_pinned(room).await? {
                 eprintln!("serving room {room} (input {room}-raw) via {}", lk.url);
-            } else {
+            } else if worker.is_none() {
                 eprintln!(
                     "LiveKit at {} not reachable: retrying, /healthz answers 503 until room {room} is joined",
                     lk.url
                 );
             }
-        } else {
+        } else if worker.is_none() {
             eprintln!("waiting for webhooks on http://{}/webhook", a.listen);
         }
         let t0 = std::time::Instant::now();
@@ -839,10 +904,37 @@ fn run_serve(a: &ServeArgs, cfg: &Config) -> Result<()> {
                 }
             }
         }
+        drop(worker_task);
         server.stop_all().await;
         http.abort();
         anyhow::Ok(())
     })?;
+    Ok(())
+}
+
+/// A task that ends when its owner drops it (the worker at shutdown).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `token`: a broadcaster's token, printed on stdout.
+fn run_token(a: &TokenArgs, cfg: &Config) -> Result<()> {
+    if !(a.hours > 0.0 && a.hours.is_finite()) {
+        bail!("--hours must be a positive number, not {}", a.hours);
+    }
+    let t = livecensor::livekit::token::broadcaster_token(
+        &cfg.livekit.api_key,
+        &cfg.livekit.api_secret,
+        &a.room,
+        &a.identity,
+        (!a.no_dispatch).then_some(a.agent_name.as_str()),
+        std::time::Duration::from_secs_f64(a.hours * 3600.0),
+    )?;
+    println!("{t}");
     Ok(())
 }
 
@@ -975,7 +1067,19 @@ fn main() -> Result<()> {
             if let Some(d) = a.gpu_device {
                 cfg.gpu.device = d;
             }
-            run_serve(&a, &cfg)?;
+            run_serve(&a, &cfg, None)?;
+        }
+        Cmd::Worker(w) => {
+            let mut cfg = load_config(cfg_path, Some(&w.serve.p))?;
+            cfg.gpu.enabled |= w.serve.gpu;
+            if let Some(d) = w.serve.gpu_device {
+                cfg.gpu.device = d;
+            }
+            run_serve(&w.serve, &cfg, Some(&w))?;
+        }
+        Cmd::Token(a) => {
+            let cfg = load_config(cfg_path, None)?;
+            run_token(&a, &cfg)?;
         }
     }
     Ok(())

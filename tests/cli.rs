@@ -642,6 +642,56 @@ fn serve_without_api_secret_is_a_clear_error() {
     assert!(t.contains("LIVEKIT_API_SECRET"), "{t}");
 }
 
+/// `token` prints a broadcaster's JWT for ROOM-raw whose room dispatches
+/// the worker agent; without the secret it is a clear error. `worker`
+/// refuses `--room` (its rooms come from the dispatch).
+#[test]
+fn token_and_worker_flags() {
+    use base64::Engine as _;
+    let o = bin()
+        .args(["token", "demo", "--identity", "alice"])
+        .env("LIVEKIT_API_KEY", "devkey")
+        .env("LIVEKIT_API_SECRET", "secret")
+        .env_remove("LIVECENSOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let jwt = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let payload = jwt.split('.').nth(1).expect("a JWT");
+    let claims: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["sub"], "alice");
+    assert_eq!(claims["video"]["room"], "demo-raw");
+    assert_eq!(claims["video"]["canPublish"], true);
+    assert_eq!(
+        claims["roomConfig"]["agents"][0]["agentName"], "livecensor",
+        "{claims}"
+    );
+    let o = bin()
+        .args(["token", "demo"])
+        .env("LIVEKIT_API_KEY", "devkey")
+        .env_remove("LIVEKIT_API_SECRET")
+        .env_remove("LIVECENSOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("LIVEKIT_API_SECRET"), "{}", text(&o));
+    let o = bin()
+        .args(["worker", "--room", "demo", "--seconds", "1"])
+        .env("LIVEKIT_URL", "ws://127.0.0.1:1")
+        .env("LIVEKIT_API_KEY", "devkey")
+        .env("LIVEKIT_API_SECRET", "secret")
+        .env_remove("LIVECENSOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("--room is for serve"), "{}", text(&o));
+}
+
 /// `censor --gpu` where the device path cannot run (no `cuda` feature, or
 /// no driver) stops with one clear line and writes no output: it never
 /// falls back silently and never lets a frame out unchecked.

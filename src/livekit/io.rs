@@ -155,7 +155,10 @@ async fn run(
             m = ws.next() => match m {
                 Some(Ok(Message::Binary(b))) => p.handle_signal(Instant::now(), &b)?,
                 Some(Ok(Message::Close(_))) | None => {
-                    let _ = ev_tx.send(ParticipantEvent::Left { reason: "signalling closed".into() });
+                    let _ = ev_tx.send(ParticipantEvent::Left {
+                        reason: "signalling closed".into(),
+                        code: livekit_protocol::DisconnectReason::UnknownReason,
+                    });
                     return Ok(());
                 }
                 Some(Ok(_)) => {}

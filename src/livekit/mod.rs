@@ -8,6 +8,7 @@
 //! and only delivers decoded frames; we need the H.264 access units (our own
 //! decoder feeds the detector) and a build that works offline.
 
+pub mod dispatch;
 pub mod fault;
 pub mod io;
 pub mod media;
@@ -21,8 +22,10 @@ mod supervise;
 pub mod timing;
 pub mod token;
 pub mod webhook;
+pub mod worker;
 
 pub use participant::{
     Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc, PublishSpec,
 };
 pub use session::{raw_room, LiveKitSettings, Session, SessionStats};
+pub use supervise::JobInput;

@@ -109,6 +109,9 @@ pub enum ParticipantEvent {
     /// The server asked us to leave, or a peer connection closed.
     Left {
         reason: String,
+        /// The server's `DisconnectReason` (`UnknownReason` when it was not
+        /// the server's Leave): a job session ends when superseded.
+        code: proto::DisconnectReason,
     },
 }
 
@@ -323,8 +326,11 @@ impl Participant {
             }
             Resp::Leave(l) => {
                 self.left = true;
+                let code = proto::DisconnectReason::try_from(l.reason)
+                    .unwrap_or(proto::DisconnectReason::UnknownReason);
                 self.event(ParticipantEvent::Left {
-                    reason: format!("server asked to leave (reason {})", l.reason),
+                    reason: format!("server asked to leave ({})", code.as_str_name()),
+                    code,
                 });
             }
             Resp::Pong(_) | Resp::PongResp(_) => self.keepalive.handle_pong(now),
@@ -779,6 +785,7 @@ impl Participant {
                 if s == IceConnectionState::Disconnected {
                     self.event(ParticipantEvent::Left {
                         reason: format!("{} ICE disconnected", pc.name()),
+                        code: proto::DisconnectReason::UnknownReason,
                     });
                 }
             }

@@ -16,7 +16,7 @@ use super::media::{LiveSink, LiveSource, MediaIn, SharedModeration, MAX_IN_FLIGH
 use super::moderate::LiveModeration;
 use super::participant::{ParticipantConfig, PublishSpec};
 use super::preview::SNAPSHOT_EVERY;
-use super::supervise::{supervise_input, supervise_output, ConnSpec, Side};
+use super::supervise::{supervise_input, supervise_output, ConnSpec, JobInput, Side};
 use super::token::RAW_SUFFIX;
 use crate::backend::Backend;
 use crate::engine::{drive, Engine, EngineOptions};
@@ -98,6 +98,9 @@ pub struct SessionStats {
     pub exposures: AtomicU64,
     /// The output is censored whole by moderation right now.
     pub censored_whole: std::sync::atomic::AtomicBool,
+    /// A job's session ended by itself (superseded by another worker, or
+    /// its raw room closed); whoever started it stops it.
+    pub ended: AtomicBool,
 }
 
 /// A running session; `stop` ends it.
@@ -129,6 +132,7 @@ impl Session {
         svc: Arc<DetectService>,
         opts: StreamOptions,
         stream_id: u32,
+        job: Option<JobInput>,
     ) -> Result<Session, Error> {
         let stats = Arc::new(SessionStats::default());
         let out_spec = ConnSpec {
@@ -148,6 +152,7 @@ impl Session {
                 }),
             },
             fault_counter: stats.fault_injected.clone(),
+            job: job.clone(),
         };
         let in_spec = ConnSpec {
             side: Side::Input,
@@ -161,6 +166,7 @@ impl Session {
                 publish: None,
             },
             fault_counter: stats.fault_injected.clone(),
+            job,
         };
         // The first connections are made here so a bad URL or key fails
         // the start; the supervisors make the later ones.

@@ -11,6 +11,7 @@ use super::session::{LiveKitSettings, SessionStats};
 use super::timing::{AudioDelayLine, Backoff};
 use super::token;
 use crate::error::LiveKitError;
+use livekit_protocol::DisconnectReason;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -49,6 +50,17 @@ pub(super) struct ConnSpec {
     pub(super) room: String,
     pub(super) cfg: ParticipantConfig,
     pub(super) fault_counter: Arc<AtomicU64>,
+    /// A dispatched job's input: its token and identity.
+    pub(super) job: Option<JobInput>,
+}
+
+/// How a job session's input joins the raw room: first with the token the
+/// server assigned (the job's participant), later with one we sign for the
+/// same identity (the job's token expires after an hour).
+#[derive(Clone, Debug)]
+pub struct JobInput {
+    pub token: String,
+    pub identity: String,
 }
 
 impl ConnSpec {
@@ -59,12 +71,21 @@ impl ConnSpec {
             Side::Input => (token::subscriber_token as MintFn, INPUT_IDENTITY),
             Side::Output => (token::publisher_token as MintFn, OUTPUT_IDENTITY),
         };
-        let token = mint(
-            &self.lk.api_key,
-            &self.lk.api_secret,
-            &self.token_room,
-            identity,
-        )?;
+        let token = match (&self.job, self.side) {
+            (Some(job), Side::Input) if attempt == 0 => job.token.clone(),
+            (Some(job), Side::Input) => token::job_subscriber_token(
+                &self.lk.api_key,
+                &self.lk.api_secret,
+                &self.token_room,
+                &job.identity,
+            )?,
+            _ => mint(
+                &self.lk.api_key,
+                &self.lk.api_secret,
+                &self.token_room,
+                identity,
+            )?,
+        };
         let faults = (self.side == Side::Input && self.lk.faults.is_active()).then(|| {
             let mut cfg = self.lk.faults;
             cfg.seed = cfg.seed.wrapping_add(attempt);
@@ -78,6 +99,14 @@ impl ConnSpec {
             faults,
         )
         .await
+    }
+
+    /// Whether a Leave with `code` ends a job's session instead of a
+    /// reconnect: another worker's session took our identity in the
+    /// viewers' room (it serves the room now), or the raw room closed.
+    /// Sessions of `serve` always reconnect.
+    fn ends_session(&self, code: DisconnectReason) -> bool {
+        self.job.is_some() && ends_job_session(self.side, code)
     }
 
     fn reconnects<'a>(&self, stats: &'a SessionStats) -> &'a AtomicU64 {
@@ -96,6 +125,20 @@ impl ConnSpec {
 }
 
 type MintFn = fn(&str, &str, &str, &str) -> Result<String, LiveKitError>;
+
+/// The Leaves that end a job's session on `side` (see
+/// `ConnSpec::ends_session`).
+fn ends_job_session(side: Side, code: DisconnectReason) -> bool {
+    match side {
+        Side::Output => code == DisconnectReason::DuplicateIdentity,
+        Side::Input => matches!(
+            code,
+            DisconnectReason::RoomClosed
+                | DisconnectReason::RoomDeleted
+                | DisconnectReason::DuplicateIdentity
+        ),
+    }
+}
 
 /// Runs `fut` while the connection is down: commands that arrive meanwhile
 /// are discarded (media is not published, never queued for later). None
@@ -226,7 +269,13 @@ pub(super) async fn supervise_input(
                         tracing::info!(room = %spec.room, track = %track_sid, "broadcast track gone; new input connection");
                         break false;
                     }
-                    Some(ParticipantEvent::Left { reason }) => {
+                    Some(ParticipantEvent::Left { reason, code }) if spec.ends_session(code) => {
+                        tracing::info!(room = %spec.room, %reason, "input connection ended by the server; the job's session ends");
+                        stats.ended.store(true, Ordering::SeqCst);
+                        stop.store(true, Ordering::SeqCst);
+                        break true;
+                    }
+                    Some(ParticipantEvent::Left { reason, .. }) => {
                         tracing::warn!(room = %spec.room, %reason, "input connection lost; reconnecting");
                         break false;
                     }
@@ -291,7 +340,13 @@ pub(super) async fn supervise_output(
                     Some(ParticipantEvent::KeyframeRequested | ParticipantEvent::PublisherConnected) => {
                         let _ = media_tx.send(MediaIn::ForceKeyframe);
                     }
-                    Some(ParticipantEvent::Left { reason }) => {
+                    Some(ParticipantEvent::Left { reason, code }) if spec.ends_session(code) => {
+                        tracing::info!(room = %spec.room, %reason, "output connection ended by the server; the job's session ends");
+                        stats.ended.store(true, Ordering::SeqCst);
+                        stop.store(true, Ordering::SeqCst);
+                        break true;
+                    }
+                    Some(ParticipantEvent::Left { reason, .. }) => {
                         tracing::warn!(room = %spec.room, %reason, "output connection lost; reconnecting");
                         break false;
                     }
@@ -315,5 +370,27 @@ pub(super) async fn supervise_output(
             return;
         }
         backoff.connection_ended(up_since, Instant::now());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_session_ends_when_superseded_or_its_room_closes() {
+        use DisconnectReason as R;
+        // Another worker's publisher took `livecensor` in the viewers' room.
+        assert!(ends_job_session(Side::Output, R::DuplicateIdentity));
+        // A removal, a lost signal or ICE: reconnect.
+        for code in [R::ParticipantRemoved, R::UnknownReason, R::SignalClose] {
+            assert!(!ends_job_session(Side::Output, code));
+            assert!(!ends_job_session(Side::Input, code));
+        }
+        // The raw room closed (its broadcaster left): the job is over.
+        assert!(ends_job_session(Side::Input, R::RoomClosed));
+        assert!(ends_job_session(Side::Input, R::RoomDeleted));
+        // Viewers' room closing is not the job's end (we keep it open).
+        assert!(!ends_job_session(Side::Output, R::RoomClosed));
     }
 }

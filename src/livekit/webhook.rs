@@ -5,6 +5,7 @@
 //! the signature and maps errors to status codes.
 
 use super::session::{LiveKitSettings, Session, SessionStats};
+use super::supervise::JobInput;
 use super::token::RAW_SUFFIX;
 use crate::error::LiveKitError;
 use crate::metrics::{Exposition, Snapshot, CONTENT_TYPE};
@@ -24,8 +25,9 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
-/// Identity of the censor's hidden subscriber: its own comings and goings
-/// in the raw room must not stop the session.
+/// Identity of the censor's hidden subscriber (a worker's job adds a
+/// suffix): its own comings and goings in the raw room must not stop the
+/// session.
 pub const INPUT_IDENTITY: &str = "livecensor-in";
 
 /// What an event asks for.
@@ -54,7 +56,7 @@ pub fn decide(ev: &proto::WebhookEvent) -> Action {
     let by_us = ev
         .participant
         .as_ref()
-        .is_some_and(|p| p.identity == INPUT_IDENTITY);
+        .is_some_and(|p| p.identity.starts_with(INPUT_IDENTITY));
     match ev.event.as_str() {
         "track_published" if is_video && !by_us => Action::Start { room },
         "track_unpublished" if is_video && !by_us => Action::Stop { room },
@@ -246,7 +248,7 @@ impl Server {
 
     /// Starts a session for `room` unless one runs.
     pub async fn start(self: &Arc<Self>, room: &str) -> Result<(), LiveKitError> {
-        self.try_start(room)
+        self.try_start(room, None)
             .await
             .map_err(|e| LiveKitError::Session {
                 room: room.to_string(),
@@ -254,13 +256,32 @@ impl Server {
             })
     }
 
-    async fn try_start(self: &Arc<Self>, room: &str) -> Result<(), crate::error::Error> {
+    /// Starts the session of a dispatched job (`worker`): its input joins
+    /// with the job's token; unless one runs for `room` already.
+    pub async fn start_job(
+        self: &Arc<Self>,
+        room: &str,
+        job: JobInput,
+    ) -> Result<(), LiveKitError> {
+        self.try_start(room, Some(job))
+            .await
+            .map_err(|e| LiveKitError::Session {
+                room: room.to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    async fn try_start(
+        self: &Arc<Self>,
+        room: &str,
+        job: Option<JobInput>,
+    ) -> Result<(), crate::error::Error> {
         let mut sessions = self.sessions.lock().await;
         if sessions.contains_key(room) {
             return Ok(());
         }
         let id = self.next_stream.fetch_add(1, Relaxed);
-        let s = Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id).await?;
+        let s = Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id, job).await?;
         tracing::info!(%room, "session started");
         sessions.insert(room.to_string(), s);
         Ok(())
@@ -275,7 +296,7 @@ impl Server {
         if let Ok(mut p) = self.pinned.lock() {
             p.push(room.to_string());
         }
-        match self.try_start(room).await {
+        match self.try_start(room, None).await {
             Ok(()) => return Ok(true),
             Err(e) if unreachable(&e) => {
                 tracing::warn!(%room, "LiveKit not reachable; retrying: {e}");
@@ -295,7 +316,7 @@ impl Server {
             loop {
                 tokio::time::sleep(backoff.next_wait()).await;
                 attempt += 1;
-                match s.try_start(&r).await {
+                match s.try_start(&r, None).await {
                     Ok(()) => {
                         tracing::warn!(room = %r, attempt, "LiveKit reachable; serving the room");
                         break;
@@ -370,6 +391,34 @@ impl Server {
             s.stop().await;
             tracing::info!(%room, "session stopped");
         }
+    }
+
+    /// The rooms with a session.
+    pub async fn rooms(&self) -> Vec<String> {
+        self.sessions.lock().await.keys().cloned().collect()
+    }
+
+    /// Stops the sessions that ended by themselves and names their rooms.
+    pub async fn reap_ended(&self) -> Vec<String> {
+        let ended: Vec<_> = {
+            let mut sessions = self.sessions.lock().await;
+            let rooms: Vec<String> = sessions
+                .iter()
+                .filter(|(_, s)| s.stats.ended.load(Relaxed))
+                .map(|(r, _)| r.clone())
+                .collect();
+            rooms
+                .into_iter()
+                .filter_map(|r| sessions.remove(&r).map(|s| (r, s)))
+                .collect()
+        };
+        let mut rooms = Vec::with_capacity(ended.len());
+        for (room, s) in ended {
+            s.stop().await;
+            tracing::info!(%room, "session ended");
+            rooms.push(room);
+        }
+        rooms
     }
 
     pub async fn stop_all(&self) {

@@ -33,12 +33,13 @@ async def main():
     ap.add_argument("--bitrate", type=int, default=0, help="max bps (0: ~0.15 bit/px/frame)")
     ap.add_argument("--resize-at", type=float, default=0, help="switch resolution after S seconds")
     ap.add_argument("--resize-to", default="", help="WxH to switch to")
+    ap.add_argument("--token", default="", help="join with this token (e.g. `livecensor token`)")
     a = ap.parse_args()
 
     room_name = a.room if a.room.endswith("-raw") else a.room + "-raw"
     scenes = {(a.width, a.height): common.Scene(a.width, a.height, a.fps)}
     room = rtc.Room()
-    await room.connect(tokens.URL, tokens.token(a.identity, room_name, True, False))
+    await room.connect(tokens.URL, a.token or tokens.token(a.identity, room_name, True, False))
     print(f"broadcaster: joined {room_name} as {a.identity}", flush=True)
 
     source = rtc.VideoSource(a.width, a.height)

@@ -38,6 +38,11 @@ Scenarios (all by default, in this order; name some to run only those):
               server is killed and restarted mid-stream: serve rejoins both
               rooms, the viewer gets censored video again, 0 leaks, the
               gap measured
+  workers     `livecensor worker` x2 with LiveKit agent dispatch (tokens from
+              `livecensor token`): a --max-sessions 1 worker takes one room,
+              reports WS_FULL and gets no more; the other takes three; the
+              first is killed (SIGKILL) and its room resumes on the other
+              within 5 s (gap printed); every viewer sees 0 leaks
 By hand only (name it): modlatency (event latency over many exposures, and
 the viewer's added latency with and without moderation), deadhook (ten
 minutes of events to a webhook that never answers: media, memory, drops).
@@ -51,9 +56,9 @@ livecensor together fill this 2-core machine, so the 720p figures are
 measured by hand with E2E_WIDTH=1280 E2E_HEIGHT=720 tests/e2e/run.sh
 instrument basic), E2E_SMALL (kick, faults, resize; default 640x360),
 E2E_SECONDS (default 10), E2E_SERVE_ARGS (extra `serve` flags),
-LIVECENSOR_BIN, E2E_OUT (default out/e2e), E2E_LK_PORT (default 7880: the
-RTC ports are the next two) and E2E_LISTEN (default 127.0.0.1:7890), to run
-two suites side by side.
+LIVECENSOR_BIN, E2E_OUT (default out/e2e), E2E_LK_PORT (livekit-server,
+default 7880; +1 TCP, +2 UDP), E2E_LISTEN (serve, default 127.0.0.1:7890;
+workers take its port +1 and +2).
 """
 
 import argparse
@@ -148,8 +153,8 @@ class Proc:
         self.fh.close()
 
 
-def http(method, path, body=b"", headers=None):
-    req = urllib.request.Request(f"http://{LISTEN}{path}", data=body or None, method=method)
+def http(method, path, body=b"", headers=None, listen=None):
+    req = urllib.request.Request(f"http://{listen or LISTEN}{path}", data=body or None, method=method)
     for k, v in (headers or {}).items():
         req.add_header(k, v)
     try:
@@ -159,9 +164,9 @@ def http(method, path, body=b"", headers=None):
         return e.code, e.read().decode()
 
 
-def metrics():
+def metrics(listen=None):
     """Prometheus text as {name or name{labels}: value}."""
-    _, text = http("GET", "/metrics")
+    _, text = http("GET", "/metrics", listen=listen)
     out = {}
     for line in text.splitlines():
         if line and not line.startswith("#"):
@@ -226,6 +231,37 @@ def start_livekit(name, port=LK_PORT, listen=LISTEN):
     raise RuntimeError("livekit-server did not start:\n" + lk.text()[-2000:])
 
 
+def live_env():
+    env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "livecensor=info,warn"),
+               LIVEKIT_URL=tokens.URL, LIVEKIT_API_KEY=tokens.KEY, LIVEKIT_API_SECRET=tokens.SECRET)
+    env.setdefault("ORT_DYLIB_PATH", os.path.join(ROOT, "models", "libonnxruntime.so"))
+    return env
+
+
+def listen_plus(k):
+    host, port = LISTEN.rsplit(":", 1)
+    return f"{host}:{int(port) + k}"
+
+
+def dispatch_token(bin_, room, identity):
+    """`livecensor token`: the broadcaster's token whose room dispatches a worker."""
+    return subprocess.check_output([bin_, "token", room, "--identity", identity],
+                                   env=live_env(), text=True).strip()
+
+
+def jobs_of(p):
+    """A worker's jobs as (job id, assigned at, room), from its log."""
+    return [(j, float(t), r) for j, t, r in
+            re.findall(r"worker: job (\S+) assigned at ([\d.]+): room (\S+)", p.text())]
+
+
+def wait_jobs(p, n, timeout):
+    end = time.time() + timeout
+    while time.time() < end and len(jobs_of(p)) < n:
+        time.sleep(0.2)
+    return len(jobs_of(p)) >= n
+
+
 class Suite:
     def __init__(self, bin_):
         self.bin = bin_
@@ -253,12 +289,18 @@ class Suite:
         ready = ready or ("serving room" if "--room" in args else "waiting for webhooks")
         argv = [self.bin, "serve", "--listen", LISTEN, "--stats-every", "5",
                 "--classes", "FACE_FEMALE,FACE_MALE", *EXTRA, *args]
-        env = dict(os.environ, RUST_LOG=os.environ.get("RUST_LOG", "livecensor=info,warn"),
-                   LIVEKIT_URL=tokens.URL, LIVEKIT_API_KEY=tokens.KEY, LIVEKIT_API_SECRET=tokens.SECRET)
-        env.setdefault("ORT_DYLIB_PATH", os.path.join(ROOT, "models", "libonnxruntime.so"))
-        p = self.start("livecensor", argv, env=env)
+        p = self.start("livecensor", argv, env=live_env())
         if not p.wait_for(ready, 30):
             raise RuntimeError("livecensor serve did not start:\n" + p.text()[-2000:])
+        return p
+
+    def worker(self, name, listen, *args):
+        """A `livecensor worker`, registered with the server."""
+        argv = [self.bin, "worker", "--listen", listen, "--stats-every", "5",
+                "--classes", "FACE_FEMALE,FACE_MALE", *EXTRA, *args]
+        p = self.start(name, argv, env=live_env())
+        if not p.wait_for("worker registered as", 40):
+            raise RuntimeError(f"{name} did not register:\n" + p.text()[-2000:])
         return p
 
     def clients(self, room, w=W, h=H, fps=FPS, seconds=LIVE, audio=False, raw=False,
@@ -1151,8 +1193,67 @@ def sc_restart(s):
     return ok, r
 
 
+
+def sc_workers(s):
+    """Agent dispatch: worker B (--max-sessions 1) takes the first room and
+    reports WS_FULL; worker A (4) then gets the other three; B is killed
+    (SIGKILL) mid-stream and its room resumes on A within 5 s."""
+    w, h, fps = 480, 270, 10
+    small = s.worker("worker-b", listen_plus(2), "--max-sessions", "1")
+    runs = {}
+
+    def start(i, seconds, max_gap, viewer_args=()):
+        room = f"e2e-w{i}"
+        tok = dispatch_token(s.bin, room, f"broadcaster{i}")
+        # Two workers and four streams share the machine: frames failed
+        # closed (censored whole) are expected, as in `faults`; leaks and
+        # gaps are what this scenario judges.
+        runs[room] = s.clients(room, w=w, h=h, fps=fps, seconds=seconds, tag=str(i),
+                               max_gap=max_gap, broadcaster_args=("--token", tok),
+                               viewer_args=("--max-whole", "0.9", *viewer_args))
+
+    # The room that fails over lasts past the kill however long worker A
+    # takes to start; its viewer waits out a longer gap than its limit, so
+    # the gap is measured rather than cut short.
+    start(0, LIVE + 30, 5.0, ("--idle", "8"))
+    b_got_one = wait_jobs(small, 1, 20)
+    b_full = small.wait_for("worker status WS_FULL", 10)
+    big = s.worker("worker-a", listen_plus(1), "--max-sessions", "4")
+    for i in (1, 2, 3):
+        start(i, LIVE, 2.0)
+    a_got_three = wait_jobs(big, 3, 30)
+    time.sleep(3.0)
+    before = {"a": sorted(r for _, _, r in jobs_of(big)), "b": sorted(r for _, _, r in jobs_of(small))}
+    t_kill = time.time()
+    small.p.kill()
+    rs = {room: s.finish_clients(v, b, j, LIVE + 60) for room, (v, b, j) in runs.items()}
+    took = [(j, t) for j, t, r in jobs_of(big) if r == "e2e-w0" and t > t_kill]
+    r0 = rs["e2e-w0"]
+    # The failover gap: the longest gap the viewer saw that ends after the
+    # kill and begins within 5 s of it (the viewer drains frames it had
+    # queued, so it may begin a little after the kill).
+    spans = sorted((g for t0, g in r0.get("gaps_over_1s_at", [])
+                    if t0 + g > t_kill and t0 < t_kill + 5), reverse=True)
+    r = {
+        "jobs_before_kill": before,
+        "b_reported_full": b_full,
+        "killed_at": round(t_kill, 3),
+        "takeover_assigned_after_s": round(took[0][1] - t_kill, 3) if took else None,
+        "failover_gap_s": spans[0] if spans else None,
+        "streams": {room: {k: x.get(k) for k in ("verdict", "frames", "leaks", "max_gap_s",
+                                                  "video_tracks", "publish_to_first_censored_frame_s")}
+                    for room, x in rs.items()},
+    }
+    print(f"e2e workers: failover gap {r['failover_gap_s']} s (kill to takeover job "
+          f"{r['takeover_assigned_after_s']} s)", flush=True)
+    ok = (b_got_one and b_full and a_got_three and before["b"] == ["e2e-w0"]
+          and before["a"] == ["e2e-w1", "e2e-w2", "e2e-w3"] and bool(took)
+          and all(x["viewer_rc"] == 0 for x in rs.values()))
+    return ok, r
+
+
 ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "actions",
-         "page", "detector", "abuse", "restart"]
+         "page", "detector", "abuse", "restart", "workers"]
 # Measurements run by hand (named on the command line), not in CI.
 BY_HAND = ["modlatency", "deadhook"]
 

@@ -607,6 +607,7 @@ async def main():
         "ratio_max": round(max(ratios), 3) if ratios else None,
         "max_gap_s": round(max(gaps), 3) if gaps else None,
         "gaps_over_1s": [round(g, 2) for g in gaps if g > 1.0],
+        "gaps_over_1s_at": [[round(t0, 3), round(g, 3)] for t0, g in zip(times, gaps) if g > 1.0],
         "latency_ms_p50": rnd(pct(lat, 50)),
         "latency_ms_p95": rnd(pct(lat, 95)),
         "added_ms_p50": rnd(pct(added, 50)),
