@@ -692,6 +692,56 @@ fn token_and_worker_flags() {
     assert!(text(&o).contains("--room is for serve"), "{}", text(&o));
 }
 
+/// `serve --room` while LiveKit cannot be reached stays up, retrying, and
+/// `/healthz` says it is not connected; it ends cleanly at `--seconds`.
+#[test]
+fn serve_waits_for_an_unreachable_livekit_and_healthz_says_so() {
+    if !models_ready() {
+        return;
+    }
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let listen = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let child = bin()
+        .args(["serve", "--room", "demo", "--seconds", "4", "--listen"])
+        .arg(listen.to_string())
+        .env("LIVEKIT_URL", format!("ws://127.0.0.1:{port}"))
+        .env("LIVEKIT_API_KEY", "devkey")
+        .env("LIVEKIT_API_SECRET", "secret")
+        .env_remove("LIVECENSOR_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Poll /healthz until it answers (the detector loads first).
+    let mut answer = String::new();
+    for _ in 0..100 {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        if let Ok(mut c) = std::net::TcpStream::connect(listen) {
+            use std::io::{Read, Write};
+            let _ = c.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+            let _ = c.read_to_string(&mut answer);
+            if !answer.is_empty() {
+                break;
+            }
+        }
+    }
+    let o = child.wait_with_output().unwrap();
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("not reachable: retrying"), "{t}");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains("not connected: demo (LiveKit not reachable)"),
+        "{answer}"
+    );
+}
+
 /// `censor --gpu` where the device path cannot run (no `cuda` feature, or
 /// no driver) stops with one clear line and writes no output: it never
 /// falls back silently and never lets a frame out unchecked.

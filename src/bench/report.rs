@@ -311,6 +311,10 @@ pub struct FaultReport {
     /// backlog), and of those the ones failed closed.
     pub settled_frames: u64,
     pub settled_fail_closed: u64,
+    /// Frames failed closed per second of the run (by arrival), all
+    /// streams: where the fault's effect begins and ends.
+    #[serde(default)]
+    pub fail_closed_per_s: Vec<u64>,
 }
 
 /// Recovered: from 1 s after the fault, frames fail closed no more often
@@ -346,6 +350,11 @@ impl FaultReport {
                 2
             };
             let closed = s.status == Status::FailClosed;
+            let sec = t.max(0.0) as usize;
+            if self.fail_closed_per_s.len() <= sec {
+                self.fail_closed_per_s.resize(sec + 1, 0);
+            }
+            self.fail_closed_per_s[sec] += u64::from(closed);
             self.frames[phase] += 1;
             self.fail_closed[phase] += u64::from(closed);
             if end.is_some_and(|e| t >= e + 1.0) {
@@ -725,6 +734,8 @@ impl RunReport {
                     None => "",
                 }
             );
+            let per_s: Vec<String> = f.fail_closed_per_s.iter().map(|n| n.to_string()).collect();
+            let _ = writeln!(o, "    fail-closed per second  [{}]", per_s.join(" "));
         }
         let _ = writeln!(
             o,
@@ -930,6 +941,7 @@ mod tests {
         assert_eq!(f.frames, [30, 20, 50]);
         assert_eq!(f.fail_closed, [1, 20, 9]);
         assert_eq!((f.settled_fail_closed, f.settled_frames), (0, 40));
+        assert_eq!(f.fail_closed_per_s, [1, 0, 0, 10, 10, 9, 0, 0, 0, 0]);
         assert_eq!(f.recovered(), Some(true));
         // Still failing closed from 6 s on: not recovered.
         for f in &mut frames[80..] {

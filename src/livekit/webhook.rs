@@ -310,6 +310,8 @@ impl Server {
         }
         let s = self.clone();
         let r = room.to_string();
+        // Held while spawning: the task's own removal waits for the insert.
+        let mut joining = self.joining.lock().unwrap_or_else(|p| p.into_inner());
         let task = tokio::spawn(async move {
             let mut backoff = super::timing::Backoff::default();
             let mut attempt = 1u64;
@@ -335,9 +337,7 @@ impl Server {
                 j.remove(&r);
             }
         });
-        if let Ok(mut j) = self.joining.lock() {
-            j.insert(room.to_string(), task);
-        }
+        joining.insert(room.to_string(), task);
         Ok(false)
     }
 
