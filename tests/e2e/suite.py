@@ -45,7 +45,9 @@ livecensor together fill this 2-core machine, so the 720p figures are
 measured by hand with E2E_WIDTH=1280 E2E_HEIGHT=720 tests/e2e/run.sh
 instrument basic), E2E_SMALL (kick, faults, resize; default 640x360),
 E2E_SECONDS (default 10), E2E_SERVE_ARGS (extra `serve` flags),
-LIVECENSOR_BIN, E2E_OUT (default out/e2e).
+LIVECENSOR_BIN, E2E_OUT (default out/e2e), E2E_LK_PORT (livekit-server,
+default 7880; TCP +1, UDP +2) and E2E_LISTEN (serve, default
+127.0.0.1:7890), so two suites can run side by side.
 """
 
 import argparse
