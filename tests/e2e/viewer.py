@@ -157,6 +157,7 @@ class Checker:
         self.closest = []
         self.frames = 0
         self.faceless = 0  # frames without a face (E2E_FACE_SPELLS)
+        self.last_k = None  # the last counter read, unwrapped
 
     def check(self, img):
         """One frame; returns (counter or None, the frame's ratio or None):
@@ -183,6 +184,8 @@ class Checker:
             self.censored_whole += 1
             self.whole_at.append(n)
         k = common.read_counter(img, h)
+        if k is not None:
+            k = self.unwrap(k)
         if k is None:
             if whole:
                 self.whole_unreadable += 1
@@ -226,6 +229,17 @@ class Checker:
         elif not self.raw and ratio > 0.8 * self.ratio:
             self.save("near", img, f"{n}-k{k}-r{ratio:.2f}")
         return k, ratio
+
+    def unwrap(self, k):
+        """The full counter from the BITS bits a frame carries: the value
+        nearest the last one read (the counter wraps every 2^16 frames, 36
+        minutes at 30 fps; a wrapped counter would place the face wrong)."""
+        m = 1 << common.BITS
+        if self.last_k is not None:
+            base = self.last_k - self.last_k % m
+            k = min((base - m + k, base + k, base + m + k), key=lambda c: abs(c - self.last_k))
+        self.last_k = k
+        return k
 
     def save(self, kind, img, name):
         if not self.dump or self.dumped.get(kind, 0) >= 10:
@@ -444,6 +458,10 @@ def self_test(a):
     c, got = run(seqs[(640, 360, True, "masked")], raw=True)
     why = failures(report(c, got), vr)
     expect("verdict --raw: a censored face fails the instrument", any("not visible" in x for x in why), why=why)
+    c = Checker(a.fps, a.ratio)
+    got = [c.unwrap(k) for k in (65534, 65535, 0, 1, 65535, 2, 0, 1)]
+    expect("the 16-bit counter unwraps (36 min at 30 fps)",
+           got == [65534, 65535, 65536, 65537, 65535, 65538, 131072 - 65536, 65537], got=got)
 
     for name, r in results.items():
         if not r["ok"]:
