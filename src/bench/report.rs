@@ -52,6 +52,8 @@ pub struct FrameSample {
     pub detections: Vec<Detection>,
     /// The encoded access unit (for the pixel audit).
     pub au: Vec<u8>,
+    /// It left as the input's own access unit.
+    pub passthrough: bool,
     /// Filled after the run from ground truth and the audit.
     pub score: FrameScore,
     /// The ground-truth faces this frame left visible.
@@ -748,6 +750,7 @@ mod tests {
             detections: Vec::new(),
             truth_misses: Vec::new(),
             au: Vec::new(),
+            passthrough: false,
             score: FrameScore::default(),
         }
     }

@@ -341,6 +341,7 @@ mod tests {
         let engine = engine_finding_nothing(
             backend,
             EngineOptions {
+                passthrough: crate::engine::PassthroughOptions::off(),
                 fps: 30.0,
                 encode: true,
                 max_in_flight: Some(MAX_IN_FLIGHT),

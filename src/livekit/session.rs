@@ -53,6 +53,8 @@ pub struct LiveKitSettings {
     pub backend: Backend,
     /// Events, rules and actions (`None`: no moderation).
     pub moderation: Option<super::moderate::ModerationCtx>,
+    /// Clean frames leave as the broadcaster's own access units.
+    pub passthrough: crate::engine::PassthroughOptions,
 }
 
 /// Counters of a session, shared with whoever reports them (/metrics).
@@ -191,6 +193,7 @@ impl Session {
             let to_pub = output_cmd.clone();
             let to_sub = input_cmd.clone();
             let fps = lk.fps;
+            let passthrough = lk.passthrough;
             let room = room.to_string();
             let thread_room = room.clone();
             let backend = lk.backend.clone();
@@ -207,6 +210,7 @@ impl Session {
                 .spawn(move || {
                     let pipeline = StreamPipeline::new(stream_id, svc, opts);
                     let opts = EngineOptions {
+                        passthrough,
                         fps,
                         encode: true,
                         max_in_flight: Some(MAX_IN_FLIGHT),

@@ -247,6 +247,7 @@ pub fn censor_file(
         pipeline,
         &backend,
         EngineOptions {
+            passthrough: cfg.output.passthrough_options(None),
             fps: info.fps as f32,
             encode,
             max_in_flight: None,
