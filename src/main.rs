@@ -470,6 +470,10 @@ fn run_censor(input: &Path, output: &Path, fps: Option<f64>, cfg: &Config) -> Re
         s.sidecar.display(),
         s.encoder
     );
+    println!(
+        "passthrough: {} ({} of {} frames left as the input's own access units)",
+        s.passthrough, s.passed_through, s.frames
+    );
     Ok(s)
 }
 

@@ -119,6 +119,10 @@ pub struct BenchArgs {
     /// Skip the leak audit (coverage from ground truth is still computed).
     #[arg(long)]
     pub no_audit: bool,
+    /// Encode every frame: clean frames no longer leave as the input's own
+    /// access units (config `[output] passthrough`).
+    #[arg(long)]
+    pub no_passthrough: bool,
 }
 
 impl BenchArgs {
@@ -162,6 +166,9 @@ impl BenchArgs {
                 .map_err(|e| other(format!("bad value for --resize: {e}")))?;
         }
         cfg.gpu.enabled |= self.gpu;
+        if self.no_passthrough {
+            cfg.output.passthrough = false;
+        }
         bench_config(cfg)
     }
 

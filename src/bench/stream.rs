@@ -65,6 +65,7 @@ impl Stream<'_> {
             samples: sink.samples,
             encoder: engine.encoder_description(),
             second_looks: engine.pipeline().counters().second_looks,
+            input_bytes: self.aus.iter().map(|a| a.len() as u64).sum(),
         })
     }
 }

@@ -97,6 +97,14 @@ pub struct SessionStats {
     pub exposures: AtomicU64,
     /// The output is censored whole by moderation right now.
     pub censored_whole: std::sync::atomic::AtomicBool,
+    /// Frames published as the broadcaster's own access units.
+    pub frames_passed_through: AtomicU64,
+    /// Switches from forwarding to our encoder (each an IDR).
+    pub passthrough_switches: AtomicU64,
+    /// The last published frame was the broadcaster's own.
+    pub passthrough_active: std::sync::atomic::AtomicBool,
+    /// Why passthrough is off for this session (`None`: on).
+    pub passthrough_off: std::sync::Mutex<Option<String>>,
 }
 
 /// A running session; `stop` ends it.

@@ -66,6 +66,10 @@ struct Mp4Sink {
     timescale: u32,
     /// avcC parameter sets once the first access unit has given them.
     params: Option<(Vec<u8>, Vec<u8>)>,
+    /// Other parameter sets have been seen (a size change, or passthrough
+    /// switching between the input's and our encoder's): from then on every
+    /// sample keeps its own in-band, and the sample entry becomes `avc3`.
+    in_band: bool,
     held: Option<HeldSample>,
     /// Presentation offset of the first frame (MP4 decode time starts at 0).
     first_pts: Option<i64>,
@@ -185,6 +189,7 @@ impl VideoWriter {
                     writer,
                     timescale: info.timescale,
                     params: None,
+                    in_band: false,
                     held: None,
                     first_pts: None,
                     last_duration: ((info.timescale as f64 / fps).round() as u32).max(1),
@@ -303,10 +308,33 @@ impl VideoWriter {
                     m.write_sample(path, held, d)?;
                 }
                 m.writer.write_end().map_err(mp4_err(path))?;
-                m.writer.into_writer().flush().map_err(io_err(path))
+                m.writer.into_writer().flush().map_err(io_err(path))?;
+                if m.in_band {
+                    mark_avc3(path)?;
+                }
+                Ok(())
             }
         }
     }
+}
+
+/// Renames the sample entry `avc1` to `avc3` in a finished MP4: parameter
+/// sets may then change in-band, as they do where passthrough switches
+/// between the input's and ours.
+fn mark_avc3(path: &Path) -> Result<(), Error> {
+    use std::io::{Seek, SeekFrom};
+    let io = io_err(path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(&io)?;
+    if let Some(at) = crate::source::sample_entry_offset(&mut file, b"avc1").map_err(&io)? {
+        file.seek(SeekFrom::Start(at)).map_err(&io)?;
+        file.write_all(b"avc3").map_err(&io)?;
+        file.flush().map_err(&io)?;
+    }
+    Ok(())
 }
 
 impl Mp4Sink {
@@ -349,16 +377,19 @@ impl Mp4Sink {
             self.writer.add_track(&track).map_err(mp4_err(path))?;
             self.params = Some((sps, pps));
         }
-        // Parameter sets equal to avcC's stay out of the samples; new ones (a
-        // size change) stay in-band so decoders still find them.
+        // Parameter sets equal to avcC's stay out of the samples until
+        // another set appears; after that each switch must carry its own,
+        // since a decoder keeps the last set it saw for an id.
         let same = match &self.params {
             Some((s, p)) => {
                 sps.as_ref().is_none_or(|x| x == s) && pps.as_ref().is_none_or(|x| x == p)
             }
             None => false,
         };
+        self.in_band |= !same;
+        let strip = !self.in_band;
         let bytes = annexb_to_length_prefixed(au, |t| {
-            t == NAL_AUD || (same && (t == NAL_SPS || t == NAL_PPS))
+            t == NAL_AUD || (strip && (t == NAL_SPS || t == NAL_PPS))
         });
         if let Some(held) = self.held.take() {
             let d = pts.saturating_sub(held.pts).clamp(1, u32::MAX as i64) as u32;

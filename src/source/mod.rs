@@ -13,6 +13,7 @@ pub mod file;
 use crate::codec::{is_keyframe, Decoder};
 use crate::error::{Error, MediaError};
 use crate::frame::{Frame, PixelFormat};
+pub(crate) use demux::sample_entry_offset;
 use demux::{AnnexBDemux, Mp4Demux, Packet, Y4mDemux};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
