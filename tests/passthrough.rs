@@ -127,13 +127,19 @@ fn clean_frames_pass_through_bit_exact_and_switches_are_idrs() {
             assert_eq!(out_aus[k], in_aus[k], "frame {k}: not the input's own unit");
             assert!(out_pics[k] == in_pics[k], "frame {k}: not bit-exact");
             if !is_keyframe(&in_aus[k]) {
-                assert!(k > 0 && pass[k - 1], "frame {k}: forwarded after an encoded one");
+                assert!(
+                    k > 0 && pass[k - 1],
+                    "frame {k}: forwarded after an encoded one"
+                );
             }
         } else {
             assert!(!side.records[k].masks.is_empty() || k >= 55, "frame {k}");
         }
         if (40..55).contains(&k) {
-            assert!(!side.records[k].masks.is_empty(), "frame {k}: the face is not masked");
+            assert!(
+                !side.records[k].masks.is_empty(),
+                "frame {k}: the face is not masked"
+            );
             if k == 0 || pass[k - 1] {
                 let au = &out_aus[k];
                 assert!(
@@ -187,6 +193,9 @@ fn clean_frames_pass_through_bit_exact_and_switches_are_idrs() {
         .collect();
     assert_eq!(back.len(), 150);
     for k in 0..150 {
-        assert!(back[k] == out_pics[k], "mp4 frame {k} differs from the Annex-B output");
+        assert!(
+            back[k] == out_pics[k],
+            "mp4 frame {k} differs from the Annex-B output"
+        );
     }
 }

@@ -25,7 +25,9 @@ impl SpsInfo {
     /// baseline and baseline have no B slices, picture order type 2 follows
     /// decode order, and a stream may say it reorders nothing.
     pub fn decode_order_output(&self) -> bool {
-        self.profile_idc == 66 || self.pic_order_cnt_type == 2 || self.max_num_reorder_frames == Some(0)
+        self.profile_idc == 66
+            || self.pic_order_cnt_type == 2
+            || self.max_num_reorder_frames == Some(0)
     }
 
     /// The `profile-level-id` (RFC 6184) of this SPS, e.g. `42e01f`.
@@ -364,7 +366,10 @@ mod tests {
         let plid = |s: &str| parse_profile_level_id(s).unwrap();
         assert!(sps.fits(plid(&sps.profile_level_id())).is_ok());
         assert!(sps.fits(plid("42001f")).is_ok(), "{sps:?}");
-        assert!(sps.fits(plid("640c1f")).is_err(), "high profile is another one");
+        assert!(
+            sps.fits(plid("640c1f")).is_err(),
+            "high profile is another one"
+        );
         let later = enc.encode(&pattern(322, 242, 1), false).unwrap();
         assert_eq!(AccessUnitInfo::of(&later), AccessUnitInfo::default());
     }

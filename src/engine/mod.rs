@@ -576,6 +576,7 @@ impl Engine {
         let (width, height) = picture.size();
         let snapshot = self.snapshot(&picture);
         let t0 = Instant::now();
+        let was_forwarding = self.passthrough.forwarding();
         let decision = match self.encoder {
             Some(_) => self.passthrough.decide(
                 now,
@@ -604,10 +605,10 @@ impl Engine {
             }
             (Some(slot), decision, _) => {
                 if let Decision::Encode { idr: true } = decision {
-                    if self.counters.released > 1 {
-                        self.counters.passthrough_switches += 1;
-                    }
                     self.force_idr = true;
+                }
+                if was_forwarding {
+                    self.counters.passthrough_switches += 1;
                 }
                 let lane = self.pipeline.lane_mut();
                 let au = encode(slot, lane, picture, (width, height), &mut self.force_idr);
@@ -764,10 +765,14 @@ mod tests {
     use test_util::engine_finding_nothing;
 
     fn engine(encode: bool) -> Engine {
+        engine_with(encode, PassthroughOptions::off())
+    }
+
+    fn engine_with(encode: bool, passthrough: PassthroughOptions) -> Engine {
         engine_finding_nothing(
             &Backend::Cpu,
             EngineOptions {
-                passthrough: PassthroughOptions::off(),
+                passthrough,
                 fps: 30.0,
                 encode,
                 max_in_flight: None,
@@ -863,6 +868,75 @@ mod tests {
             };
             assert_eq!(x, y, "frame {}", a.index);
         }
+    }
+
+    /// Passthrough with a detector that finds nothing: every frame leaves
+    /// as the input's own access unit until a new viewer wants a key frame;
+    /// then our encoder sends an IDR with its parameter sets and keeps
+    /// encoding until the next input IDR, which is forwarded again (with the
+    /// input's parameter sets put back in front when it lacks them).
+    #[test]
+    fn clean_frames_leave_as_the_input_and_switch_at_idrs() {
+        let mut cfg = EncoderConfig::new(64, 48, 30.0);
+        cfg.keyframe_interval = 6;
+        let mut enc = Encoder::new(cfg).unwrap();
+        let mut aus: Vec<Vec<u8>> = (0..12)
+            .map(|i| enc.encode(&pattern(64, 48, i), i == 0).unwrap())
+            .collect();
+        // The second IDR without its parameter sets (sent once, out of band).
+        assert!(is_keyframe(&aus[6]));
+        let bare: Vec<u8> = crate::codec::split_nals(&aus[6])
+            .filter(|n| !matches!(crate::codec::nal_type(n), 7 | 8))
+            .flat_map(|n| START_CODE.iter().chain(n).copied().collect::<Vec<u8>>())
+            .collect();
+        aus[6] = bare;
+        let mut inputs: Vec<Input> = Vec::new();
+        for (k, a) in aus.iter().enumerate() {
+            if k == 3 {
+                inputs.push(Input::ForceKeyframe);
+            }
+            inputs.push(au(a, k));
+        }
+        let (out, e) = run(engine_with(true, PassthroughOptions::default()), inputs);
+        assert_eq!(out.len(), 12);
+        let pass: Vec<bool> = out.iter().map(|o| o.record.passthrough).collect();
+        // The key frame is due on the next frame out after the request,
+        // which came before frame 3 went in.
+        let k0 = pass.iter().position(|&p| !p).unwrap();
+        assert!(k0 <= 3, "{pass:?}");
+        let want: Vec<bool> = (0..12).map(|k| !(k0..6).contains(&k)).collect();
+        assert_eq!(pass, want);
+        let bytes = |o: &Output| match &o.encoded {
+            Some(Ok(b)) => b.clone(),
+            other => panic!("frame {}: {other:?}", o.index),
+        };
+        for (k, o) in out.iter().enumerate() {
+            let b = bytes(o);
+            if k == 6 {
+                let info = AccessUnitInfo::of(&b);
+                assert!(info.idr && !info.sps.is_empty() && !info.pps.is_empty());
+                assert!(b.ends_with(&aus[6]));
+            } else if pass[k] {
+                assert_eq!(b, aus[k], "frame {k}");
+            }
+        }
+        let idr = AccessUnitInfo::of(&bytes(&out[k0]));
+        assert!(idr.idr && !idr.sps.is_empty() && !idr.pps.is_empty());
+        // The output decodes to the input's pictures where it was forwarded.
+        let mut din = H264Decoder::new().unwrap();
+        let mut dout = H264Decoder::new().unwrap();
+        for (k, o) in out.iter().enumerate() {
+            let a = din.decode(&aus[k]).unwrap();
+            let b = dout.decode(&bytes(o)).unwrap();
+            assert_eq!(b.len(), 1, "frame {k}");
+            if pass[k] {
+                assert!(a == b, "frame {k} is not bit-exact");
+            }
+        }
+        let c = e.counters();
+        assert_eq!(c.passed_through as usize, 12 - (6 - k0));
+        assert_eq!(c.passthrough_switches, u64::from(k0 > 0));
+        assert!(e.passthrough_off().is_none());
     }
 
     /// A corrupt access unit becomes a grey frame censored whole, the

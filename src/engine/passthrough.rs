@@ -85,6 +85,8 @@ pub struct Passthrough {
     clean_run: u32,
     last_request: Option<Instant>,
     keyframe_wanted: bool,
+    /// A key frame of ours is due on the next frame to leave.
+    break_pending: bool,
 }
 
 impl Passthrough {
@@ -97,6 +99,7 @@ impl Passthrough {
             clean_run: 0,
             last_request: None,
             keyframe_wanted: false,
+            break_pending: false,
         }
     }
 
@@ -122,17 +125,22 @@ impl Passthrough {
         self.forwarded.is_some()
     }
 
-    /// The viewer's references are no longer the input's (a key frame of
-    /// ours is due, e.g. for a new viewer): the next frame is encoded as an
-    /// IDR, and forwarding waits for the next qualifying input IDR.
+    /// A key frame is due (a new viewer): the next frame to leave is
+    /// encoded as an IDR, and forwarding waits for the next qualifying
+    /// input IDR.
     pub fn break_chain(&mut self) {
-        if self.forwarded.take().is_some() {
-            self.started = false;
-        }
+        self.break_pending = true;
     }
 
     /// Decides for the next frame to leave, in output order.
     pub fn decide(&mut self, now: Instant, f: FrameFacts) -> Decision {
+        if std::mem::take(&mut self.break_pending) {
+            self.forwarded = None;
+            self.started = false;
+            let idr = Decision::Encode { idr: true };
+            self.count_clean(now, f.clean);
+            return idr;
+        }
         let follows = match (f.au, self.forwarded) {
             (Some(au), Some(last)) => last.checked_add(1) == Some(au),
             _ => false,
@@ -147,7 +155,15 @@ impl Passthrough {
         let idr = self.forwarded.is_some() || !self.started;
         self.forwarded = None;
         self.started = true;
-        if f.clean && self.off.is_none() {
+        self.count_clean(now, f.clean);
+        Decision::Encode { idr }
+    }
+
+    /// Clean frames encoded in a row ask for a key frame (at most one per
+    /// `keyframe_gap`).
+    fn count_clean(&mut self, now: Instant, clean: bool) {
+        self.started = true;
+        if clean && self.off.is_none() {
             self.clean_run = self.clean_run.saturating_add(1);
             let due = self
                 .last_request
@@ -160,7 +176,6 @@ impl Passthrough {
         } else {
             self.clean_run = 0;
         }
-        Decision::Encode { idr }
     }
 
     /// Whether a key frame should be asked of the source (cleared).
@@ -197,7 +212,11 @@ mod tests {
             (true, false, Decision::Forward),
         ];
         for (k, (clean, idr, want)) in seq.into_iter().enumerate() {
-            assert_eq!(p.decide(now, facts(clean, k as u64, idr)), want, "frame {k}");
+            assert_eq!(
+                p.decide(now, facts(clean, k as u64, idr)),
+                want,
+                "frame {k}"
+            );
         }
     }
 
@@ -251,7 +270,10 @@ mod tests {
             }
         }
         assert_eq!(asked.first(), Some(&3));
-        assert!(asked.windows(2).all(|w| (w[1] - w[0]) * 33 >= 2000), "{asked:?}");
+        assert!(
+            asked.windows(2).all(|w| (w[1] - w[0]) * 33 >= 2000),
+            "{asked:?}"
+        );
         assert!(asked.len() >= 3, "{asked:?}");
     }
 
@@ -262,9 +284,14 @@ mod tests {
         assert_eq!(p.decide(now, facts(true, 0, true)), Decision::Forward);
         p.break_chain();
         assert_eq!(
-            p.decide(now, facts(true, 1, false)),
+            p.decide(now, facts(true, 1, true)),
             Decision::Encode { idr: true }
         );
+        assert_eq!(
+            p.decide(now, facts(true, 2, false)),
+            Decision::Encode { idr: false }
+        );
+        assert_eq!(p.decide(now, facts(true, 3, true)), Decision::Forward);
     }
 
     proptest! {

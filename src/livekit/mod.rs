@@ -23,7 +23,7 @@ pub mod token;
 pub mod webhook;
 
 pub use participant::{
-    PUBLISHED_PROFILE_LEVEL_ID,
     Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc, PublishSpec,
+    PUBLISHED_PROFILE_LEVEL_ID,
 };
 pub use session::{raw_room, LiveKitSettings, Session, SessionStats};

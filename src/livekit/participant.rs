@@ -182,7 +182,9 @@ pub const PUBLISHED_PROFILE_LEVEL_ID: &str = "42001f";
 /// The negotiated H.264 payload type to write with: the one of
 /// [`PUBLISHED_PROFILE_LEVEL_ID`] with packetization mode 1, else the
 /// first H.264 one.
-fn h264_pt<'a>(mut params: impl Iterator<Item = &'a str0m::format::PayloadParams>) -> Option<str0m::media::Pt> {
+fn h264_pt<'a>(
+    mut params: impl Iterator<Item = &'a str0m::format::PayloadParams>,
+) -> Option<str0m::media::Pt> {
     let want = u32::from_str_radix(PUBLISHED_PROFILE_LEVEL_ID, 16).ok();
     let h264: Vec<_> = params
         .by_ref()

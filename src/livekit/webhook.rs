@@ -499,7 +499,11 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
     m.gauge(
         "livecensor_passthrough",
         "1 for the session's passthrough state (forwarding, encoding, or off with the reason)",
-        &[("room", room), ("state", state), ("reason", reason.as_str())],
+        &[
+            ("room", room),
+            ("state", state),
+            ("reason", reason.as_str()),
+        ],
         1.0,
     );
     m.gauge(

@@ -204,7 +204,9 @@ impl Mp4Demux {
         let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
         let at = sample_entry_offset(&mut file, b"avc3").map_err(|e| Error::io(path, e))?;
-        let pos = file.seek(SeekFrom::Start(0)).map_err(|e| Error::io(path, e))?;
+        let pos = file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, e))?;
         let reader = BufReader::new(Avc3AsAvc1 { file, pos, at });
         // The mp4 crate has panicking paths on malformed input: contain them.
         let reader = catch_unwind(AssertUnwindSafe(|| {

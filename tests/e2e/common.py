@@ -42,9 +42,19 @@ def block_size(h):
     return max(4, round(BLOCK * h / 720))
 
 
+def parse_spells(v):
+    """`PERIOD,ON` seconds (the face in view for ON seconds at the end of
+    every PERIOD), or None for a face always in view."""
+    if not v:
+        return None
+    period, on = (float(x) for x in v.split(","))
+    return period, on
+
+
 class Scene:
-    def __init__(self, width, height, fps):
+    def __init__(self, width, height, fps, spells=None):
         self.w, self.h, self.fps = width, height, fps
+        self.spells = spells
         bg = Image.open(os.path.join(PHOTOS, "coffee.png")).convert("RGB").resize((width, height))
         self.bg = np.dstack([np.asarray(bg), np.full((height, width), 255, np.uint8)])
         self.sh = max(2, round(height * 0.58))
@@ -70,6 +80,15 @@ class Scene:
         y = (self.h - self.sh) / 2 - self.h * 0.08 + self.h * 0.04 * np.sin(2 * np.pi * t / 1.7)
         return int(round(x)), int(round(max(0, y)))
 
+    def face_on(self, k):
+        """Whether frame k shows the face (with spells: the last ON seconds
+        of every PERIOD; nothing to censor the rest of the time)."""
+        if not self.spells:
+            return True
+        period, on = self.spells
+        t = (k / self.fps + 1e-6) % period
+        return t >= period - on
+
     def face_box(self, k):
         x, y = self.sprite_pos(k)
         f = self.face_in_sprite
@@ -85,14 +104,15 @@ class Scene:
         sx, sy = self.sprite_pos(k)
         ix0, iy0 = max(x0, sx), max(y0, sy)
         ix1, iy1 = min(x1, sx + self.sw), min(y1, sy + self.sh)
-        if ix0 < ix1 and iy0 < iy1:
+        if ix0 < ix1 and iy0 < iy1 and self.face_on(k):
             img[iy0 - y0 : iy1 - y0, ix0 - x0 : ix1 - x0] = self.sprite[iy0 - sy : iy1 - sy, ix0 - sx : ix1 - sx]
         return img
 
     def render(self, k):
         img = self.bg.copy()
         x, y = self.sprite_pos(k)
-        img[y : y + self.sh, x : x + self.sw] = self.sprite
+        if self.face_on(k):
+            img[y : y + self.sh, x : x + self.sw] = self.sprite
         write_counter(img, k)
         x0, y0, x1, y1 = flash_box(self.w, self.h)
         img[y0:y1, x0:x1, :3] = 255 if flash_on(k, self.fps) else 0
