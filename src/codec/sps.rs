@@ -284,10 +284,8 @@ pub fn parse_sps(nal: &[u8]) -> Option<SpsInfo> {
 /// The VUI's `max_num_reorder_frames`, if its bitstream restriction is
 /// there (and the VUI reads to it).
 fn vui_reorder(r: &mut Bits) -> Option<u32> {
-    if r.bit()? == 1 {
-        if r.bits(8)? == 255 {
-            r.bits(32)?;
-        }
+    if r.bit()? == 1 && r.bits(8)? == 255 {
+        r.bits(32)?;
     }
     if r.bit()? == 1 {
         r.bit()?;
