@@ -597,6 +597,9 @@ impl Engine {
         let (encoded, host) = match (self.encoder.as_mut(), decision, f.au.as_ref()) {
             (None, _, _) => (None, Some(self.pipeline.lane_mut().to_host(picture))),
             (Some(_), Decision::Forward, Some(au)) => {
+                if !was_forwarding {
+                    tracing::debug!(frame = index, "passthrough: forwarding from here");
+                }
                 let bytes = self.forwarded(au);
                 self.recycle(picture);
                 record.passthrough = true;
@@ -609,6 +612,7 @@ impl Engine {
                 }
                 if was_forwarding {
                     self.counters.passthrough_switches += 1;
+                    tracing::debug!(frame = index, clean, "passthrough: encoding from here");
                 }
                 let lane = self.pipeline.lane_mut();
                 let au = encode(slot, lane, picture, (width, height), &mut self.force_idr);
