@@ -491,6 +491,52 @@ mod tests {
 
     /// Access units encoded elsewhere (as NVENC's would be) reach the file
     /// exactly like the writer's own: same frames back, same timing.
+    /// Passthrough switches between two encoders' parameter sets: once
+    /// they change, every sample keeps its own in-band (a decoder keeps the
+    /// last set it saw for an id, so stripping the first set when it comes
+    /// back would decode with the other one), the sample entry is `avc3`,
+    /// and the file reads back to the Annex-B stream's pictures.
+    #[test]
+    fn switching_parameter_sets_stay_in_band_under_avc3() {
+        use crate::codec::{Decoder, Encoder, EncoderConfig};
+        let mut a = Encoder::new(EncoderConfig::new(64, 48, 30.0)).unwrap();
+        let mut b = Encoder::new(EncoderConfig::new(96, 64, 30.0)).unwrap();
+        let mut aus = Vec::new();
+        for round in 0..3 {
+            let (enc, w, h) = if round % 2 == 0 {
+                (&mut a, 64, 48)
+            } else {
+                (&mut b, 96, 64)
+            };
+            for i in 0..3 {
+                aus.push((enc.encode(&pattern(w, h, i), i == 0).unwrap(), w, h));
+            }
+        }
+        let mut dec = Decoder::new().unwrap();
+        let want: Vec<Frame> = aus
+            .iter()
+            .flat_map(|(au, _, _)| dec.decode(au).unwrap())
+            .collect();
+        assert_eq!(want.len(), 9);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switch.mp4");
+        let mut wr = VideoWriter::create(&path, &out_info(64, 48, 30.0, 90_000)).unwrap();
+        for (i, (au, w, h)) in aus.iter().enumerate() {
+            wr.write_encoded(au, *w, *h, i as i64 * 3000).unwrap();
+        }
+        wr.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.windows(4).any(|w| w == b"avc3"));
+        let got: Vec<Frame> = VideoReader::open(&path, Some(30.0))
+            .unwrap()
+            .map(|r| r.unwrap().frame)
+            .collect();
+        assert_eq!(got.len(), 9);
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w, "frame {k}");
+        }
+    }
+
     #[test]
     fn pre_encoded_access_units_round_trip() {
         use crate::codec::{Encoder, EncoderConfig};
