@@ -854,6 +854,8 @@ mod tests {
             masks,
             detections: vec![],
             latency_ms: 0.0,
+            passthrough: false,
+            passthrough_off: None,
         }
     }
 

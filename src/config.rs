@@ -98,6 +98,44 @@ pub struct GpuSection {
     pub device: usize,
 }
 
+/// `[output]`: what leaves.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputSection {
+    /// Strict mode: a frame verified clean, whose references since the last
+    /// input IDR all left untouched too, leaves as the input's own access
+    /// unit (no re-encode, no generation loss). `--no-passthrough`.
+    pub passthrough: bool,
+    /// Live: clean frames in a row while encoding after which the
+    /// broadcaster is asked for a key frame (PLI, at most one per 2 s), so
+    /// passthrough resumes sooner.
+    pub passthrough_keyframe_after: u32,
+}
+
+impl Default for OutputSection {
+    fn default() -> Self {
+        OutputSection {
+            passthrough: true,
+            passthrough_keyframe_after: 30,
+        }
+    }
+}
+
+impl OutputSection {
+    /// The engine's options (`publish`: the negotiated profile-level-id).
+    pub fn passthrough_options(
+        &self,
+        publish: Option<(u8, u8, u8)>,
+    ) -> crate::engine::PassthroughOptions {
+        crate::engine::PassthroughOptions {
+            enabled: self.passthrough,
+            keyframe_after: self.passthrough_keyframe_after.max(1),
+            publish,
+            ..crate::engine::PassthroughOptions::default()
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -111,6 +149,7 @@ pub struct Config {
     pub policy: PolicyFile,
     pub livekit: LiveKitSection,
     pub gpu: GpuSection,
+    pub output: OutputSection,
     /// `[[rules]]`: moderation rules (hits within a window run actions).
     pub rules: Vec<crate::moderation::RuleConfig>,
 }
@@ -126,6 +165,7 @@ impl Default for Config {
             policy: PolicyFile::default(),
             livekit: LiveKitSection::default(),
             gpu: GpuSection::default(),
+            output: OutputSection::default(),
             rules: Vec::new(),
         }
     }

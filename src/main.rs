@@ -283,6 +283,10 @@ struct PolicyArgs {
     /// (antialiased, the default) or linear (NudeNet's own 2x2 taps).
     #[arg(long)]
     resize: Option<String>,
+    /// Re-encode every frame: clean frames no longer leave as the input's
+    /// own access units (config `[output] passthrough`).
+    #[arg(long)]
+    no_passthrough: bool,
 }
 
 #[derive(Args)]
@@ -442,6 +446,9 @@ fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
                 .parse()
                 .map_err(|e| anyhow::anyhow!("bad value for --resize: {e}"))?;
         }
+        if p.no_passthrough {
+            cfg.output.passthrough = false;
+        }
     }
     cfg.validate()?;
     Ok(cfg)
@@ -507,6 +514,10 @@ fn run_censor(input: &Path, output: &Path, fps: Option<f64>, cfg: &Config) -> Re
         output.display(),
         s.sidecar.display(),
         s.encoder
+    );
+    println!(
+        "passthrough: {} ({} of {} frames left as the input's own access units)",
+        s.passthrough, s.passed_through, s.frames
     );
     Ok(s)
 }
@@ -808,6 +819,14 @@ fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result
         )?,
         backend,
         moderation: None,
+        // The published track is negotiated for constrained baseline
+        // (what openh264 encodes): a broadcaster in another profile is
+        // re-encoded.
+        passthrough: cfg
+            .output
+            .passthrough_options(livecensor::codec::parse_profile_level_id(
+                livecensor::livekit::PUBLISHED_PROFILE_LEVEL_ID,
+            )),
     };
     if lk.faults.is_active() {
         eprintln!(

@@ -121,6 +121,10 @@ pub struct BenchArgs {
     pub no_audit: bool,
     #[command(flatten)]
     pub fault_detector: crate::pipeline::service::DetectorFaultArgs,
+    /// Encode every frame: clean frames no longer leave as the input's own
+    /// access units (config `[output] passthrough`).
+    #[arg(long)]
+    pub no_passthrough: bool,
 }
 
 impl BenchArgs {
@@ -164,6 +168,9 @@ impl BenchArgs {
                 .map_err(|e| other(format!("bad value for --resize: {e}")))?;
         }
         cfg.gpu.enabled |= self.gpu;
+        if self.no_passthrough {
+            cfg.output.passthrough = false;
+        }
         bench_config(cfg)
     }
 

@@ -52,6 +52,8 @@ pub struct FrameSample {
     pub detections: Vec<Detection>,
     /// The encoded access unit (for the pixel audit).
     pub au: Vec<u8>,
+    /// It left as the input's own access unit.
+    pub passthrough: bool,
     /// Filled after the run from ground truth and the audit.
     pub score: FrameScore,
     /// The ground-truth faces this frame left visible.
@@ -121,6 +123,8 @@ pub struct StreamRun {
     pub encoder: String,
     /// Crops sent back to the detector for a second look.
     pub second_looks: u64,
+    /// Bytes of the access units fed in (the input's bitrate).
+    pub input_bytes: u64,
 }
 
 /// What the run was asked to do.
@@ -287,6 +291,8 @@ pub struct RunReport {
     /// Test-only detector faults injected during the run, and what they did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub faults: Option<FaultReport>,
+    #[serde(default)]
+    pub passthrough: PassthroughStat,
 }
 
 /// What the injected detector faults (`--fault-detector-*`) did to a run:
@@ -361,6 +367,67 @@ impl FaultReport {
                 self.settled_frames += 1;
                 self.settled_fail_closed += u64::from(closed);
             }
+        }
+    }
+}
+
+/// Clean frames that left as the input's own access units, what that
+/// saved, and what it did to the bitrate.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct PassthroughStat {
+    /// Frames forwarded, over all streams.
+    pub frames: u64,
+    /// Of all frames out.
+    pub share: f64,
+    /// Mean encode time of the frames our encoder encoded.
+    pub encode_ms_per_encoded: f64,
+    /// Encoder time not spent: forwarded frames x the mean above, per
+    /// second of video per stream (ms/s).
+    pub encode_ms_saved_per_s: f64,
+    /// Mean bitrate per stream in and out, kbit/s.
+    pub input_kbps: f64,
+    pub output_kbps: f64,
+}
+
+impl PassthroughStat {
+    fn of(runs: &[StreamRun], fps: f64) -> PassthroughStat {
+        let all: Vec<&FrameSample> = runs.iter().flat_map(|r| r.samples.iter()).collect();
+        let frames = all.iter().filter(|s| s.passthrough).count() as u64;
+        let encoded: Vec<f64> = all
+            .iter()
+            .filter(|s| !s.passthrough)
+            .map(|s| s.times.encode * 1e3)
+            .collect();
+        let per_encoded = if encoded.is_empty() {
+            0.0
+        } else {
+            encoded.iter().sum::<f64>() / encoded.len() as f64
+        };
+        let seconds = |n: usize| if fps > 0.0 { n as f64 / fps } else { 0.0 };
+        let video_s: f64 = runs.iter().map(|r| seconds(r.samples.len())).sum();
+        let kbps = |bytes: u64| {
+            if video_s > 0.0 {
+                bytes as f64 * 8.0 / video_s / 1e3
+            } else {
+                0.0
+            }
+        };
+        let out_bytes: u64 = all.iter().map(|s| s.au.len() as u64).sum();
+        PassthroughStat {
+            frames,
+            share: if all.is_empty() {
+                0.0
+            } else {
+                frames as f64 / all.len() as f64
+            },
+            encode_ms_per_encoded: per_encoded,
+            encode_ms_saved_per_s: if video_s > 0.0 {
+                frames as f64 * per_encoded / video_s
+            } else {
+                0.0
+            },
+            input_kbps: kbps(runs.iter().map(|r| r.input_bytes).sum()),
+            output_kbps: kbps(out_bytes),
         }
     }
 }
@@ -569,6 +636,7 @@ pub fn aggregate(setup: RunSetup, runs: &[StreamRun], res: Resources) -> RunRepo
         scenarios,
         held,
         realtime,
+        passthrough: PassthroughStat::of(runs, setup.fps),
         setup,
         faults: None,
     }
@@ -706,6 +774,17 @@ impl RunReport {
         for (reason, n) in &self.fail_reasons {
             let _ = writeln!(o, "    fail-closed: {n} x {reason}");
         }
+        let p = &self.passthrough;
+        let _ = writeln!(
+            o,
+            "  passthrough {} frames ({})  encode {:.2} ms per encoded frame, {:.0} ms/s per stream saved  bitrate in {:.0} kbit/s  out {:.0} kbit/s",
+            p.frames,
+            pct(p.share),
+            p.encode_ms_per_encoded,
+            p.encode_ms_saved_per_s,
+            p.input_kbps,
+            p.output_kbps
+        );
         let r = &self.resources;
         if let Some(f) = &self.faults {
             let end = f
@@ -858,6 +937,7 @@ mod tests {
             detections: Vec::new(),
             truth_misses: Vec::new(),
             au: Vec::new(),
+            passthrough: false,
             score: FrameScore::default(),
         }
     }
@@ -1006,6 +1086,7 @@ mod tests {
                 samples: s0,
                 encoder: String::new(),
                 second_looks: 0,
+                input_bytes: 0,
             },
             StreamRun {
                 id: 1,
@@ -1014,6 +1095,7 @@ mod tests {
                 samples: s1,
                 encoder: String::new(),
                 second_looks: 0,
+                input_bytes: 0,
             },
         ];
         let r = aggregate(
@@ -1073,6 +1155,7 @@ mod tests {
             samples: s,
             encoder: String::new(),
             second_looks: 0,
+            input_bytes: 0,
         }];
         let r = aggregate(setup(1), &runs, Resources::default());
         assert!(r.held && r.realtime, "{}", r.table());
@@ -1158,6 +1241,7 @@ mod tests {
             ],
             encoder: String::new(),
             second_looks: 0,
+            input_bytes: 0,
         }];
         let run = aggregate(setup(1), &runs, Resources::default());
         let rep = BenchReport {

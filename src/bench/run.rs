@@ -111,6 +111,7 @@ pub fn run_on(
                     start,
                     offset: Duration::from_secs_f64(*k as f64 / (o.streams as f64 * o.fps)),
                     backend,
+                    passthrough: cfg.output.passthrough_options(None),
                 };
                 let s = *s;
                 sc.spawn(move || st.run(pipe, s))

@@ -5,7 +5,9 @@
 use super::report::{FrameSample, FrameScore, StreamRun};
 use super::{other, BenchOptions};
 use crate::backend::Backend;
-use crate::engine::{drive, Engine, EngineOptions, Feed, Input, Output, Sink, Source};
+use crate::engine::{
+    drive, Engine, EngineOptions, Feed, Input, Output, PassthroughOptions, Sink, Source,
+};
 use crate::error::Error;
 use crate::pipeline::stream::StreamPipeline;
 use crate::synth::Scenario;
@@ -22,6 +24,7 @@ pub(super) struct Stream<'a> {
     /// `--gpu`: NVDEC into device memory, kernels on this stream's own CUDA
     /// stream, NVENC where the GPU has one (the device path of `censor`).
     pub(super) backend: &'a Backend,
+    pub(super) passthrough: PassthroughOptions,
 }
 
 impl Stream<'_> {
@@ -35,6 +38,7 @@ impl Stream<'_> {
             pipe,
             self.backend,
             EngineOptions {
+                passthrough: self.passthrough,
                 fps: o.fps as f32,
                 encode: true,
                 max_in_flight: None,
@@ -61,6 +65,7 @@ impl Stream<'_> {
             samples: sink.samples,
             encoder: engine.encoder_description(),
             second_looks: engine.pipeline().counters().second_looks,
+            input_bytes: self.aus.iter().map(|a| a.len() as u64).sum(),
         })
     }
 }
@@ -130,6 +135,7 @@ impl Sink for Collector {
             masks: out.record.masks,
             detections: out.record.detections,
             au,
+            passthrough: out.record.passthrough,
             score: FrameScore::default(),
             truth_misses: Vec::new(),
         });

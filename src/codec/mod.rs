@@ -3,6 +3,7 @@
 mod annexb;
 mod decoder;
 mod encoder;
+mod sps;
 #[cfg(test)]
 pub(crate) mod test_util;
 
@@ -13,6 +14,7 @@ pub use annexb::{
 };
 pub use decoder::Decoder;
 pub use encoder::{default_bitrate, Encoder, EncoderConfig};
+pub use sps::{parse_profile_level_id, parse_sps, AccessUnitInfo, SpsInfo};
 
 #[cfg(test)]
 mod tests {

@@ -12,9 +12,14 @@
 //! decodes; the decoder concealing an error censors that frame whole too; a
 //! failed encode is reported on its output and the encoder restarts with an
 //! IDR; every fallback between GPU and CPU follows [`crate::backend`].
+//!
+//! A frame verified clean may leave as the input's own access unit instead
+//! of being encoded again ([`passthrough`]): the engine knows which access
+//! unit each picture came of, the input's parameter sets, and whether the
+//! input can switch cleanly at all (no reordering, a profile that fits).
 
 use crate::backend::{grey, Backend, Decoder, EncoderSlot, Lane, Picture};
-use crate::codec::is_keyframe;
+use crate::codec::{is_keyframe, parse_sps, AccessUnitInfo, START_CODE};
 use crate::error::Error;
 use crate::frame::Frame;
 use crate::pipeline::stream::{CensorWhole, Released, StageTimes, StreamPipeline};
@@ -23,12 +28,17 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod passthrough;
 #[cfg(test)]
 pub(crate) mod test_util;
+
+pub use passthrough::{Decision, FrameFacts, Passthrough, PassthroughOptions};
 
 /// How a stream runs.
 #[derive(Clone, Copy, Debug)]
 pub struct EngineOptions {
+    /// Clean frames leave as the input's own access units.
+    pub passthrough: PassthroughOptions,
     /// The input's frame rate (the encoder's rate control).
     pub fps: f32,
     /// Encode released frames (an H.264 sink); `false` hands the sink host
@@ -70,6 +80,8 @@ pub enum Input {
         corrupt: bool,
         /// Seconds spent decoding it.
         decode: f64,
+        /// The access unit it alone came of, when the source knows.
+        au: Option<Arc<[u8]>>,
     },
     /// The input restarted (a new broadcaster track): decoder state is stale.
     Reset,
@@ -93,7 +105,8 @@ pub struct Output {
     pub done: Instant,
     /// Stage times, encode included.
     pub times: StageTimes,
-    /// The access unit (`encode`), or why there is none for this frame.
+    /// The access unit (`encode`), or why there is none for this frame;
+    /// the input's own when `record.passthrough`.
     pub encoded: Option<Result<Vec<u8>, String>>,
     /// The censored host picture (`encode = false`).
     pub picture: Option<Frame>,
@@ -121,6 +134,26 @@ pub struct EngineCounters {
     /// Streams that left NVENC for openh264 for good.
     pub encoder_fallbacks: u64,
     pub nvenc_errors: u64,
+    /// Frames that left as the input's own access units.
+    pub passed_through: u64,
+    /// Switches from forwarding to our encoder (each one an IDR).
+    pub passthrough_switches: u64,
+}
+
+/// A picture's input access unit, for passthrough.
+#[derive(Debug)]
+struct AuRef {
+    /// Input access units are numbered in arrival order.
+    seq: u64,
+    data: Arc<[u8]>,
+    idr: bool,
+}
+
+/// What the engine remembers of a frame inside the pipeline.
+#[derive(Debug)]
+struct InFlight {
+    origin: Instant,
+    au: Option<AuRef>,
 }
 
 pub struct Engine {
@@ -137,9 +170,18 @@ pub struct Engine {
     force_idr: bool,
     /// The last decoded picture's size: the grey stand-in's.
     last_size: Option<(usize, usize)>,
-    /// Origins of the frames inside the pipeline, in push order (the
-    /// pipeline releases in that order).
-    origins: VecDeque<Instant>,
+    /// The frames inside the pipeline, in push order (the pipeline
+    /// releases in that order).
+    in_flight: VecDeque<InFlight>,
+    passthrough: Passthrough,
+    /// Number of the next input access unit (or picture).
+    next_au: u64,
+    /// The input's last SPS and PPS NALs, put in front of a forwarded IDR
+    /// that lacks them.
+    input_sps: Vec<Vec<u8>>,
+    input_pps: Vec<Vec<u8>>,
+    /// Why passthrough went off has been written on a frame record.
+    off_reported: bool,
     counters: EngineCounters,
     last_snapshot: Option<Instant>,
 }
@@ -152,6 +194,16 @@ impl Engine {
         opts: EngineOptions,
     ) -> Result<Engine, Error> {
         let pipeline = pipeline.with_lane(backend.lane()?);
+        let mut passthrough = Passthrough::new(opts.passthrough);
+        if !opts.encode {
+            passthrough.turn_off("the output takes pictures, not H.264");
+        }
+        if matches!(
+            pipeline.mode(),
+            crate::pipeline::scheduler::Mode::Predictive { .. }
+        ) {
+            passthrough.turn_off("predictive mode never passes frames through");
+        }
         Ok(Engine {
             pipeline,
             backend: backend.clone(),
@@ -162,7 +214,12 @@ impl Engine {
             keyframe_wanted: false,
             force_idr: true,
             last_size: None,
-            origins: VecDeque::new(),
+            in_flight: VecDeque::new(),
+            passthrough,
+            next_au: 0,
+            input_sps: Vec::new(),
+            input_pps: Vec::new(),
+            off_reported: false,
             counters: EngineCounters::default(),
             last_snapshot: None,
         })
@@ -208,9 +265,74 @@ impl Engine {
         }
     }
 
-    /// Whether the source should be asked for a key frame (cleared).
+    /// Whether the source should be asked for a key frame (cleared): to
+    /// recover from loss, or to switch back to passthrough sooner.
     pub fn take_keyframe_wanted(&mut self) -> bool {
-        std::mem::take(&mut self.keyframe_wanted)
+        let pass = self.passthrough.take_keyframe_wanted();
+        std::mem::take(&mut self.keyframe_wanted) || pass
+    }
+
+    /// `None` while clean frames may pass through, else why they do not.
+    pub fn passthrough_off(&self) -> Option<&str> {
+        self.passthrough.off_reason()
+    }
+
+    /// Whether the last frame that left was the input's own.
+    pub fn passthrough_active(&self) -> bool {
+        self.passthrough.forwarding()
+    }
+
+    /// Reads an input access unit's parameter sets: keeps them for
+    /// forwarded IDRs, and turns passthrough off for a stream that cannot
+    /// switch cleanly (reordered pictures) or does not fit what we
+    /// publish. Whether it is an IDR.
+    fn inspect(&mut self, data: &[u8]) -> bool {
+        let info = AccessUnitInfo::of(data);
+        for nal in &info.sps {
+            let why = match parse_sps(nal) {
+                None => Some("the input's SPS cannot be read".to_string()),
+                Some(s) if !s.decode_order_output() => Some(format!(
+                    "the input may reorder pictures (B-frames: profile {}, pic_order_cnt_type {})",
+                    s.profile_level_id(),
+                    s.pic_order_cnt_type
+                )),
+                Some(s) => match self.passthrough.options().publish {
+                    Some(p) => s.fits(p).err(),
+                    None => None,
+                },
+            };
+            if let Some(why) = why {
+                if self.passthrough.off_reason().is_none() {
+                    tracing::info!("passthrough off for this stream: {why}");
+                }
+                self.passthrough.turn_off(why);
+            }
+        }
+        if !info.sps.is_empty() {
+            self.input_sps = info.sps;
+        }
+        if !info.pps.is_empty() {
+            self.input_pps = info.pps;
+        }
+        info.idr
+    }
+
+    /// The bytes a forwarded access unit leaves as: an IDR gets the input's
+    /// parameter sets in front when it does not carry them itself.
+    fn forwarded(&self, au: &AuRef) -> Vec<u8> {
+        if !au.idr {
+            return au.data.to_vec();
+        }
+        let info = AccessUnitInfo::of(&au.data);
+        let mut out = Vec::with_capacity(au.data.len() + 64);
+        if info.sps.is_empty() || info.pps.is_empty() {
+            for nal in self.input_sps.iter().chain(&self.input_pps) {
+                out.extend_from_slice(&START_CODE);
+                out.extend_from_slice(nal);
+            }
+        }
+        out.extend_from_slice(&au.data);
+        out
     }
 
     /// Takes one input.
@@ -220,7 +342,10 @@ impl Engine {
                 self.decoder = None;
                 self.waiting_for_keyframe = true;
             }
-            Input::ForceKeyframe => self.force_idr = true,
+            Input::ForceKeyframe => {
+                self.force_idr = true;
+                self.passthrough.break_chain();
+            }
             Input::CensorWhole(w) => self.pipeline.set_censor_whole(w),
             Input::Picture {
                 picture,
@@ -229,11 +354,19 @@ impl Engine {
                 origin,
                 corrupt,
                 decode,
+                au,
             } => {
                 self.last_size = Some(picture.size());
                 self.counters.frames_decoded += 1;
+                let seq = self.next_au;
+                self.next_au += 1;
+                let au = au.map(|data| AuRef {
+                    seq,
+                    idr: self.inspect(&data),
+                    data,
+                });
                 let picture = self.on_device(picture);
-                self.push(picture, pts, arrival, origin, corrupt, decode);
+                self.push(picture, pts, arrival, origin, corrupt, decode, au);
             }
             Input::AccessUnit {
                 data,
@@ -243,7 +376,7 @@ impl Engine {
                 contiguous,
                 show,
                 stale,
-            } => self.access_unit(&data, pts, arrival, origin, contiguous, show, stale)?,
+            } => self.access_unit(data, pts, arrival, origin, contiguous, show, stale)?,
         }
         Ok(())
     }
@@ -267,7 +400,7 @@ impl Engine {
     #[allow(clippy::too_many_arguments)]
     fn access_unit(
         &mut self,
-        data: &[u8],
+        data: Arc<[u8]>,
         pts: i64,
         arrival: Instant,
         origin: Instant,
@@ -276,10 +409,13 @@ impl Engine {
         stale: bool,
     ) -> Result<(), Error> {
         self.counters.access_units += 1;
+        let seq = self.next_au;
+        self.next_au += 1;
         if !contiguous {
             self.waiting_for_keyframe = true;
         }
-        let key = is_keyframe(data);
+        let key = is_keyframe(&data);
+        let idr = !stale && self.inspect(&data);
         let stale = stale && !key;
         if stale {
             self.counters.access_units_dropped += 1;
@@ -305,12 +441,17 @@ impl Engine {
             dec.recycle(p);
         }
         let t0 = Instant::now();
-        match dec.decode(data, pts) {
+        match dec.decode(&data, pts) {
             Ok(frames) => {
                 let dt = t0.elapsed().as_secs_f64();
                 if frames.iter().any(|f| f.damaged) {
                     self.keyframe_wanted = true;
                 }
+                // The unit's own picture: the only one out, with its timestamp.
+                let mut au = match frames.as_slice() {
+                    [f] if f.pts == pts => Some(AuRef { seq, data, idr }),
+                    _ => None,
+                };
                 for f in frames {
                     self.counters.frames_decoded += 1;
                     self.last_size = Some(f.picture.size());
@@ -322,7 +463,8 @@ impl Engine {
                         continue;
                     }
                     let corrupt = self.waiting_for_keyframe || f.damaged;
-                    self.push(f.picture, f.pts, arrival, origin, corrupt, dt);
+                    let au = au.take();
+                    self.push(f.picture, f.pts, arrival, origin, corrupt, dt, au);
                 }
             }
             Err(e) => {
@@ -342,12 +484,14 @@ impl Engine {
     /// picture: there is no size yet, and nothing was shown to freeze).
     fn push_grey(&mut self, pts: i64, arrival: Instant, origin: Instant) {
         if let Some((w, h)) = self.last_size {
-            self.push(Picture::Host(grey(w, h)), pts, arrival, origin, true, 0.0);
+            let grey = Picture::Host(grey(w, h));
+            self.push(grey, pts, arrival, origin, true, 0.0, None);
         }
     }
 
     /// Into the pipeline, unless it is full (`max_in_flight`): behind real
     /// time this frame is skipped rather than let latency grow.
+    #[allow(clippy::too_many_arguments)]
     fn push(
         &mut self,
         picture: Picture,
@@ -356,6 +500,7 @@ impl Engine {
         origin: Instant,
         corrupt: bool,
         decode: f64,
+        au: Option<AuRef>,
     ) {
         if self
             .opts
@@ -369,7 +514,7 @@ impl Engine {
         if corrupt {
             self.counters.frames_corrupt += 1;
         }
-        self.origins.push_back(origin);
+        self.in_flight.push_back(InFlight { origin, au });
         self.pipeline.push(arrival, pts, picture, corrupt, decode);
     }
 
@@ -389,7 +534,7 @@ impl Engine {
                     for f in frames {
                         self.counters.frames_decoded += 1;
                         let corrupt = self.waiting_for_keyframe || f.damaged;
-                        self.push(f.picture, f.pts, now, now, corrupt, 0.0);
+                        self.push(f.picture, f.pts, now, now, corrupt, 0.0, None);
                     }
                 }
                 Err(e) => tracing::warn!("decoder flush: {e}"),
@@ -407,29 +552,68 @@ impl Engine {
     /// leave now.
     pub fn poll(&mut self, now: Instant) -> Option<Output> {
         let r = self.pipeline.poll_output(now)?;
-        let origin = self.origins.pop_front().unwrap_or(r.arrived);
+        let f = self.in_flight.pop_front().unwrap_or(InFlight {
+            origin: r.arrived,
+            au: None,
+        });
         self.counters.released += 1;
         if r.record.status == crate::pipeline::Status::FailClosed {
             self.counters.fail_closed += 1;
         }
-        Some(self.output(r, origin))
+        Some(self.output(now, r, f))
     }
 
-    fn output(&mut self, r: Released, origin: Instant) -> Output {
+    fn output(&mut self, now: Instant, r: Released, f: InFlight) -> Output {
         let Released {
             index,
             pts,
             picture,
-            record,
+            mut record,
             arrived,
             mut times,
+            clean,
         } = r;
         let (width, height) = picture.size();
         let snapshot = self.snapshot(&picture);
         let t0 = Instant::now();
-        let (encoded, host) = match self.encoder.as_mut() {
-            None => (None, Some(self.pipeline.lane_mut().to_host(picture))),
-            Some(slot) => {
+        let was_forwarding = self.passthrough.forwarding();
+        let decision = match self.encoder {
+            Some(_) => self.passthrough.decide(
+                now,
+                FrameFacts {
+                    clean,
+                    au: f.au.as_ref().map(|a| a.seq),
+                    idr: f.au.as_ref().is_some_and(|a| a.idr),
+                },
+            ),
+            None => Decision::Encode { idr: false },
+        };
+        if !self.off_reported {
+            if let Some(why) = self.passthrough.off_reason() {
+                record.passthrough_off = Some(why.to_string());
+                self.off_reported = true;
+            }
+        }
+        let (encoded, host) = match (self.encoder.as_mut(), decision, f.au.as_ref()) {
+            (None, _, _) => (None, Some(self.pipeline.lane_mut().to_host(picture))),
+            (Some(_), Decision::Forward, Some(au)) => {
+                if !was_forwarding {
+                    tracing::debug!(frame = index, "passthrough: forwarding from here");
+                }
+                let bytes = self.forwarded(au);
+                self.recycle(picture);
+                record.passthrough = true;
+                self.counters.passed_through += 1;
+                (Some(Ok(bytes)), None)
+            }
+            (Some(slot), decision, _) => {
+                if let Decision::Encode { idr: true } = decision {
+                    self.force_idr = true;
+                }
+                if was_forwarding {
+                    self.counters.passthrough_switches += 1;
+                    tracing::debug!(frame = index, clean, "passthrough: encoding from here");
+                }
                 let lane = self.pipeline.lane_mut();
                 let au = encode(slot, lane, picture, (width, height), &mut self.force_idr);
                 if au.is_err() {
@@ -448,7 +632,7 @@ impl Engine {
             pts,
             record,
             arrived,
-            origin,
+            origin: f.origin,
             done,
             times,
             encoded,
@@ -585,9 +769,14 @@ mod tests {
     use test_util::engine_finding_nothing;
 
     fn engine(encode: bool) -> Engine {
+        engine_with(encode, PassthroughOptions::off())
+    }
+
+    fn engine_with(encode: bool, passthrough: PassthroughOptions) -> Engine {
         engine_finding_nothing(
             &Backend::Cpu,
             EngineOptions {
+                passthrough,
                 fps: 30.0,
                 encode,
                 max_in_flight: None,
@@ -668,6 +857,7 @@ mod tests {
                 origin: now,
                 corrupt: false,
                 decode: 0.0,
+                au: None,
             })
             .collect();
         let (from_pictures, _) = run(engine(true), pictures);
@@ -682,6 +872,75 @@ mod tests {
             };
             assert_eq!(x, y, "frame {}", a.index);
         }
+    }
+
+    /// Passthrough with a detector that finds nothing: every frame leaves
+    /// as the input's own access unit until a new viewer wants a key frame;
+    /// then our encoder sends an IDR with its parameter sets and keeps
+    /// encoding until the next input IDR, which is forwarded again (with the
+    /// input's parameter sets put back in front when it lacks them).
+    #[test]
+    fn clean_frames_leave_as_the_input_and_switch_at_idrs() {
+        let mut cfg = EncoderConfig::new(64, 48, 30.0);
+        cfg.keyframe_interval = 6;
+        let mut enc = Encoder::new(cfg).unwrap();
+        let mut aus: Vec<Vec<u8>> = (0..12)
+            .map(|i| enc.encode(&pattern(64, 48, i), i == 0).unwrap())
+            .collect();
+        // The second IDR without its parameter sets (sent once, out of band).
+        assert!(is_keyframe(&aus[6]));
+        let bare: Vec<u8> = crate::codec::split_nals(&aus[6])
+            .filter(|n| !matches!(crate::codec::nal_type(n), 7 | 8))
+            .flat_map(|n| START_CODE.iter().chain(n).copied().collect::<Vec<u8>>())
+            .collect();
+        aus[6] = bare;
+        let mut inputs: Vec<Input> = Vec::new();
+        for (k, a) in aus.iter().enumerate() {
+            if k == 3 {
+                inputs.push(Input::ForceKeyframe);
+            }
+            inputs.push(au(a, k));
+        }
+        let (out, e) = run(engine_with(true, PassthroughOptions::default()), inputs);
+        assert_eq!(out.len(), 12);
+        let pass: Vec<bool> = out.iter().map(|o| o.record.passthrough).collect();
+        // The key frame is due on the next frame out after the request,
+        // which came before frame 3 went in.
+        let k0 = pass.iter().position(|&p| !p).unwrap();
+        assert!(k0 <= 3, "{pass:?}");
+        let want: Vec<bool> = (0..12).map(|k| !(k0..6).contains(&k)).collect();
+        assert_eq!(pass, want);
+        let bytes = |o: &Output| match &o.encoded {
+            Some(Ok(b)) => b.clone(),
+            other => panic!("frame {}: {other:?}", o.index),
+        };
+        for (k, o) in out.iter().enumerate() {
+            let b = bytes(o);
+            if k == 6 {
+                let info = AccessUnitInfo::of(&b);
+                assert!(info.idr && !info.sps.is_empty() && !info.pps.is_empty());
+                assert!(b.ends_with(&aus[6]));
+            } else if pass[k] {
+                assert_eq!(b, aus[k], "frame {k}");
+            }
+        }
+        let idr = AccessUnitInfo::of(&bytes(&out[k0]));
+        assert!(idr.idr && !idr.sps.is_empty() && !idr.pps.is_empty());
+        // The output decodes to the input's pictures where it was forwarded.
+        let mut din = H264Decoder::new().unwrap();
+        let mut dout = H264Decoder::new().unwrap();
+        for (k, o) in out.iter().enumerate() {
+            let a = din.decode(&aus[k]).unwrap();
+            let b = dout.decode(&bytes(o)).unwrap();
+            assert_eq!(b.len(), 1, "frame {k}");
+            if pass[k] {
+                assert!(a == b, "frame {k} is not bit-exact");
+            }
+        }
+        let c = e.counters();
+        assert_eq!(c.passed_through as usize, 12 - (6 - k0));
+        assert_eq!(c.passthrough_switches, u64::from(k0 > 0));
+        assert!(e.passthrough_off().is_none());
     }
 
     /// A corrupt access unit becomes a grey frame censored whole, the

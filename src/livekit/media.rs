@@ -308,8 +308,18 @@ impl Sink for LiveSink {
             (&s.fail_closed, c.fail_closed),
             (&s.keyframes_forced, c.keyframes_forced),
             (&s.encoder_fallbacks, c.encoder_fallbacks),
+            (&s.frames_passed_through, c.passed_through),
+            (&s.passthrough_switches, c.passthrough_switches),
         ] {
             a.store(v, Ordering::Relaxed);
+        }
+        s.passthrough_active
+            .store(engine.passthrough_active(), Ordering::Relaxed);
+        let off = engine.passthrough_off();
+        if let Ok(mut why) = s.passthrough_off.lock() {
+            if why.as_deref() != off {
+                *why = off.map(str::to_string);
+            }
         }
     }
 }
@@ -341,6 +351,7 @@ mod tests {
         let engine = engine_finding_nothing(
             backend,
             EngineOptions {
+                passthrough: crate::engine::PassthroughOptions::off(),
                 fps: 30.0,
                 encode: true,
                 max_in_flight: Some(MAX_IN_FLIGHT),

@@ -26,6 +26,7 @@ pub mod worker;
 
 pub use participant::{
     Participant, ParticipantConfig, ParticipantEvent, ParticipantOutput, Pc, PublishSpec,
+    PUBLISHED_PROFILE_LEVEL_ID,
 };
 pub use session::{raw_room, LiveKitSettings, Session, SessionStats};
 pub use supervise::JobInput;

@@ -176,6 +176,32 @@ pub struct Participant {
     participants: HashMap<String, proto::ParticipantInfo>,
 }
 
+/// The H.264 `profile-level-id` our track is sent with when the SFU
+/// accepted it (str0m offers it first): baseline, level 3.1. openh264's
+/// constrained baseline fits it; passthrough forwards a broadcaster's own
+/// access units only when they fit it too.
+pub const PUBLISHED_PROFILE_LEVEL_ID: &str = "42001f";
+
+/// The negotiated H.264 payload type to write with: the one of
+/// [`PUBLISHED_PROFILE_LEVEL_ID`] with packetization mode 1, else the
+/// first H.264 one.
+fn h264_pt<'a>(
+    mut params: impl Iterator<Item = &'a str0m::format::PayloadParams>,
+) -> Option<str0m::media::Pt> {
+    let want = u32::from_str_radix(PUBLISHED_PROFILE_LEVEL_ID, 16).ok();
+    let h264: Vec<_> = params
+        .by_ref()
+        .filter(|p| p.spec().codec == Codec::H264)
+        .collect();
+    h264.iter()
+        .find(|p| {
+            p.spec().format.profile_level_id == want
+                && p.spec().format.packetization_mode == Some(1)
+        })
+        .or(h264.first())
+        .map(|p| p.pt())
+}
+
 fn audio_cid(spec: &PublishSpec) -> String {
     format!("{}-audio", spec.cid)
 }
@@ -668,11 +694,7 @@ impl Participant {
         let Some(w) = self.publisher.rtc.writer(mid) else {
             return Ok(false);
         };
-        let Some(pt) = w
-            .payload_params()
-            .find(|p| p.spec().codec == Codec::H264)
-            .map(|p| p.pt())
-        else {
+        let Some(pt) = h264_pt(w.payload_params()) else {
             return Err(LiveKitError::Rtc {
                 pc: "publisher",
                 reason: "the SFU accepted no H.264 payload type".into(),

@@ -53,6 +53,8 @@ pub struct LiveKitSettings {
     pub backend: Backend,
     /// Events, rules and actions (`None`: no moderation).
     pub moderation: Option<super::moderate::ModerationCtx>,
+    /// Clean frames leave as the broadcaster's own access units.
+    pub passthrough: crate::engine::PassthroughOptions,
 }
 
 /// Counters of a session, shared with whoever reports them (/metrics).
@@ -101,6 +103,14 @@ pub struct SessionStats {
     /// A job's session ended by itself (superseded by another worker, or
     /// its raw room closed); whoever started it stops it.
     pub ended: AtomicBool,
+    /// Frames published as the broadcaster's own access units.
+    pub frames_passed_through: AtomicU64,
+    /// Switches from forwarding to our encoder (each an IDR).
+    pub passthrough_switches: AtomicU64,
+    /// The last published frame was the broadcaster's own.
+    pub passthrough_active: std::sync::atomic::AtomicBool,
+    /// Why passthrough is off for this session (`None`: on).
+    pub passthrough_off: std::sync::Mutex<Option<String>>,
 }
 
 /// A running session; `stop` ends it.
@@ -202,6 +212,7 @@ impl Session {
             let to_pub = output_cmd.clone();
             let to_sub = input_cmd.clone();
             let fps = lk.fps;
+            let passthrough = lk.passthrough;
             let room = room.to_string();
             let thread_room = room.clone();
             let backend = lk.backend.clone();
@@ -218,6 +229,7 @@ impl Session {
                 .spawn(move || {
                     let pipeline = StreamPipeline::new(stream_id, svc, opts);
                     let opts = EngineOptions {
+                        passthrough,
                         fps,
                         encode: true,
                         max_in_flight: Some(MAX_IN_FLIGHT),

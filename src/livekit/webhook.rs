@@ -617,6 +617,16 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
             &s.exposures,
         ),
         (
+            "livecensor_frames_passed_through",
+            "Frames published as the broadcaster's own access units (verified clean)",
+            &s.frames_passed_through,
+        ),
+        (
+            "livecensor_passthrough_switches",
+            "Switches from the broadcaster's access units to our encoder (each an IDR)",
+            &s.passthrough_switches,
+        ),
+        (
             "livecensor_keyframe_requests",
             "Key frame requests (PLI) sent to the broadcaster",
             &s.keyframe_requests,
@@ -658,6 +668,23 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
         "Audio hold for lip sync with the censored video",
         &room_label,
         s.audio_delay_us.load(Relaxed) as f64 / 1e3,
+    );
+    let off = s.passthrough_off.lock().ok().and_then(|w| w.clone());
+    let state = match (&off, s.passthrough_active.load(Relaxed)) {
+        (Some(_), _) => "off",
+        (None, true) => "forwarding",
+        (None, false) => "encoding",
+    };
+    let reason = off.unwrap_or_default();
+    m.gauge(
+        "livecensor_passthrough",
+        "1 for the session's passthrough state (forwarding, encoding, or off with the reason)",
+        &[
+            ("room", room),
+            ("state", state),
+            ("reason", reason.as_str()),
+        ],
+        1.0,
     );
     m.gauge(
         "livecensor_fps",

@@ -640,6 +640,8 @@ mod tests {
                 score: 0.8,
             }],
             latency_ms: 1.0,
+            passthrough: false,
+            passthrough_off: None,
         };
         let o = FrameObservation::from_record(&r, 90_000.0);
         assert!((o.pts_s - 0.1).abs() < 1e-12);

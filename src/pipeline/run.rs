@@ -68,6 +68,10 @@ pub struct Summary {
     pub sidecar: PathBuf,
     /// The encoder used and, on the device path, why (NVENC or openh264).
     pub encoder: String,
+    /// Frames that left as the input's own access units.
+    pub passed_through: u64,
+    /// `on`, or `off: <why>`.
+    pub passthrough: String,
 }
 
 impl Summary {
@@ -139,6 +143,7 @@ impl Sink for FileSink<'_> {
         add_times(&mut s.stage_totals, &times);
         s.latencies_ms.push(out.record.latency_ms);
         s.frames += 1;
+        s.passed_through += u64::from(out.record.passthrough);
         match out.record.status {
             Status::Verified => s.verified += 1,
             Status::Predicted => s.predicted += 1,
@@ -146,6 +151,14 @@ impl Sink for FileSink<'_> {
         }
         (self.progress)(s.frames, self.expected);
         Ok(())
+    }
+}
+
+/// `on`, or `off: <why>`.
+fn passthrough_state(off: Option<&str>) -> String {
+    match off {
+        None => "on".into(),
+        Some(why) => format!("off: {why}"),
     }
 }
 
@@ -256,6 +269,7 @@ pub fn censor_file(
         pipeline,
         &backend,
         EngineOptions {
+            passthrough: cfg.output.passthrough_options(None),
             fps: info.fps as f32,
             encode,
             max_in_flight: None,
@@ -265,7 +279,9 @@ pub fn censor_file(
     let side = sidecar_path(output);
     let mut sidecar = SidecarWriter::create(&side)?;
     // The policy goes with the output, so `audit` judges by what was applied.
-    sidecar.write_header(&SidecarHeader::from_config(cfg)?)?;
+    let mut header = SidecarHeader::from_config(cfg)?;
+    header.passthrough = Some(passthrough_state(engine.passthrough_off()));
+    sidecar.write_header(&header)?;
     let mut sink = FileSink {
         writer,
         sidecar,
@@ -289,6 +305,7 @@ pub fn censor_file(
     events.finish()?;
     summary.wall = start.elapsed().as_secs_f64();
     summary.encoder = engine.encoder_description();
+    summary.passthrough = passthrough_state(engine.passthrough_off());
     writer.finish()?;
     sidecar.finish()?;
     if summary.frames == 0 {

@@ -40,6 +40,13 @@ pub struct FrameRecord {
     pub detections: Vec<Detection>,
     /// Frame in -> censored frame out, before encoding.
     pub latency_ms: f64,
+    /// It left as the input's own access unit, not re-encoded.
+    #[serde(default)]
+    pub passthrough: bool,
+    /// On the first frame after passthrough was turned off for the
+    /// stream mid-way: why (B-frames, a profile that does not fit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough_off: Option<String>,
 }
 
 /// The sidecar format this build writes; sidecars without a header are 1.
@@ -61,6 +68,11 @@ pub struct SidecarHeader {
     pub letterbox: String,
     /// The livecensor version that wrote the sidecar.
     pub livecensor: String,
+    /// `on` (clean frames may leave as the input's own access units), or
+    /// `off: <why>`; a later turn-off is in the frame records
+    /// (`passthrough_off`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passthrough: Option<String>,
 }
 
 impl SidecarHeader {
@@ -82,6 +94,7 @@ impl SidecarHeader {
             detect_every,
             letterbox: cfg.detector.letterbox.to_string(),
             livecensor: env!("CARGO_PKG_VERSION").to_string(),
+            passthrough: None,
         })
     }
 }
@@ -212,6 +225,8 @@ mod tests {
             }],
             detections: vec![],
             latency_ms: 12.5,
+            passthrough: false,
+            passthrough_off: None,
         };
         let mut w = SidecarWriter::create(&p).unwrap();
         w.write(&rec).unwrap();
@@ -232,6 +247,8 @@ mod tests {
             masks: vec![],
             detections: vec![],
             latency_ms: 1.0,
+            passthrough: false,
+            passthrough_off: None,
         }
     }
 

@@ -43,6 +43,12 @@ pub struct Released {
     /// When the frame entered the stream.
     pub arrived: Instant,
     pub times: StageTimes,
+    /// Verified with no mask at all: nothing detected that the policy
+    /// censors or keeps a region for (weak candidates and second looks
+    /// included), no live track, not corrupt, not failed closed, not
+    /// censored whole; its pixels are exactly the decoded input's, so it
+    /// may leave as the input's own access unit (passthrough).
+    pub clean: bool,
 }
 
 struct Pending {
@@ -211,6 +217,11 @@ impl StreamPipeline {
 
     pub fn counters(&self) -> StreamCounters {
         self.counters
+    }
+
+    /// Strict or predictive.
+    pub fn mode(&self) -> super::scheduler::Mode {
+        self.scheduler.config().mode
     }
 
     /// A frame enters. `corrupt` frames (decoder errors) are censored whole,
@@ -493,6 +504,7 @@ impl StreamPipeline {
         self.looks.retain(|&f, _| f > frame);
         let t0 = Instant::now();
         let whole = self.whole.active(now);
+        let mut found = false;
         let (mut status, mut reason, masks, detections) = if p.corrupt || whole {
             (
                 Status::FailClosed,
@@ -510,6 +522,9 @@ impl StreamPipeline {
         } else {
             match verdict {
                 Verdict::Verified { detections } => {
+                    found = detections
+                        .iter()
+                        .any(|d| self.policy.keeps(d) || self.policy.accepts(d));
                     let own: Vec<_> = detections
                         .into_iter()
                         .filter(|d| self.policy.accepts(d))
@@ -571,6 +586,7 @@ impl StreamPipeline {
             _ => self.counters.predicted += 1,
         }
         p.times.censor = t0.elapsed().as_secs_f64();
+        let clean = status == Status::Verified && masks.is_empty() && !found;
         let record = FrameRecord {
             frame: p.index,
             pts: p.pts,
@@ -579,6 +595,8 @@ impl StreamPipeline {
             masks,
             detections,
             latency_ms: now.saturating_duration_since(p.arrived).as_secs_f64() * 1e3,
+            passthrough: false,
+            passthrough_off: None,
         };
         Released {
             index: p.index,
@@ -587,6 +605,7 @@ impl StreamPipeline {
             record,
             arrived: p.arrived,
             times: p.times,
+            clean,
         }
     }
 

@@ -66,6 +66,10 @@ struct Mp4Sink {
     timescale: u32,
     /// avcC parameter sets once the first access unit has given them.
     params: Option<(Vec<u8>, Vec<u8>)>,
+    /// Other parameter sets have been seen (a size change, or passthrough
+    /// switching between the input's and our encoder's): from then on every
+    /// sample keeps its own in-band, and the sample entry becomes `avc3`.
+    in_band: bool,
     held: Option<HeldSample>,
     /// Presentation offset of the first frame (MP4 decode time starts at 0).
     first_pts: Option<i64>,
@@ -185,6 +189,7 @@ impl VideoWriter {
                     writer,
                     timescale: info.timescale,
                     params: None,
+                    in_band: false,
                     held: None,
                     first_pts: None,
                     last_duration: ((info.timescale as f64 / fps).round() as u32).max(1),
@@ -303,10 +308,33 @@ impl VideoWriter {
                     m.write_sample(path, held, d)?;
                 }
                 m.writer.write_end().map_err(mp4_err(path))?;
-                m.writer.into_writer().flush().map_err(io_err(path))
+                m.writer.into_writer().flush().map_err(io_err(path))?;
+                if m.in_band {
+                    mark_avc3(path)?;
+                }
+                Ok(())
             }
         }
     }
+}
+
+/// Renames the sample entry `avc1` to `avc3` in a finished MP4: parameter
+/// sets may then change in-band, as they do where passthrough switches
+/// between the input's and ours.
+fn mark_avc3(path: &Path) -> Result<(), Error> {
+    use std::io::{Seek, SeekFrom};
+    let io = io_err(path);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(&io)?;
+    if let Some(at) = crate::source::sample_entry_offset(&mut file, b"avc1").map_err(&io)? {
+        file.seek(SeekFrom::Start(at)).map_err(&io)?;
+        file.write_all(b"avc3").map_err(&io)?;
+        file.flush().map_err(&io)?;
+    }
+    Ok(())
 }
 
 impl Mp4Sink {
@@ -349,16 +377,19 @@ impl Mp4Sink {
             self.writer.add_track(&track).map_err(mp4_err(path))?;
             self.params = Some((sps, pps));
         }
-        // Parameter sets equal to avcC's stay out of the samples; new ones (a
-        // size change) stay in-band so decoders still find them.
+        // Parameter sets equal to avcC's stay out of the samples until
+        // another set appears; after that each switch must carry its own,
+        // since a decoder keeps the last set it saw for an id.
         let same = match &self.params {
             Some((s, p)) => {
                 sps.as_ref().is_none_or(|x| x == s) && pps.as_ref().is_none_or(|x| x == p)
             }
             None => false,
         };
+        self.in_band |= !same;
+        let strip = !self.in_band;
         let bytes = annexb_to_length_prefixed(au, |t| {
-            t == NAL_AUD || (same && (t == NAL_SPS || t == NAL_PPS))
+            t == NAL_AUD || (strip && (t == NAL_SPS || t == NAL_PPS))
         });
         if let Some(held) = self.held.take() {
             let d = pts.saturating_sub(held.pts).clamp(1, u32::MAX as i64) as u32;
@@ -460,6 +491,52 @@ mod tests {
 
     /// Access units encoded elsewhere (as NVENC's would be) reach the file
     /// exactly like the writer's own: same frames back, same timing.
+    /// Passthrough switches between two encoders' parameter sets: once
+    /// they change, every sample keeps its own in-band (a decoder keeps the
+    /// last set it saw for an id, so stripping the first set when it comes
+    /// back would decode with the other one), the sample entry is `avc3`,
+    /// and the file reads back to the Annex-B stream's pictures.
+    #[test]
+    fn switching_parameter_sets_stay_in_band_under_avc3() {
+        use crate::codec::{Decoder, Encoder, EncoderConfig};
+        let mut a = Encoder::new(EncoderConfig::new(64, 48, 30.0)).unwrap();
+        let mut b = Encoder::new(EncoderConfig::new(96, 64, 30.0)).unwrap();
+        let mut aus = Vec::new();
+        for round in 0..3 {
+            let (enc, w, h) = if round % 2 == 0 {
+                (&mut a, 64, 48)
+            } else {
+                (&mut b, 96, 64)
+            };
+            for i in 0..3 {
+                aus.push((enc.encode(&pattern(w, h, i), i == 0).unwrap(), w, h));
+            }
+        }
+        let mut dec = Decoder::new().unwrap();
+        let want: Vec<Frame> = aus
+            .iter()
+            .flat_map(|(au, _, _)| dec.decode(au).unwrap())
+            .collect();
+        assert_eq!(want.len(), 9);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switch.mp4");
+        let mut wr = VideoWriter::create(&path, &out_info(64, 48, 30.0, 90_000)).unwrap();
+        for (i, (au, w, h)) in aus.iter().enumerate() {
+            wr.write_encoded(au, *w, *h, i as i64 * 3000).unwrap();
+        }
+        wr.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes.windows(4).any(|w| w == b"avc3"));
+        let got: Vec<Frame> = VideoReader::open(&path, Some(30.0))
+            .unwrap()
+            .map(|r| r.unwrap().frame)
+            .collect();
+        assert_eq!(got.len(), 9);
+        for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+            assert!(g == w, "frame {k}");
+        }
+    }
+
     #[test]
     fn pre_encoded_access_units_round_trip() {
         use crate::codec::{Encoder, EncoderConfig};

@@ -6,7 +6,7 @@ use crate::error::{Error, MediaError};
 use crate::frame::{Frame, PixelFormat};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -101,7 +101,7 @@ impl AnnexBDemux {
 /// The first H.264 (`avc1`) track of an MP4/MOV file.
 pub(crate) struct Mp4Demux {
     path: PathBuf,
-    reader: mp4::Mp4Reader<BufReader<File>>,
+    reader: mp4::Mp4Reader<BufReader<Avc3AsAvc1>>,
     file_size: u64,
     track_id: u32,
     next_sample: u32,
@@ -124,11 +124,90 @@ fn malformed_mp4(path: &Path, reason: impl Into<String>) -> Error {
     .into()
 }
 
+/// Where the first video sample entry of type `fourcc` (`avc1`, `avc3`)
+/// sits in an MP4 file: in the top-level `moov`, after its `stsd`.
+pub(crate) fn sample_entry_offset<F: Read + Seek>(
+    file: &mut F,
+    fourcc: &[u8; 4],
+) -> std::io::Result<Option<u64>> {
+    let len = file.seek(SeekFrom::End(0))?;
+    let mut pos = 0u64;
+    while pos + 8 <= len {
+        file.seek(SeekFrom::Start(pos))?;
+        let mut head = [0u8; 16];
+        file.read_exact(&mut head[..8])?;
+        let size = match u32::from_be_bytes([head[0], head[1], head[2], head[3]]) {
+            1 => {
+                file.read_exact(&mut head[8..16])?;
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&head[8..16]);
+                u64::from_be_bytes(b)
+            }
+            0 => len - pos,
+            n => u64::from(n),
+        };
+        if &head[4..8] == b"moov" {
+            let n = usize::try_from(size.min(len - pos)).unwrap_or(0);
+            let mut moov = vec![0u8; n];
+            file.seek(SeekFrom::Start(pos))?;
+            file.read_exact(&mut moov)?;
+            let at = moov.windows(4).position(|w| w == b"stsd").and_then(|s| {
+                moov[s..]
+                    .windows(4)
+                    .position(|w| w == fourcc)
+                    .map(|p| pos + (s + p) as u64)
+            });
+            return Ok(at);
+        }
+        if size < 8 {
+            break;
+        }
+        pos += size;
+    }
+    Ok(None)
+}
+
+/// A file read as if its `avc3` sample entry were `avc1` (the mp4 crate
+/// knows only `avc1`): the parameter sets in `avcC` still apply, and the
+/// ones in-band, which `avc3` allows to change, stay in the samples.
+pub(crate) struct Avc3AsAvc1 {
+    file: File,
+    pos: u64,
+    at: Option<u64>,
+}
+
+impl Read for Avc3AsAvc1 {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(at) = self.at {
+            for k in 0..4u64 {
+                let p = at + k;
+                if p >= self.pos && p < self.pos + n as u64 {
+                    buf[(p - self.pos) as usize] = b"avc1"[k as usize];
+                }
+            }
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for Avc3AsAvc1 {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.pos = self.file.seek(to)?;
+        Ok(self.pos)
+    }
+}
+
 impl Mp4Demux {
     pub fn new(path: &Path) -> Result<Self, Error> {
-        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let reader = BufReader::new(file);
+        let at = sample_entry_offset(&mut file, b"avc3").map_err(|e| Error::io(path, e))?;
+        let pos = file
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| Error::io(path, e))?;
+        let reader = BufReader::new(Avc3AsAvc1 { file, pos, at });
         // The mp4 crate has panicking paths on malformed input: contain them.
         let reader = catch_unwind(AssertUnwindSafe(|| {
             mp4::Mp4Reader::read_header(reader, file_size)

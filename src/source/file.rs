@@ -78,19 +78,19 @@ impl Source for FileSource {
             return Ok(Feed::Wait(Duration::from_millis(20)));
         }
         let t0 = Instant::now();
-        let (picture, pts, corrupt) = match &mut self.reader {
+        let (picture, pts, corrupt, au) = match &mut self.reader {
             Reader::Host(r) => match r.next_frame() {
                 None => return Ok(Feed::End),
                 Some(f) => {
                     let f = f?;
-                    (Picture::Host(f.frame), f.pts, f.corrupt)
+                    (Picture::Host(f.frame), f.pts, f.corrupt, f.au)
                 }
             },
             Reader::Device(r) => match r.next_frame() {
                 None => return Ok(Feed::End),
                 Some(f) => {
                     let f = f?;
-                    (Picture::Device(f.frame), f.pts, f.corrupt)
+                    (Picture::Device(f.frame), f.pts, f.corrupt, None)
                 }
             },
         };
@@ -102,6 +102,7 @@ impl Source for FileSource {
             origin: now,
             corrupt,
             decode: now.duration_since(t0).as_secs_f64(),
+            au,
         }))
     }
 

@@ -13,12 +13,14 @@ pub mod file;
 use crate::codec::{is_keyframe, Decoder};
 use crate::error::{Error, MediaError};
 use crate::frame::{Frame, PixelFormat};
+pub(crate) use demux::sample_entry_offset;
 use demux::{AnnexBDemux, Mp4Demux, Packet, Y4mDemux};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// Frame rate assumed when neither the container nor the caller gives one.
 const DEFAULT_FPS: f64 = 30.0;
@@ -50,6 +52,9 @@ pub struct DecodedFrame {
     pub frame: Frame,
     /// Decoded from damaged data (or standing in for it): censor the whole frame.
     pub corrupt: bool,
+    /// The access unit this picture, and only this one, came of (what
+    /// passthrough forwards); `None` when that is not known for sure.
+    pub au: Option<Arc<[u8]>>,
 }
 
 /// Container by extension, else by the first bytes.
@@ -84,6 +89,7 @@ struct Pending {
     pts: i64,
     frame: Option<Frame>,
     corrupt: bool,
+    au: Option<Arc<[u8]>>,
 }
 
 /// One per reader, inside a boxed stream: variant sizes do not matter.
@@ -136,16 +142,25 @@ impl H264Stream {
         self.last_size.map(|(w, h)| grey_frame(w, h))
     }
 
-    fn push_decoded(&mut self, frames: Vec<Frame>) {
+    /// `au`: the access unit just decoded and its timestamp; it goes with
+    /// the picture when that is its only one (the picture took its
+    /// timestamp, so no earlier unit was still waiting for a picture).
+    fn push_decoded(&mut self, frames: Vec<Frame>, au: Option<(Arc<[u8]>, i64)>) {
+        let only = frames.len() == 1;
         for frame in frames {
             let pts = self.take_pts();
             self.last_size = Some((frame.width, frame.height));
             self.decoded += 1;
             let corrupt = self.corrupt_until_idr;
+            let au = match &au {
+                Some((data, p)) if only && *p == pts => Some(data.clone()),
+                _ => None,
+            };
             self.ready.push_back(Pending {
                 pts,
                 frame: Some(frame),
                 corrupt,
+                au,
             });
         }
     }
@@ -159,6 +174,7 @@ impl H264Stream {
             pts,
             frame,
             corrupt: true,
+            au: None,
         });
     }
 
@@ -177,7 +193,10 @@ impl H264Stream {
                             self.corrupt_until_idr = false;
                         }
                         match self.decoder.decode(&au) {
-                            Ok(frames) => self.push_decoded(frames),
+                            Ok(frames) => {
+                                let au = pts.map(|p| (Arc::<[u8]>::from(au), p));
+                                self.push_decoded(frames, au)
+                            }
                             Err(e) => self.push_corrupt(&e.to_string()),
                         }
                     }
@@ -198,7 +217,7 @@ impl H264Stream {
         }
         self.finished = true;
         match self.decoder.flush() {
-            Ok(frames) => self.push_decoded(frames),
+            Ok(frames) => self.push_decoded(frames, None),
             Err(e) => tracing::warn!(path = %self.path.display(), "flush: {e}"),
         }
         // Slices the decoder swallowed without a picture still count as frames.
@@ -399,14 +418,14 @@ impl VideoReader {
                     let frame = p
                         .frame
                         .unwrap_or_else(|| grey_frame(self.info.width, self.info.height));
-                    (p.pts, frame, p.corrupt)
+                    (p.pts, frame, p.corrupt, p.au)
                 })
             }),
             Kind::Y4m(d) => d.next_picture().map(|r| {
                 r.map(|f| {
                     let pts = (self.next_index as f64 * self.info.timescale as f64 / self.info.fps)
                         .round() as i64;
-                    (pts, f, false)
+                    (pts, f, false, None)
                 })
             }),
         };
@@ -417,7 +436,7 @@ impl VideoReader {
             .into())),
             None => None,
             Some(Err(e)) => Some(Err(e)),
-            Some(Ok((pts, frame, corrupt))) => {
+            Some(Ok((pts, frame, corrupt, au))) => {
                 let index = self.next_index;
                 self.next_index += 1;
                 return Some(Ok(DecodedFrame {
@@ -425,6 +444,7 @@ impl VideoReader {
                     pts,
                     frame,
                     corrupt,
+                    au,
                 }));
             }
         };

@@ -48,6 +48,12 @@ pub enum Scenario {
     /// The face itself changes: rotation up to 25 degrees, scale 0.55-1.0,
     /// tight or loose crop, brightness, mirrored half way.
     VariedFace,
+    /// The content mix of a real stream: nothing to censor most of the
+    /// time, a face in view 10% of it, in spells (every 5 s, for 0.5 s,
+    /// starting 1.33 s into each period so spells fall between key
+    /// frames). Not in [`Scenario::all`] (the motion scenarios): it is the
+    /// passthrough bench.
+    Mixed,
 }
 
 const ALL: [Scenario; 16] = [
@@ -70,6 +76,7 @@ const ALL: [Scenario; 16] = [
 ];
 
 impl Scenario {
+    /// The motion scenarios (every frame has a face).
     pub fn all() -> &'static [Scenario] {
         &ALL
     }
@@ -93,6 +100,7 @@ impl Scenario {
             Scenario::LowContrast => "low-contrast",
             Scenario::MotionBlur => "motion-blur",
             Scenario::VariedFace => "varied-face",
+            Scenario::Mixed => "mixed",
         }
     }
 
@@ -241,6 +249,19 @@ impl Scenario {
                 let cx = bounce(lo, v * fi, lo, hi);
                 vec![g.place_look(0, cx, mid_y, g.base_height, false, look)]
             }
+            Scenario::Mixed => {
+                let period = (150.0 * g.fps_ratio).round().max(10.0) as usize;
+                let spell = (period / 10).max(1);
+                let start = period * 4 / 15;
+                let k = i % period;
+                if (start..start + spell).contains(&k) {
+                    let v = 4.0 * g.speed;
+                    let x = bounce(g.width * 0.35, v * (k - start) as f64, lo, hi);
+                    centre(x, mid_y)
+                } else {
+                    Vec::new()
+                }
+            }
             Scenario::VariedFace => {
                 let tau = std::f64::consts::TAU;
                 let scale = 0.55 + 0.45 * (0.5 + 0.5 * (tau * t).cos());
@@ -292,12 +313,16 @@ impl FromStr for Scenario {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ALL.iter()
+            .chain(&[Scenario::Mixed])
             .copied()
             .find(|sc| sc.name().eq_ignore_ascii_case(s.trim()))
             .ok_or_else(|| ConfigError::Value {
                 key: "scenario".into(),
                 value: s.into(),
-                reason: format!("expected one of {}", ALL.map(Scenario::name).join(", ")),
+                reason: format!(
+                    "expected one of {}, mixed",
+                    ALL.map(Scenario::name).join(", ")
+                ),
             })
     }
 }

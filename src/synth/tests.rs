@@ -430,3 +430,22 @@ fn visible_parts_are_the_box_less_what_covers_it() {
         assert!((seen - t.visible_fraction).abs() < 0.02, "{seen} vs {t:?}");
     }
 }
+
+/// `mixed`: a face in view 10% of the time, in spells of 15 frames at
+/// 30 fps starting at frame 40 of every 150, none in between.
+#[test]
+fn mixed_shows_a_face_in_spells() {
+    let sy = Synth::new(
+        Scenario::Mixed,
+        SynthConfig {
+            frames: 300,
+            ..SynthConfig::new(photos())
+        },
+    )
+    .unwrap();
+    let with: Vec<usize> = (0..sy.len()).filter(|&i| !sy.truth(i).is_empty()).collect();
+    let want: Vec<usize> = (40..55).chain(190..205).collect();
+    assert_eq!(with, want);
+    assert_eq!("mixed".parse::<Scenario>().unwrap(), Scenario::Mixed);
+    assert!(!Scenario::all().contains(&Scenario::Mixed));
+}

@@ -6,7 +6,8 @@ also publishes an Opus track that is silent except for a 1 kHz burst at
 each flash, captured on the same clock as the video (the A/V sync mark).
 
 usage: broadcaster.py --room demo [--width 640 --height 360 --fps 30 --seconds 12
-                      --sent FILE --audio --resize-at S --resize-to WxH]
+                      --sent FILE --audio --resize-at S --resize-to WxH
+                      --spells PERIOD,ON]
 """
 
 import argparse
@@ -34,10 +35,13 @@ async def main():
     ap.add_argument("--resize-at", type=float, default=0, help="switch resolution after S seconds")
     ap.add_argument("--resize-to", default="", help="WxH to switch to")
     ap.add_argument("--token", default="", help="join with this token (e.g. `livecensor token`)")
+    ap.add_argument("--spells", default="", metavar="PERIOD,ON",
+                    help="the face in view only the last ON seconds of every PERIOD")
     a = ap.parse_args()
+    spells = common.parse_spells(a.spells)
 
     room_name = a.room if a.room.endswith("-raw") else a.room + "-raw"
-    scenes = {(a.width, a.height): common.Scene(a.width, a.height, a.fps)}
+    scenes = {(a.width, a.height): common.Scene(a.width, a.height, a.fps, spells)}
     room = rtc.Room()
     await room.connect(tokens.URL, a.token or tokens.token(a.identity, room_name, True, False))
     print(f"broadcaster: joined {room_name} as {a.identity}", flush=True)
@@ -97,7 +101,7 @@ async def main():
                 size = tuple(int(v) for v in a.resize_to.split("x"))
                 print(f"broadcaster: frame {k}: switching to {size[0]}x{size[1]}", flush=True)
             if size not in scenes:
-                scenes[size] = common.Scene(size[0], size[1], a.fps)
+                scenes[size] = common.Scene(size[0], size[1], a.fps, spells)
             img = scenes[size].render(k)
             frame = rtc.VideoFrame(size[0], size[1], rtc.VideoBufferType.RGBA, img.tobytes())
             sent.write(f"{k}\t{time.time():.6f}\n")

@@ -37,20 +37,25 @@ FLASH_PERIOD = 2.0
 FLASH_ON = 0.1
 BURST_HZ = 1000.0
 
-# E2E_FACE_SPELLS="ON,OFF": the sprite (and so the face) shows for ON
-# seconds, then is gone for OFF seconds, repeating from frame 0 (each spell
-# is one exposure). Broadcaster and viewer read the same variable.
-_SPELLS = os.environ.get("E2E_FACE_SPELLS", "")
-SPELLS = tuple(float(v) for v in _SPELLS.split(",")) if _SPELLS else None
 
 
 def block_size(h):
     return max(4, round(BLOCK * h / 720))
 
 
+def parse_spells(v):
+    """`PERIOD,ON` seconds (the face in view for ON seconds at the end of
+    every PERIOD), or None for a face always in view."""
+    if not v:
+        return None
+    period, on = (float(x) for x in v.split(","))
+    return period, on
+
+
 class Scene:
-    def __init__(self, width, height, fps):
+    def __init__(self, width, height, fps, spells=None):
         self.w, self.h, self.fps = width, height, fps
+        self.spells = spells
         bg = Image.open(os.path.join(PHOTOS, "coffee.png")).convert("RGB").resize((width, height))
         self.bg = np.dstack([np.asarray(bg), np.full((height, width), 255, np.uint8)])
         self.sh = max(2, round(height * 0.58))
@@ -67,13 +72,6 @@ class Scene:
             (FACE[3] - CROP[1]) * sy,
         )
 
-    def face_on(self, k):
-        """Whether frame k shows the sprite (always, without E2E_FACE_SPELLS)."""
-        if not SPELLS:
-            return True
-        on, off = SPELLS
-        return (k / self.fps) % (on + off) < on
-
     def sprite_pos(self, k):
         """Top-left of the sprite for counter k: a horizontal sine sweep
         (period 4 s) with a small vertical bob, in whole pixels."""
@@ -82,6 +80,15 @@ class Scene:
         x = x_lo + (x_hi - x_lo) * (0.5 + 0.5 * np.sin(2 * np.pi * t / 4.0))
         y = (self.h - self.sh) / 2 - self.h * 0.08 + self.h * 0.04 * np.sin(2 * np.pi * t / 1.7)
         return int(round(x)), int(round(max(0, y)))
+
+    def face_on(self, k):
+        """Whether frame k shows the face (with spells: the last ON seconds
+        of every PERIOD; nothing to censor the rest of the time)."""
+        if not self.spells:
+            return True
+        period, on = self.spells
+        t = (k / self.fps + 1e-6) % period
+        return t >= period - on
 
     def face_box(self, k):
         x, y = self.sprite_pos(k)

@@ -22,6 +22,9 @@ Scenarios (all by default, in this order; name some to run only those):
   faults      RTP packets dropped and corrupted on livecensor's input: key
               frames requested, frames censored whole until they come
   resize      the broadcaster changes resolution mid-stream
+  passthrough the face in view 1.5 s of every 4 s: clean frames leave as the
+              broadcaster's own access units, the viewer gets nearly every
+              frame across the switches, 0 leaks
   moderation  events to a signed webhook, a censor_whole rule, the moderator
               routes and a moderator's remove
   actions     a rule escalates notify -> mute (muted in the raw room, the
@@ -552,6 +555,31 @@ def sc_resize(s):
     return ok, r
 
 
+def sc_passthrough(s):
+    """Clean frames leave as the broadcaster's own access units: the face
+    is in view 1.5 s of every 4 s. The first masked frame is our IDR, and
+    after 30 clean frames a PLI brings a key frame of the broadcaster's
+    that passes through again. The viewer (libwebrtc's decoder) must get
+    nearly every frame across the switches (>= 90%, no gap over 1 s)
+    and see the face hidden on every frame that shows it; /metrics must
+    show frames passed through and switches both ways."""
+    room = "e2e-passthrough"
+    s.serve("--room", room)
+    spells = "4,1.5"
+    n = int(LIVE * FPS)
+    v, b, j = s.clients(room, max_gap=1.0, broadcaster_args=("--spells", spells),
+                        viewer_args=("--spells", spells, "--min-frames", str(int(0.9 * n))))
+    r = s.finish_clients(v, b, j, LIVE + 40)
+    m = metrics()
+    for k in ("frames_passed_through", "passthrough_switches", "keyframe_requests", "frames_released"):
+        r[k] = metric(m, f"livecensor_{k}_total", room)
+    r["passthrough_state"] = [k for k in m if k.startswith("livecensor_passthrough{") and room in k]
+    s.stop_all()
+    ok = (r["viewer_rc"] == 0 and r["frames_passed_through"] > 0
+          and r["passthrough_switches"] >= 1 and r.get("without_face", 0) > 0)
+    return ok, r
+
+
 class Receiver:
     """A webhook receiver for livecensor's events: checks each POST's
     X-Livecensor-Signature and records (arrival time, valid, event)."""
@@ -770,8 +798,8 @@ def sc_actions(s):
 def sc_modlatency(s):
     """By hand, not in CI (`suite.py modlatency`, E2E_MOD_SECONDS, default
     60): the event latency over many exposures, and what moderation costs
-    the media. The face comes and goes (1.5 s in view, 2.5 s gone: one
-    exposure per spell). Run A: `serve` without moderation. Run B, same
+    the media. The face comes and goes (`--spells 4,1.5`: in view 1.5 s of every
+    4 s, one exposure per spell). Run A: `serve` without moderation. Run B, same
     broadcaster and viewer: events to a file and a signed webhook, a notify
     rule, an SSE client on /events and a poller fetching the sessions and
     the preview twice a second (what the open page does). Reported: per
@@ -781,11 +809,12 @@ def sc_modlatency(s):
     import threading
 
     secs = float(os.environ.get("E2E_MOD_SECONDS", 60))
-    on, off = 1.5, 2.5
-    os.environ["E2E_FACE_SPELLS"] = f"{on},{off}"
+    period, on = 4.0, 1.5
+    spells = ("--spells", f"{period},{on}")
     try:
         s.serve()
-        va, ba, ja = s.clients("e2e-ml-a", seconds=secs, compare=True, tag="-a")
+        va, ba, ja = s.clients("e2e-ml-a", seconds=secs, compare=True, tag="-a",
+                               broadcaster_args=spells, viewer_args=spells)
         ra = s.finish_clients(va, ba, ja, secs + 60)
         s.stop_all()
 
@@ -836,21 +865,21 @@ def sc_modlatency(s):
         threads = [threading.Thread(target=f, daemon=True) for f in (sse_reader, poller)]
         for t in threads:
             t.start()
-        vb, bb, jb = s.clients("e2e-ml-b", seconds=secs, compare=True, tag="-b")
+        vb, bb, jb = s.clients("e2e-ml-b", seconds=secs, compare=True, tag="-b",
+                               broadcaster_args=spells, viewer_args=spells)
         rb = s.finish_clients(vb, bb, jb, secs + 60)
         time.sleep(2.0)
         stop.set()
         hook.stop()
     finally:
-        del os.environ["E2E_FACE_SPELLS"]
+        s.stop_all()
 
     sent = {}
     with open(os.path.join(OUT, s.scenario, "sent-b.tsv")) as fh:
         for line in fh:
             k, t = line.split()
             sent[int(k)] = float(t)
-    period = on + off
-    face = lambda k: (k / FPS) % period < on  # noqa: E731
+    face = lambda k: (k / FPS + 1e-6) % period >= period - on  # noqa: E731
     onsets = [sent[k] for k in sorted(sent) if face(k) and (k == 0 or not face(k - 1))]
 
     def latencies(arrivals):
@@ -917,11 +946,11 @@ def sc_deadhook(s):
                 pass
 
     threading.Thread(target=accept, daemon=True).start()
-    os.environ["E2E_FACE_SPELLS"] = "1.5,2.5"
     os.environ["LIVECENSOR_EVENTS_SECRET"] = "e2e-dead-secret"
+    spells = ("--spells", "4,1.5")
     try:
         lc = s.serve("--events-webhook", f"http://127.0.0.1:{hole.getsockname()[1]}/hook")
-        v, b, j = s.clients("e2e-dead", seconds=secs)
+        v, b, j = s.clients("e2e-dead", seconds=secs, broadcaster_args=spells, viewer_args=spells)
         samples = []
         t0 = time.time()
         while v.p.poll() is None and time.time() < t0 + secs + 60:
@@ -942,7 +971,6 @@ def sc_deadhook(s):
         r = s.finish_clients(v, b, j, 60)
     finally:
         stop.set()
-        del os.environ["E2E_FACE_SPELLS"]
         del os.environ["LIVECENSOR_EVENTS_SECRET"]
     warm = [x["rss_mb"] for x in samples if x["t"] >= 60]
     r.update({
@@ -1252,8 +1280,8 @@ def sc_workers(s):
     return ok, r
 
 
-ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "moderation", "actions",
-         "page", "detector", "abuse", "restart", "workers"]
+ORDER = ["instrument", "basic", "security", "three", "kick", "faults", "resize", "passthrough",
+         "moderation", "actions", "page", "detector", "abuse", "restart", "workers"]
 # Measurements run by hand (named on the command line), not in CI.
 BY_HAND = ["modlatency", "deadhook"]
 

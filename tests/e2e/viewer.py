@@ -125,6 +125,9 @@ def parser():
                     help="a size the broadcaster publishes (repeat for each): a received frame up to "
                          "15 px smaller is that picture with its bottom/right cropped by the encoder "
                          "(libwebrtc sends 480x270 as 480x268) and is checked against its geometry")
+    ap.add_argument("--spells", default="", metavar="PERIOD,ON",
+                    help="the broadcaster shows the face only the last ON seconds of every PERIOD: "
+                         "frames without it have nothing to hide and are counted, not judged")
     ap.add_argument("--dump", default="", metavar="DIR",
                     help="save the luma of leaked, unchecked and near-miss (worst cell above 0.8 x "
                          "--ratio) frames there as PNG, at most 10 of each")
@@ -137,8 +140,10 @@ class Checker:
     """Classifies received frames (luma arrays): the state the viewer keeps
     across a run, without LiveKit, so --self-test drives the same code."""
 
-    def __init__(self, fps, ratio, raw=False, sources=(), dump=""):
+    def __init__(self, fps, ratio, raw=False, sources=(), dump="", spells=None):
         self.fps, self.ratio, self.raw, self.dump = fps, ratio, raw, dump
+        self.spells = spells
+        self.without_face = 0  # frames whose picture had no face (spells)
         self.dumped = {}
         self.sources = list(sources)  # (w, h) the broadcaster publishes
         self.source_of = {}  # received size -> the broadcaster's picture size
@@ -156,7 +161,6 @@ class Checker:
         self.box_ratios = []
         self.closest = []
         self.frames = 0
-        self.faceless = 0  # frames without a face (E2E_FACE_SPELLS)
         self.last_k = None  # the last counter read, unwrapped
 
     def check(self, img):
@@ -174,7 +178,7 @@ class Checker:
             img = np.pad(img, ((0, size[1] - h), (0, size[0] - w)), mode="edge")
             h, w = img.shape[:2]
         if size not in self.checks:
-            self.checks[size] = common.FaceCheck(common.Scene(w, h, self.fps))
+            self.checks[size] = common.FaceCheck(common.Scene(w, h, self.fps, self.spells))
         fc = self.checks[size]
         n = self.frames
         self.frames += 1
@@ -196,8 +200,7 @@ class Checker:
                 self.save("unchecked", img, f"{n}")
             return None, None
         if not fc.scene.face_on(k):
-            # E2E_FACE_SPELLS: no face in this frame, nothing to leak.
-            self.faceless += 1
+            self.without_face += 1
             return k, None
         m = fc.measure(img, k)
         self.box_ratios.append(m["box"])
@@ -254,8 +257,8 @@ class Checker:
 
     def report(self):
         return {
+            "without_face": self.without_face,
             "censored_whole": self.censored_whole,
-            "faceless": self.faceless,
             "whole_share": round(self.censored_whole / self.frames, 3) if self.frames else 0.0,
             "whole_runs": runs(self.whole_at),
             "unchecked": len(self.unchecked),
@@ -484,7 +487,8 @@ async def main():
     import tokens
 
     room_name = a.room + "-raw" if a.raw else a.room
-    checker = Checker(a.fps, a.ratio, raw=a.raw, sources=a.source_size, dump=a.dump)
+    checker = Checker(a.fps, a.ratio, raw=a.raw, sources=a.source_size, dump=a.dump,
+                      spells=common.parse_spells(a.spells))
 
     room = rtc.Room()
     frames_q = asyncio.Queue()
