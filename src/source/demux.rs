@@ -6,7 +6,7 @@ use crate::error::{Error, MediaError};
 use crate::frame::{Frame, PixelFormat};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -98,10 +98,11 @@ impl AnnexBDemux {
     }
 }
 
-/// The first H.264 (`avc1`) track of an MP4/MOV file.
-pub(crate) struct Mp4Demux {
+/// The first H.264 (`avc1`) track of an MP4/MOV file (or of any reader:
+/// the fuzz targets read from memory).
+pub(crate) struct Mp4Demux<R = BufReader<File>> {
     path: PathBuf,
-    reader: mp4::Mp4Reader<BufReader<File>>,
+    reader: mp4::Mp4Reader<R>,
     file_size: u64,
     track_id: u32,
     next_sample: u32,
@@ -128,7 +129,13 @@ impl Mp4Demux {
     pub fn new(path: &Path) -> Result<Self, Error> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let reader = BufReader::new(file);
+        Self::from_reader(path, BufReader::new(file), file_size)
+    }
+}
+
+impl<R: Read + Seek> Mp4Demux<R> {
+    /// `path` only names the input in errors; `file_size` is the reader's length.
+    pub fn from_reader(path: &Path, reader: R, file_size: u64) -> Result<Self, Error> {
         // The mp4 crate has panicking paths on malformed input: contain them.
         let reader = catch_unwind(AssertUnwindSafe(|| {
             mp4::Mp4Reader::read_header(reader, file_size)
@@ -263,10 +270,10 @@ impl Mp4Demux {
     }
 }
 
-/// An 8-bit 4:2:0 YUV4MPEG2 file.
-pub(crate) struct Y4mDemux {
+/// An 8-bit 4:2:0 YUV4MPEG2 file (or any reader).
+pub(crate) struct Y4mDemux<R: Read = BufReader<File>> {
     path: PathBuf,
-    decoder: y4m::Decoder<BufReader<File>>,
+    decoder: y4m::Decoder<R>,
     pub width: usize,
     pub height: usize,
     pub fps: Option<f64>,
@@ -277,8 +284,50 @@ impl Y4mDemux {
     pub fn new(path: &Path) -> Result<Self, Error> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        Self::from_reader(path, BufReader::new(file), file_size)
+    }
+}
+
+/// Largest Y4M picture side we accept. The y4m crate multiplies width and
+/// height unchecked: sides of 2^33 wrap its frame size to 0 in a release
+/// build and would reach our plane arithmetic.
+const MAX_Y4M_SIDE: u64 = 16_384;
+
+/// Refuses a header line whose `W` or `H` is over [`MAX_Y4M_SIDE`], before
+/// the y4m crate sees it; other header errors are the y4m crate's to report.
+fn check_y4m_size(head: &[u8]) -> Result<(), String> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+    for field in line.split(|&b| b == b' ').skip(1) {
+        let (name, digits) = match field.split_first() {
+            Some((&n @ (b'W' | b'H'), d)) => (n, d),
+            _ => continue,
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let side = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        if side > MAX_Y4M_SIDE {
+            let what = if name == b'W' { "width" } else { "height" };
+            return Err(format!("picture {what} {side} is over {MAX_Y4M_SIDE}"));
+        }
+    }
+    Ok(())
+}
+
+impl<R: BufRead> Y4mDemux<R> {
+    /// `path` only names the input in errors; `file_size` is the reader's length.
+    pub fn from_reader(path: &Path, mut reader: R, file_size: u64) -> Result<Self, Error> {
+        let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+        check_y4m_size(head).map_err(|reason| MediaError::Malformed {
+            path: path.to_owned(),
+            container: "Y4M",
+            reason: format!("header: {reason}"),
+        })?;
         let limits = y4m::Limits { bytes: 512 << 20 };
-        let decoder = y4m::Decoder::new_with_limits(BufReader::new(file), limits).map_err(|e| {
+        let decoder = y4m::Decoder::new_with_limits(reader, limits).map_err(|e| {
             MediaError::Malformed {
                 path: path.to_owned(),
                 container: "Y4M",
@@ -347,5 +396,30 @@ impl Y4mDemux {
             }
             .into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn y4m(text: &str) -> Result<Y4mDemux<Cursor<&[u8]>>, Error> {
+        Y4mDemux::from_reader(Path::new("x.y4m"), Cursor::new(text.as_bytes()), 0)
+    }
+
+    #[test]
+    fn y4m_sides_over_the_limit_are_refused_before_the_y4m_crate_multiplies_them() {
+        for (header, what) in [
+            ("YUV4MPEG2 W8589934592 H8589934592 C420jpeg\n", "width 8589934592"),
+            ("YUV4MPEG2 W64 H16385 C420jpeg\n", "height 16385"),
+            ("YUV4MPEG2 W99999999999999999999999 H8\n", "width 18446744073709551615"),
+        ] {
+            let e = y4m(header).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("x.y4m") && e.contains(what), "{header}: {e}");
+        }
+        assert!(y4m("YUV4MPEG2 W16384 H8 C420jpeg\n").is_ok());
+        let e = y4m("YUV4MPEG2 Wx H8\n").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("header")));
     }
 }
