@@ -4,6 +4,9 @@
 #   scripts/fuzz.sh TARGET SECONDS   fuzz TARGET for SECONDS (resumes fuzz/out/TARGET)
 #   scripts/fuzz.sh list             the targets
 #   scripts/fuzz.sh stats [TARGET]   execs, speed, crashes and hangs so far
+#   scripts/fuzz.sh replay [TARGET]  run the seeds and regressions through the
+#                                    built targets (rtp's only replay; the others
+#                                    also replay in tests/fuzz_regressions.rs)
 #
 # Targets: annexb mp4 y4m rtp webhook signal toml (docs/FUZZING.md).
 # Findings land in fuzz/out/TARGET/default/{crashes,hangs}; each one goes to
@@ -30,7 +33,28 @@ stats() {
         }' "$f"
 }
 
+replay() {
+    local t=$1 bin=target/ci/$1 n=0 f
+    if [[ ! -x $bin ]]; then
+        echo "$t: not built (run scripts/fuzz.sh $t 1 first)" >&2
+        return 1
+    fi
+    for f in fuzz/corpus/"$t"/* fuzz/regressions/"$t"/*; do
+        [[ -f $f ]] || continue
+        if ! timeout 10 "$bin" <"$f" >/dev/null 2>&1; then
+            echo "$t: $f fails or hangs" >&2
+            return 1
+        fi
+        n=$((n + 1))
+    done
+    echo "$t: $n inputs replayed"
+}
+
 case "${1:-}" in
+replay)
+    for t in ${2:-$TARGETS}; do replay "$t"; done
+    exit 0
+    ;;
 list)
     echo "$TARGETS"
     exit 0
@@ -40,7 +64,7 @@ stats)
     exit 0
     ;;
 "" | -h | --help)
-    sed -n '2,13p' "$0"
+    sed -n '2,16p' "$0"
     exit 2
     ;;
 esac
@@ -65,7 +89,17 @@ if ! cargo afl fuzz -h >/dev/null 2>&1; then
     cargo afl config --build
 fi
 
-(cd fuzz && nice -n 10 cargo afl build --release --bin "$target")
+# Build: the main target dir and `ci` profile, so only our crate, the
+# harnesses and the parsers they drive compile (instrumented, by
+# fuzz/afl-rustc.sh); every other dependency is the main build's artifact.
+runtime=$(ls "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl-llvm/afl-compiler-rt.o 2>/dev/null | tail -1)
+if [[ -z $runtime ]]; then
+    echo "no afl-compiler-rt.o: run 'cargo afl config --build'" >&2
+    exit 1
+fi
+(cd fuzz && RUSTC_WRAPPER=$PWD/afl-rustc.sh AFL_RS_RUNTIME=$runtime \
+    AFL_RS_INSTRUMENT="livecensor livecensor_fuzz mp4 y4m str0m $TARGETS seeds" \
+    CARGO_TARGET_DIR=$PWD/../target nice -n 10 cargo build --profile ci --bin "$target")
 
 out=fuzz/out/$target
 mkdir -p "$out"
@@ -81,15 +115,25 @@ fi
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 export AFL_NO_UI=1 AFL_AUTORESUME=1
 nice -n 10 cargo afl fuzz -i "$input" -o "$out" -V "$seconds" -t 1000 -m none \
-    -- "fuzz/target/release/$target" >"$out/afl.log" 2>&1 || {
+    -- "target/ci/$target" >"$out/afl.log" 2>&1 || {
     echo "afl-fuzz failed; the end of $out/afl.log:" >&2
     tail -20 "$out/afl.log" >&2
     exit 1
 }
 stats "$target"
+# afl-fuzz times inputs by the wall clock: on a loaded machine a stalled
+# process can be saved as a hang. Each hang is run again; one that finishes
+# within 1 s here is reported as spurious, not as a finding.
+for h in "$out"/default/hangs/id:*; do
+    [[ -f $h ]] || continue
+    if timeout 1 "target/ci/$target" <"$h" >/dev/null 2>&1; then
+        echo "spurious hang (reruns in under 1 s): $h" >&2
+        mv "$h" "$out/default/hangs/spurious-${h##*/}"
+    fi
+done
 found=$(find "$out/default/crashes" "$out/default/hangs" -type f -name 'id:*' 2>/dev/null | wc -l)
 if ((found > 0)); then
     echo "$found finding(s) in $out/default/{crashes,hangs}: reproduce with" >&2
-    echo "  fuzz/target/release/$target < FILE" >&2
+    echo "  target/ci/$target < FILE" >&2
     exit 1
 fi

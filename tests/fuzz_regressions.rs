@@ -83,7 +83,10 @@ fn y4m_seeds_read_and_findings_are_refused() {
     // size wrap to 0 (release) or overflow (checked builds).
     for (name, bytes) in regressions("y4m", &["side-wraps-frame-size"]) {
         let e = fuzzing::y4m(&bytes).expect_err(&name).to_string();
-        assert!(e.contains("fuzz.y4m") && e.contains("is over 16384"), "{name}: {e}");
+        assert!(
+            e.contains("fuzz.y4m") && e.contains("is over 16384"),
+            "{name}: {e}"
+        );
     }
 }
 
@@ -93,14 +96,22 @@ fn webhook_seeds_decide_once_and_findings_are_rejected() {
         let [first, second] = fuzzing::webhook(&bytes);
         if name == "moderation" {
             // A forged Authorization line: 401 both times.
-            assert!(first.as_ref().is_err_and(|e| e.starts_with("401")), "{first:?}");
+            assert!(
+                first.as_ref().is_err_and(|e| e.starts_with("401")),
+                "{first:?}"
+            );
             assert!(second.is_err());
             continue;
         }
         let first = first.unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(first.is_some(), "{name}: a first delivery acts");
         if name == "lk0" {
-            assert_eq!(first, Some(Action::Start { room: "demo".into() }));
+            assert_eq!(
+                first,
+                Some(Action::Start {
+                    room: "demo".into()
+                })
+            );
             assert_eq!(second, Ok(None), "same id again: a duplicate");
         }
     }

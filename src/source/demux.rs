@@ -327,13 +327,12 @@ impl<R: BufRead> Y4mDemux<R> {
             reason: format!("header: {reason}"),
         })?;
         let limits = y4m::Limits { bytes: 512 << 20 };
-        let decoder = y4m::Decoder::new_with_limits(reader, limits).map_err(|e| {
-            MediaError::Malformed {
+        let decoder =
+            y4m::Decoder::new_with_limits(reader, limits).map_err(|e| MediaError::Malformed {
                 path: path.to_owned(),
                 container: "Y4M",
                 reason: format!("header: {e}"),
-            }
-        })?;
+            })?;
         use y4m::Colorspace as C;
         let cs = decoder.get_colorspace();
         if !matches!(cs, C::C420 | C::C420jpeg | C::C420paldv | C::C420mpeg2) {
@@ -411,9 +410,15 @@ mod tests {
     #[test]
     fn y4m_sides_over_the_limit_are_refused_before_the_y4m_crate_multiplies_them() {
         for (header, what) in [
-            ("YUV4MPEG2 W8589934592 H8589934592 C420jpeg\n", "width 8589934592"),
+            (
+                "YUV4MPEG2 W8589934592 H8589934592 C420jpeg\n",
+                "width 8589934592",
+            ),
             ("YUV4MPEG2 W64 H16385 C420jpeg\n", "height 16385"),
-            ("YUV4MPEG2 W99999999999999999999999 H8\n", "width 18446744073709551615"),
+            (
+                "YUV4MPEG2 W99999999999999999999999 H8\n",
+                "width 18446744073709551615",
+            ),
         ] {
             let e = y4m(header).err().map(|e| e.to_string()).unwrap_or_default();
             assert!(e.contains("x.y4m") && e.contains(what), "{header}: {e}");

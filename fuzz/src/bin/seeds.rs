@@ -1,7 +1,7 @@
 //! Writes the seed corpora that need code to make: `rtp` (the committed
 //! H.264 seed packetised as single NALs, STAP-A and FU-A, then with a loss
 //! and a reordering) and `signal` (server messages a session sees).
-//! Run from `fuzz/`: `cargo afl run --release --bin seeds`.
+//! Run from `fuzz/` once scripts/fuzz.sh has built it: `../target/ci/seeds`.
 
 use livecensor::codec::{split_nals, AccessUnitSplitter};
 use livecensor_fuzz::rtp_record;
