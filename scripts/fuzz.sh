@@ -99,7 +99,7 @@ if [[ -z $runtime ]]; then
 fi
 (cd fuzz && RUSTC_WRAPPER=$PWD/afl-rustc.sh AFL_RS_RUNTIME=$runtime \
     AFL_RS_INSTRUMENT="livecensor livecensor_fuzz mp4 y4m str0m $TARGETS seeds" \
-    CARGO_TARGET_DIR=$PWD/../target nice -n 10 cargo build --profile ci --bin "$target")
+    CARGO_TARGET_DIR=$PWD/../target nice -n 10 cargo build --profile ci --bin "$target" --bin seeds)
 
 out=fuzz/out/$target
 mkdir -p "$out"

@@ -67,9 +67,14 @@ fn mp4_seeds_demux_and_findings_are_refused() {
         let n = fuzzing::mp4(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(n, 3, "{name}");
     }
-    for (name, bytes) in regressions("mp4", &[]) {
+    // box-size-zero-loops: a box of size 0 inside `mdia` made the mp4
+    // crate seek back to the same header forever (a hang).
+    for (name, bytes) in regressions("mp4", &["box-size-zero-loops"]) {
         let e = fuzzing::mp4(&bytes).expect_err(&name).to_string();
-        assert!(e.contains("fuzz.mp4"), "{name}: {e}");
+        assert!(
+            e.contains("fuzz.mp4") && e.contains("seeks back"),
+            "{name}: {e}"
+        );
     }
 }
 

@@ -98,11 +98,54 @@ impl AnnexBDemux {
     }
 }
 
+/// Backward seeks allowed while the mp4 crate reads the header. It seeks
+/// back only when a box's content overran its size; a box of size 0 makes
+/// it seek back to the same header forever (found by fuzzing).
+const MAX_HEADER_BACK_SEEKS: u32 = 1024;
+
+/// Counts the mp4 crate's backward seeks while it reads the header and fails
+/// the read once there are too many: a malformed file is refused instead of
+/// hanging the reader. Disarmed once the header is read (samples may be
+/// stored in any order).
+pub(crate) struct HeaderGuard<R> {
+    inner: R,
+    pos: u64,
+    back_seeks: u32,
+    /// Shared with the demuxer, which clears it after the header: the mp4
+    /// reader does not give its reader back.
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos = self.pos.saturating_add(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for HeaderGuard<R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = self.inner.seek(to)?;
+        if self.armed.load(std::sync::atomic::Ordering::Relaxed) && pos < self.pos {
+            self.back_seeks += 1;
+            if self.back_seeks > MAX_HEADER_BACK_SEEKS {
+                return Err(std::io::Error::other(format!(
+                    "the header seeks back more than {MAX_HEADER_BACK_SEEKS} times \
+                     (a box of size 0?)"
+                )));
+            }
+        }
+        self.pos = pos;
+        Ok(pos)
+    }
+}
+
 /// The first H.264 (`avc1`) track of an MP4/MOV file (or of any reader:
 /// the fuzz targets read from memory).
 pub(crate) struct Mp4Demux<R = BufReader<File>> {
     path: PathBuf,
-    reader: mp4::Mp4Reader<R>,
+    reader: mp4::Mp4Reader<HeaderGuard<R>>,
     file_size: u64,
     track_id: u32,
     next_sample: u32,
@@ -137,11 +180,19 @@ impl<R: Read + Seek> Mp4Demux<R> {
     /// `path` only names the input in errors; `file_size` is the reader's length.
     pub fn from_reader(path: &Path, reader: R, file_size: u64) -> Result<Self, Error> {
         // The mp4 crate has panicking paths on malformed input: contain them.
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let reader = HeaderGuard {
+            inner: reader,
+            pos: 0,
+            back_seeks: 0,
+            armed: armed.clone(),
+        };
         let reader = catch_unwind(AssertUnwindSafe(|| {
             mp4::Mp4Reader::read_header(reader, file_size)
         }))
         .map_err(|_| malformed_mp4(path, "the MP4 parser gave up on this file"))?
         .map_err(|e| malformed_mp4(path, e.to_string()))?;
+        armed.store(false, std::sync::atomic::Ordering::Relaxed);
 
         let mut ids: Vec<u32> = reader.tracks().keys().copied().collect();
         ids.sort_unstable();
