@@ -204,7 +204,12 @@ impl Config {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        toml::from_str(&text).map_err(|e| ConfigError::File {
+        Config::parse(&text, path)
+    }
+
+    /// A config file's text; `path` only names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })

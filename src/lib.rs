@@ -14,6 +14,8 @@ pub mod doctor;
 pub mod engine;
 pub mod error;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gpu;
 pub mod livekit;
 pub mod metrics;

@@ -117,14 +117,16 @@ impl Replays {
 
 /// A verified event older than [`MAX_EVENT_AGE_S`] at `now_unix` (or from
 /// further than that in the future) is stale.
+/// The age is computed without overflow: `createdAt` is any i64 the
+/// sender wrote.
 pub fn check_fresh(ev: &proto::WebhookEvent, now_unix: i64) -> Result<(), (StatusCode, String)> {
-    if ev.created_at != 0 && (now_unix - ev.created_at).abs() > MAX_EVENT_AGE_S {
+    if ev.created_at != 0 && now_unix.abs_diff(ev.created_at) > MAX_EVENT_AGE_S as u64 {
         return Err((
             StatusCode::UNAUTHORIZED,
             format!(
                 "stale webhook: created at {} ({} s from now)",
                 ev.created_at,
-                now_unix - ev.created_at
+                i128::from(now_unix) - i128::from(ev.created_at)
             ),
         ));
     }
@@ -138,6 +140,27 @@ fn unreachable(e: &crate::error::Error) -> bool {
         e,
         crate::error::Error::LiveKit(LiveKitError::Connect { .. } | LiveKitError::Signal(_))
     )
+}
+
+/// Everything the webhook endpoint decides about one request before a
+/// session starts or stops: verify, check freshness, act on a replay once,
+/// map to an action. `Ok(None)` is a duplicate. The fuzz target calls this.
+pub fn accept(
+    receiver: &WebhookReceiver,
+    replays: &std::sync::Mutex<Replays>,
+    body: &str,
+    auth: Option<&str>,
+    now_unix: i64,
+) -> Result<Option<Action>, (StatusCode, String)> {
+    let ev = verify(receiver, body, auth)?;
+    check_fresh(&ev, now_unix)?;
+    tracing::debug!(event = %ev.event, "webhook");
+    let first = replays.lock().map_or(true, |mut r| r.first_time(&ev.id));
+    if !first {
+        tracing::info!(id = %ev.id, event = %ev.event, "webhook delivered again; acted on once");
+        return Ok(None);
+    }
+    Ok(Some(decide(&ev)))
 }
 
 /// Shared state of the webhook server.
@@ -777,10 +800,9 @@ async fn webhook(
     let now_unix = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
-    let verified =
-        verify(&s.receiver, &body, auth).and_then(|ev| check_fresh(&ev, now_unix).map(|()| ev));
-    let ev = match verified {
-        Ok(ev) => ev,
+    let action = match accept(&s.receiver, &s.replays, &body, auth, now_unix) {
+        Ok(Some(a)) => a,
+        Ok(None) => return (StatusCode::OK, "duplicate\n".into()),
         Err((code, msg)) => {
             let n = s.rejected.fetch_add(1, Relaxed) + 1;
             let now = std::time::Instant::now();
@@ -799,13 +821,7 @@ async fn webhook(
             return (code, msg);
         }
     };
-    tracing::debug!(event = %ev.event, "webhook");
-    let first = s.replays.lock().map_or(true, |mut r| r.first_time(&ev.id));
-    if !first {
-        tracing::info!(id = %ev.id, event = %ev.event, "webhook delivered again; acted on once");
-        return (StatusCode::OK, "duplicate\n".into());
-    }
-    match decide(&ev) {
+    match action {
         Action::Start { room } => {
             // Joining takes a round trip to the server that is sending this
             // webhook: answer first, join in the background.
@@ -962,6 +978,10 @@ mod tests {
             (now - 299, true),
             (now - 301, false),
             (now + 301, false),
+            // Far enough in the past that `now - created_at` overflows i64.
+            (i64::MIN, false),
+            (i64::MIN + now - 1, false),
+            (i64::MAX, false),
         ] {
             ev.created_at = created;
             let r = check_fresh(&ev, now);

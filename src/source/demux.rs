@@ -6,7 +6,7 @@ use crate::error::{Error, MediaError};
 use crate::frame::{Frame, PixelFormat};
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufReader, Read, Seek, SeekFrom};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -98,10 +98,54 @@ impl AnnexBDemux {
     }
 }
 
-/// The first H.264 (`avc1`) track of an MP4/MOV file.
-pub(crate) struct Mp4Demux {
+/// Backward seeks allowed while the mp4 crate reads the header. It seeks
+/// back only when a box's content overran its size; a box of size 0 makes
+/// it seek back to the same header forever (found by fuzzing).
+const MAX_HEADER_BACK_SEEKS: u32 = 1024;
+
+/// Counts the mp4 crate's backward seeks while it reads the header and fails
+/// the read once there are too many: a malformed file is refused instead of
+/// hanging the reader. Disarmed once the header is read (samples may be
+/// stored in any order).
+pub(crate) struct HeaderGuard<R> {
+    inner: R,
+    pos: u64,
+    back_seeks: u32,
+    /// Shared with the demuxer, which clears it after the header: the mp4
+    /// reader does not give its reader back.
+    armed: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<R: Read> Read for HeaderGuard<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.pos = self.pos.saturating_add(n as u64);
+        Ok(n)
+    }
+}
+
+impl<R: Seek> Seek for HeaderGuard<R> {
+    fn seek(&mut self, to: std::io::SeekFrom) -> std::io::Result<u64> {
+        let pos = self.inner.seek(to)?;
+        if self.armed.load(std::sync::atomic::Ordering::Relaxed) && pos < self.pos {
+            self.back_seeks += 1;
+            if self.back_seeks > MAX_HEADER_BACK_SEEKS {
+                return Err(std::io::Error::other(format!(
+                    "the header seeks back more than {MAX_HEADER_BACK_SEEKS} times \
+                     (a box of size 0?)"
+                )));
+            }
+        }
+        self.pos = pos;
+        Ok(pos)
+    }
+}
+
+/// The first H.264 (`avc1`) track of an MP4/MOV file (or of any reader:
+/// the fuzz targets read from memory).
+pub(crate) struct Mp4Demux<R = BufReader<File>> {
     path: PathBuf,
-    reader: mp4::Mp4Reader<BufReader<Avc3AsAvc1>>,
+    reader: mp4::Mp4Reader<HeaderGuard<Avc3AsAvc1<R>>>,
     file_size: u64,
     track_id: u32,
     next_sample: u32,
@@ -170,15 +214,15 @@ pub(crate) fn sample_entry_offset<F: Read + Seek>(
 /// A file read as if its `avc3` sample entry were `avc1` (the mp4 crate
 /// knows only `avc1`): the parameter sets in `avcC` still apply, and the
 /// ones in-band, which `avc3` allows to change, stay in the samples.
-pub(crate) struct Avc3AsAvc1 {
-    file: File,
+pub(crate) struct Avc3AsAvc1<R> {
+    inner: R,
     pos: u64,
     at: Option<u64>,
 }
 
-impl Read for Avc3AsAvc1 {
+impl<R: Read> Read for Avc3AsAvc1<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read(buf)?;
+        let n = self.inner.read(buf)?;
         if let Some(at) = self.at {
             for k in 0..4u64 {
                 let p = at + k;
@@ -192,28 +236,47 @@ impl Read for Avc3AsAvc1 {
     }
 }
 
-impl Seek for Avc3AsAvc1 {
+impl<R: Seek> Seek for Avc3AsAvc1<R> {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
-        self.pos = self.file.seek(to)?;
+        self.pos = self.inner.seek(to)?;
         Ok(self.pos)
     }
 }
 
 impl Mp4Demux {
     pub fn new(path: &Path) -> Result<Self, Error> {
-        let mut file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        let at = sample_entry_offset(&mut file, b"avc3").map_err(|e| Error::io(path, e))?;
-        let pos = file
+        Self::from_reader(path, BufReader::new(file), file_size)
+    }
+}
+
+impl<R: Read + Seek> Mp4Demux<R> {
+    /// `path` only names the input in errors; `file_size` is the reader's length.
+    pub fn from_reader(path: &Path, mut reader: R, file_size: u64) -> Result<Self, Error> {
+        let at = sample_entry_offset(&mut reader, b"avc3").map_err(|e| Error::io(path, e))?;
+        let pos = reader
             .seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, e))?;
-        let reader = BufReader::new(Avc3AsAvc1 { file, pos, at });
+        let reader = Avc3AsAvc1 {
+            inner: reader,
+            pos,
+            at,
+        };
         // The mp4 crate has panicking paths on malformed input: contain them.
+        let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let reader = HeaderGuard {
+            inner: reader,
+            pos: 0,
+            back_seeks: 0,
+            armed: armed.clone(),
+        };
         let reader = catch_unwind(AssertUnwindSafe(|| {
             mp4::Mp4Reader::read_header(reader, file_size)
         }))
         .map_err(|_| malformed_mp4(path, "the MP4 parser gave up on this file"))?
         .map_err(|e| malformed_mp4(path, e.to_string()))?;
+        armed.store(false, std::sync::atomic::Ordering::Relaxed);
 
         let mut ids: Vec<u32> = reader.tracks().keys().copied().collect();
         ids.sort_unstable();
@@ -342,10 +405,10 @@ impl Mp4Demux {
     }
 }
 
-/// An 8-bit 4:2:0 YUV4MPEG2 file.
-pub(crate) struct Y4mDemux {
+/// An 8-bit 4:2:0 YUV4MPEG2 file (or any reader).
+pub(crate) struct Y4mDemux<R: Read = BufReader<File>> {
     path: PathBuf,
-    decoder: y4m::Decoder<BufReader<File>>,
+    decoder: y4m::Decoder<R>,
     pub width: usize,
     pub height: usize,
     pub fps: Option<f64>,
@@ -356,14 +419,55 @@ impl Y4mDemux {
     pub fn new(path: &Path) -> Result<Self, Error> {
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
         let file_size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        Self::from_reader(path, BufReader::new(file), file_size)
+    }
+}
+
+/// Largest Y4M picture side we accept. The y4m crate multiplies width and
+/// height unchecked: sides of 2^33 wrap its frame size to 0 in a release
+/// build and would reach our plane arithmetic.
+const MAX_Y4M_SIDE: u64 = 16_384;
+
+/// Refuses a header line whose `W` or `H` is over [`MAX_Y4M_SIDE`], before
+/// the y4m crate sees it; other header errors are the y4m crate's to report.
+fn check_y4m_size(head: &[u8]) -> Result<(), String> {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or(head);
+    for field in line.split(|&b| b == b' ').skip(1) {
+        let (name, digits) = match field.split_first() {
+            Some((&n @ (b'W' | b'H'), d)) => (n, d),
+            _ => continue,
+        };
+        if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let side = std::str::from_utf8(digits)
+            .ok()
+            .and_then(|d| d.parse::<u64>().ok())
+            .unwrap_or(u64::MAX);
+        if side > MAX_Y4M_SIDE {
+            let what = if name == b'W' { "width" } else { "height" };
+            return Err(format!("picture {what} {side} is over {MAX_Y4M_SIDE}"));
+        }
+    }
+    Ok(())
+}
+
+impl<R: BufRead> Y4mDemux<R> {
+    /// `path` only names the input in errors; `file_size` is the reader's length.
+    pub fn from_reader(path: &Path, mut reader: R, file_size: u64) -> Result<Self, Error> {
+        let head = reader.fill_buf().map_err(|e| Error::io(path, e))?;
+        check_y4m_size(head).map_err(|reason| MediaError::Malformed {
+            path: path.to_owned(),
+            container: "Y4M",
+            reason: format!("header: {reason}"),
+        })?;
         let limits = y4m::Limits { bytes: 512 << 20 };
-        let decoder = y4m::Decoder::new_with_limits(BufReader::new(file), limits).map_err(|e| {
-            MediaError::Malformed {
+        let decoder =
+            y4m::Decoder::new_with_limits(reader, limits).map_err(|e| MediaError::Malformed {
                 path: path.to_owned(),
                 container: "Y4M",
                 reason: format!("header: {e}"),
-            }
-        })?;
+            })?;
         use y4m::Colorspace as C;
         let cs = decoder.get_colorspace();
         if !matches!(cs, C::C420 | C::C420jpeg | C::C420paldv | C::C420mpeg2) {
@@ -426,5 +530,36 @@ impl Y4mDemux {
             }
             .into())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Cursor;
+
+    fn y4m(text: &str) -> Result<Y4mDemux<Cursor<&[u8]>>, Error> {
+        Y4mDemux::from_reader(Path::new("x.y4m"), Cursor::new(text.as_bytes()), 0)
+    }
+
+    #[test]
+    fn y4m_sides_over_the_limit_are_refused_before_the_y4m_crate_multiplies_them() {
+        for (header, what) in [
+            (
+                "YUV4MPEG2 W8589934592 H8589934592 C420jpeg\n",
+                "width 8589934592",
+            ),
+            ("YUV4MPEG2 W64 H16385 C420jpeg\n", "height 16385"),
+            (
+                "YUV4MPEG2 W99999999999999999999999 H8\n",
+                "width 18446744073709551615",
+            ),
+        ] {
+            let e = y4m(header).err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(e.contains("x.y4m") && e.contains(what), "{header}: {e}");
+        }
+        assert!(y4m("YUV4MPEG2 W16384 H8 C420jpeg\n").is_ok());
+        let e = y4m("YUV4MPEG2 Wx H8\n").err().map(|e| e.to_string());
+        assert!(e.is_some_and(|e| e.contains("header")));
     }
 }

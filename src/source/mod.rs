@@ -6,7 +6,7 @@
 //! frames stay marked until the next IDR. Only a stream with no decodable
 //! frame at all is an error.
 
-mod demux;
+pub(crate) mod demux;
 pub mod device;
 pub mod file;
 
