@@ -304,7 +304,8 @@ impl Server {
             return Ok(());
         }
         let id = self.next_stream.fetch_add(1, Relaxed);
-        let s = Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id, job).await?;
+        let s =
+            Session::start(room, &self.lk, self.svc.clone(), self.opts.clone(), id, job).await?;
         tracing::info!(%room, "session started");
         sessions.insert(room.to_string(), s);
         Ok(())
@@ -1068,6 +1069,7 @@ mod tests {
             faults: Default::default(),
             backend: crate::backend::Backend::Cpu,
             moderation: None,
+            passthrough: Default::default(),
         };
         let opts = StreamOptions {
             policy: Default::default(),
