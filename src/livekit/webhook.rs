@@ -1301,4 +1301,37 @@ mod tests {
             StatusCode::BAD_REQUEST
         );
     }
+
+    #[test]
+    fn worker_health_is_json_and_gauges() {
+        let w = WorkerHealth {
+            registered: true,
+            worker_id: Some("AW_1".into()),
+            sessions: 2,
+            load: 0.5,
+            capacity: 3,
+            status: "WS_FULL".into(),
+        };
+        let j: serde_json::Value = serde_json::to_value(&w).unwrap();
+        assert_eq!(j["registered"], true);
+        assert_eq!(j["worker_id"], "AW_1");
+        assert_eq!(j["sessions"], 2);
+        assert_eq!(j["load"], 0.5);
+        assert_eq!(j["capacity"], 3);
+        assert_eq!(j["status"], "WS_FULL");
+        let mut m = Exposition::default();
+        worker_metrics(&mut m, &w);
+        let text = m.render().unwrap();
+        let value = |name: &str| -> Option<f64> {
+            text.lines().find_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                (n == name).then(|| v.parse().ok())?
+            })
+        };
+        assert_eq!(value("livecensor_worker_registered"), Some(1.0), "{text}");
+        assert_eq!(value("livecensor_worker_load"), Some(0.5), "{text}");
+        assert_eq!(value("livecensor_worker_capacity"), Some(3.0), "{text}");
+        assert_eq!(value("livecensor_worker_jobs"), Some(2.0), "{text}");
+        assert_eq!(value("livecensor_worker_full"), Some(1.0), "{text}");
+    }
 }
