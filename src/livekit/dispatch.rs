@@ -155,7 +155,7 @@ pub fn measured_capacity(
 /// [0, [`SERVER_TARGET_LOAD`]), so an available worker is never skipped by
 /// the server's target-load rule and full means "skip me" on both scales.
 pub fn reported_load(load: f32, threshold: f32) -> (proto::WorkerStatus, f32) {
-    if !(threshold > 0.0) || load >= threshold {
+    if threshold.is_nan() || threshold <= 0.0 || load >= threshold {
         (proto::WorkerStatus::WsFull, 1.0)
     } else {
         (
