@@ -69,8 +69,8 @@ pub async fn run(server: Arc<Server>, opts: WorkerOptions) {
             tracing::warn!("agent connection: {e}; reconnecting");
             eprintln!("worker: agent connection lost ({e}); reconnecting");
         }
-        // Not registered until the next connection's registration.
-        lock(&shared).worker_id = None;
+        // Not registered until the next connection's registration (the
+        // lease keeps beating: the sessions go on).
         let mut h = server.worker_health().unwrap_or_default();
         h.registered = false;
         h.worker_id = None;
