@@ -82,10 +82,15 @@ struct WorkerArgs {
     /// The agent name to register under (broadcaster tokens name it).
     #[arg(long, default_value = livecensor::livekit::dispatch::AGENT_NAME)]
     agent_name: String,
-    /// Censoring sessions at most; at that many the worker reports WS_FULL
-    /// and declines jobs (load = sessions / max).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..))]
-    max_sessions: u32,
+    /// Censoring sessions at most (capacity); by default measured at start
+    /// from the detector's speed at the output frame rate.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    max_sessions: Option<u32>,
+    /// Load in (0, 1] at which the worker reports WS_FULL and declines jobs;
+    /// load = max(sessions / capacity scaled to this, detector busy share,
+    /// fail-closed share of frames).
+    #[arg(long, default_value_t = livecensor::livekit::dispatch::LOAD_THRESHOLD, value_parser = load_threshold)]
+    load_threshold: f32,
     /// Do not re-dispatch rooms whose worker stopped beating its lease.
     #[arg(long)]
     no_takeover: bool,
@@ -772,6 +777,47 @@ fn run_engine(cmd: &EngineCmd, cfg: &Config) -> Result<()> {
 /// `serve` (and `worker`, which adds LiveKit's agent dispatch): sessions
 /// until Ctrl-C, SIGTERM or `--seconds`, with a stats line every
 /// `--stats-every`.
+/// `--load-threshold`: a load in (0, 1].
+fn load_threshold(s: &str) -> Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(v) if v > 0.0 && v <= 1.0 => Ok(v),
+        _ => Err(format!("{s} is not a load in (0, 1]")),
+    }
+}
+
+/// `--max-sessions`, or the sessions the detector's speed measured at
+/// warm-up keeps up with at `fps`.
+fn worker_capacity(
+    w: &WorkerArgs,
+    server: &livecensor::livekit::webhook::Server,
+    cfg: &Config,
+    fps: f32,
+) -> usize {
+    if let Some(n) = w.max_sessions {
+        return n as usize;
+    }
+    let st = server.svc.stats();
+    let per_image = std::time::Duration::from_micros(st.image_us);
+    let every = match cfg.mode() {
+        Ok(livecensor::pipeline::scheduler::Mode::Predictive { detect_every }) => detect_every,
+        _ => 1,
+    };
+    let n = livecensor::livekit::dispatch::measured_capacity(
+        per_image,
+        st.contexts,
+        fps,
+        every,
+        w.load_threshold,
+    );
+    eprintln!(
+        "worker capacity {n} sessions (measured: {:.1} ms an image on {} detector contexts, {fps} fps, inferring 1 frame in {every}, load threshold {})",
+        per_image.as_secs_f64() * 1e3,
+        st.contexts,
+        w.load_threshold
+    );
+    n
+}
+
 fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result<()> {
     if worker.is_some() && a.room.is_some() {
         bail!("worker takes its rooms from LiveKit's dispatch: --room is for serve");
@@ -878,7 +924,8 @@ fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result
             Some(w) => {
                 let opts = livecensor::livekit::worker::WorkerOptions {
                     agent_name: w.agent_name.clone(),
-                    max_sessions: w.max_sessions as usize,
+                    max_sessions: worker_capacity(w, &server, cfg, a.out_fps),
+                    load_threshold: w.load_threshold,
                     takeover: !w.no_takeover,
                 };
                 eprintln!(

@@ -690,6 +690,14 @@ fn token_and_worker_flags() {
         .unwrap();
     assert!(!o.status.success());
     assert!(text(&o).contains("--room is for serve"), "{}", text(&o));
+    // A load threshold outside (0, 1] is refused before anything starts.
+    let o = bin()
+        .args(["worker", "--load-threshold", "1.5"])
+        .env_remove("LIVECENSOR_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(text(&o).contains("not a load in (0, 1]"), "{}", text(&o));
 }
 
 /// `serve --room` while LiveKit cannot be reached stays up, retrying, and

@@ -38,6 +38,13 @@ pub const STATUS_EVERY: Duration = Duration::from_millis(2500);
 /// scale that reaches it only when full.
 pub const SERVER_TARGET_LOAD: f32 = 0.7;
 
+/// `--load-threshold`'s default: at this load the worker is full.
+pub const LOAD_THRESHOLD: f32 = 0.7;
+
+/// How often the worker pings the server (the Python SDK's period); the
+/// server answers with a pong carrying both timestamps.
+pub const PING_EVERY: Duration = Duration::from_secs(10);
+
 /// An accepted job whose assignment has not come within this long is
 /// forgotten (the server gave it to another worker after its own 10 s).
 pub const ASSIGNMENT_WAIT: Duration = Duration::from_secs(15);
@@ -46,10 +53,116 @@ pub const ASSIGNMENT_WAIT: Duration = Duration::from_secs(15);
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub agent_name: String,
-    /// Jobs held at most; at that many the worker reports WS_FULL and
-    /// declines offers.
+    /// Sessions this machine holds (`--max-sessions` or measured): at that
+    /// many the sessions' share of the load reaches the threshold.
     pub max_sessions: usize,
+    /// `--load-threshold`: at or above this load the worker reports
+    /// WS_FULL and declines offers.
+    pub load_threshold: f32,
     pub version: String,
+}
+
+/// Counter readings at one instant; two of them give the load's shares
+/// over the interval between.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadCounters {
+    /// Detector inference time summed over its contexts, microseconds.
+    pub busy_us: u64,
+    /// Detector contexts inferring in parallel.
+    pub contexts: usize,
+    /// Frames published by all sessions, and of them those failed closed.
+    pub frames_released: u64,
+    pub fail_closed: u64,
+}
+
+/// What limits this machine besides its session count, over the last
+/// status interval, each in [0, 1].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct LoadSample {
+    pub busy_share: f32,
+    pub fail_closed_share: f32,
+}
+
+impl LoadSample {
+    /// The shares between two readings `elapsed` apart. Counters that went
+    /// down (a session ended and its counts left the sum) count as no
+    /// change.
+    pub fn between(prev: &LoadCounters, now: &LoadCounters, elapsed: Duration) -> LoadSample {
+        let capacity_us = elapsed.as_micros() as f64 * now.contexts.max(1) as f64;
+        let busy = now.busy_us.saturating_sub(prev.busy_us) as f64;
+        let busy_share = if capacity_us > 0.0 {
+            busy / capacity_us
+        } else {
+            0.0
+        };
+        let released = now.frames_released.saturating_sub(prev.frames_released);
+        let failed = now.fail_closed.saturating_sub(prev.fail_closed);
+        let fail_closed_share = if released > 0 {
+            failed as f64 / released as f64
+        } else {
+            0.0
+        };
+        LoadSample {
+            busy_share: busy_share.clamp(0.0, 1.0) as f32,
+            fail_closed_share: fail_closed_share.clamp(0.0, 1.0) as f32,
+        }
+    }
+}
+
+/// The worker's own load in [0, 1]: the largest of the detector's busy
+/// share, the fail-closed share of frames and the sessions' share. The
+/// sessions' share is scaled so that `capacity` sessions reach
+/// `threshold` exactly: `--max-sessions N` means N sessions, not fewer.
+pub fn machine_load(sessions: usize, capacity: usize, threshold: f32, s: LoadSample) -> f32 {
+    let share = threshold * sessions as f32 / capacity.max(1) as f32;
+    share
+        .max(s.busy_share)
+        .max(s.fail_closed_share)
+        .clamp(0.0, 1.0)
+}
+
+/// Sessions that fit, from the detector's per-image time measured at
+/// start: `contexts` infer in parallel, a session needs `fps /
+/// frames_per_inference` images a second, and capacity sessions keep the
+/// detector busy `threshold` of the time (so the busy share and the
+/// sessions' share reach the threshold together). At least 1. Decoding and
+/// encoding are not measured: they scale with CPU cores, the detector is
+/// what one machine runs out of first.
+pub fn measured_capacity(
+    per_image: Duration,
+    contexts: usize,
+    fps: f32,
+    frames_per_inference: u32,
+    threshold: f32,
+) -> usize {
+    let per_image = per_image.as_secs_f64();
+    let need = fps.max(1.0) as f64 / frames_per_inference.max(1) as f64;
+    if per_image <= 0.0 {
+        return 1;
+    }
+    let rate = contexts.max(1) as f64 / per_image;
+    // The epsilon keeps f32 rounding of the threshold from losing a session.
+    let fit = (rate * threshold.clamp(0.0, 1.0) as f64 / need + 1e-6).floor();
+    if fit.is_finite() && fit >= 1.0 {
+        fit as usize
+    } else {
+        1
+    }
+}
+
+/// What the server is told for a load: WS_FULL and 1 at or above the
+/// threshold; below it the load rescaled from [0, threshold) onto
+/// [0, [`SERVER_TARGET_LOAD`]), so an available worker is never skipped by
+/// the server's target-load rule and full means "skip me" on both scales.
+pub fn reported_load(load: f32, threshold: f32) -> (proto::WorkerStatus, f32) {
+    if threshold.is_nan() || threshold <= 0.0 || load >= threshold {
+        (proto::WorkerStatus::WsFull, 1.0)
+    } else {
+        (
+            proto::WorkerStatus::WsAvailable,
+            (load * (SERVER_TARGET_LOAD / threshold)).clamp(0.0, SERVER_TARGET_LOAD),
+        )
+    }
 }
 
 /// What the driver must do next.
@@ -88,6 +201,11 @@ pub struct WorkerProtocol {
     out: VecDeque<WorkerOutput>,
     next_status: Option<Instant>,
     last_status: Option<(proto::WorkerStatus, u32)>,
+    /// Detector and fail-closed shares of the last interval (the driver's).
+    sample: LoadSample,
+    next_ping: Option<Instant>,
+    /// When the last pong came (the connection is alive).
+    last_pong: Option<Instant>,
 }
 
 impl WorkerProtocol {
@@ -103,6 +221,9 @@ impl WorkerProtocol {
             out: VecDeque::new(),
             next_status: None,
             last_status: None,
+            sample: LoadSample::default(),
+            next_ping: None,
+            last_pong: None,
         };
         p.send(Wrk::Register(proto::RegisterWorkerRequest {
             r#type: proto::JobType::JtRoom as i32,
@@ -125,24 +246,42 @@ impl WorkerProtocol {
     }
 
     /// Jobs held or promised.
+    pub fn jobs(&self) -> usize {
+        self.load_count()
+    }
+
     fn load_count(&self) -> usize {
         self.jobs.len() + self.pending.len()
     }
 
-    /// WS_FULL (load 1) at `max_sessions` jobs; below, the share of them
-    /// in use scaled to [`SERVER_TARGET_LOAD`], so a worker with a free
-    /// slot is never skipped by the server.
+    /// When the server last answered a ping.
+    pub fn last_pong(&self) -> Option<Instant> {
+        self.last_pong
+    }
+
+    /// The detector and fail-closed shares of the interval just ended; the
+    /// next status report uses them.
+    pub fn set_sample(&mut self, sample: LoadSample) {
+        self.sample = sample;
+    }
+
+    /// The worker's own load ([`machine_load`]).
+    pub fn load(&self) -> f32 {
+        machine_load(
+            self.load_count(),
+            self.cfg.max_sessions,
+            self.cfg.load_threshold,
+            self.sample,
+        )
+    }
+
+    /// What the server is told ([`reported_load`]); always WS_FULL at
+    /// `max_sessions` jobs.
     pub fn status(&self) -> (proto::WorkerStatus, f32) {
-        let n = self.load_count();
-        let max = self.cfg.max_sessions.max(1);
-        if n >= max {
-            (proto::WorkerStatus::WsFull, 1.0)
-        } else {
-            (
-                proto::WorkerStatus::WsAvailable,
-                SERVER_TARGET_LOAD * n as f32 / max as f32,
-            )
+        if self.load_count() >= self.cfg.max_sessions.max(1) {
+            return (proto::WorkerStatus::WsFull, 1.0);
         }
+        reported_load(self.load(), self.cfg.load_threshold)
     }
 
     /// One server message.
@@ -154,6 +293,7 @@ impl WorkerProtocol {
                     worker_id: r.worker_id,
                 });
                 self.report(now);
+                self.next_ping = Some(now + PING_EVERY);
             }
             Some(Srv::Availability(req)) => self.handle_offer(now, req),
             Some(Srv::Assignment(a)) => {
@@ -182,7 +322,8 @@ impl WorkerProtocol {
                     self.report(now);
                 }
             }
-            Some(Srv::Pong(_)) | Some(Srv::GoAway(_)) | None => {}
+            Some(Srv::Pong(_)) => self.last_pong = Some(now),
+            Some(Srv::GoAway(_)) | None => {}
         }
     }
 
@@ -199,7 +340,9 @@ impl WorkerProtocol {
         };
         let accept = match &room {
             Some(r) => {
-                self.worker_id.is_some() && self.load_count() < self.cfg.max_sessions && !serving(r)
+                self.worker_id.is_some()
+                    && self.status().0 == proto::WorkerStatus::WsAvailable
+                    && !serving(r)
             }
             None => false,
         };
@@ -242,9 +385,15 @@ impl WorkerProtocol {
         }
     }
 
-    /// Periodic status; offers accepted long ago without an assignment are
-    /// forgotten.
+    /// Periodic status and ping; offers accepted long ago without an
+    /// assignment are forgotten.
     pub fn handle_timeout(&mut self, now: Instant) {
+        if self.next_ping.is_some_and(|t| now >= t) {
+            self.send(Wrk::Ping(proto::WorkerPing {
+                timestamp: unix_ms(),
+            }));
+            self.next_ping = Some(now + PING_EVERY);
+        }
         let before = self.pending.len();
         self.pending
             .retain(|_, (_, _, since)| now.duration_since(*since) < ASSIGNMENT_WAIT);
@@ -259,10 +408,10 @@ impl WorkerProtocol {
             .values()
             .map(|(_, _, since)| *since + ASSIGNMENT_WAIT)
             .min();
-        match (self.next_status, expiry) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.next_status, expiry, self.next_ping]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     pub fn poll_output(&mut self) -> Option<WorkerOutput> {
@@ -304,6 +453,13 @@ impl WorkerProtocol {
                 message: Some(m),
             })));
     }
+}
+
+/// Milliseconds since the epoch, the ping's timestamp.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Decodes one binary message from the server.
@@ -453,6 +609,7 @@ mod tests {
         WorkerConfig {
             agent_name: AGENT_NAME.into(),
             max_sessions: max,
+            load_threshold: LOAD_THRESHOLD,
             version: "t".into(),
         }
     }
@@ -728,5 +885,136 @@ mod tests {
         assert_eq!(agent_url("https://h"), "wss://h/agent?protocol=1");
         assert_eq!(api_url("wss://h"), "https://h");
         assert_eq!(api_url("http://h:1"), "http://h:1");
+    }
+
+    #[test]
+    fn load_shares_come_from_counter_deltas_over_the_interval() {
+        let prev = LoadCounters {
+            busy_us: 1_000_000,
+            contexts: 2,
+            frames_released: 100,
+            fail_closed: 10,
+        };
+        let now = LoadCounters {
+            busy_us: 3_500_000,
+            contexts: 2,
+            frames_released: 200,
+            fail_closed: 30,
+        };
+        // 2.5 s busy out of 2 contexts x 2.5 s; 20 of 100 frames failed closed.
+        let s = LoadSample::between(&prev, &now, STATUS_EVERY);
+        assert!((s.busy_share - 0.5).abs() < 1e-6, "{s:?}");
+        assert!((s.fail_closed_share - 0.2).abs() < 1e-6, "{s:?}");
+        // A session that ended took its counts away: no negative share.
+        let s = LoadSample::between(&now, &prev, STATUS_EVERY);
+        assert_eq!(s, LoadSample::default());
+        // No time, no frames: nothing divides by zero.
+        let s = LoadSample::between(&prev, &prev, Duration::ZERO);
+        assert_eq!(s, LoadSample::default());
+        // Busy beyond the wall time (clock jitter) is capped at 1.
+        let s = LoadSample::between(&prev, &now, Duration::from_millis(100));
+        assert_eq!(s.busy_share, 1.0);
+    }
+
+    #[test]
+    fn load_is_the_largest_limit_and_full_at_the_threshold() {
+        let idle = LoadSample::default();
+        assert_eq!(machine_load(0, 4, 0.7, idle), 0.0);
+        // Sessions reach the threshold exactly at capacity.
+        assert!((machine_load(2, 4, 0.7, idle) - 0.35).abs() < 1e-6);
+        assert!((machine_load(4, 4, 0.7, idle) - 0.7).abs() < 1e-6);
+        let busy = LoadSample {
+            busy_share: 0.9,
+            fail_closed_share: 0.1,
+        };
+        assert!((machine_load(1, 4, 0.7, busy) - 0.9).abs() < 1e-6);
+        let failing = LoadSample {
+            busy_share: 0.2,
+            fail_closed_share: 0.8,
+        };
+        assert!((machine_load(1, 4, 0.7, failing) - 0.8).abs() < 1e-6);
+        // Reported: below the threshold rescaled under the server's target.
+        let (st, l) = reported_load(0.35, 0.5);
+        assert_eq!(st, proto::WorkerStatus::WsAvailable);
+        assert!((l - 0.49).abs() < 1e-6 && l < SERVER_TARGET_LOAD, "{l}");
+        assert_eq!(reported_load(0.5, 0.5), (proto::WorkerStatus::WsFull, 1.0));
+        assert_eq!(reported_load(0.9, 0.7), (proto::WorkerStatus::WsFull, 1.0));
+        let (st, l) = reported_load(0.69, 0.7);
+        assert_eq!(st, proto::WorkerStatus::WsAvailable);
+        assert!(l < SERVER_TARGET_LOAD);
+    }
+
+    #[test]
+    fn a_busy_detector_makes_the_worker_full_and_decline_offers() {
+        let t = Instant::now();
+        let mut p = registered(4, t);
+        drain(&mut p);
+        p.set_sample(LoadSample {
+            busy_share: 0.8,
+            fail_closed_share: 0.0,
+        });
+        assert_eq!(p.status(), (proto::WorkerStatus::WsFull, 1.0));
+        p.handle_message(t, offer("AJ_1", "a-raw"));
+        assert!(!answer(&drain(&mut p)).unwrap().available);
+        // The next interval is quiet again: offers are taken.
+        p.set_sample(LoadSample::default());
+        p.handle_message(t, offer("AJ_2", "a-raw"));
+        assert!(answer(&drain(&mut p)).unwrap().available);
+    }
+
+    #[test]
+    fn pings_periodically_once_registered() {
+        let t = Instant::now();
+        let mut p = WorkerProtocol::new(cfg(2), []);
+        drain(&mut p);
+        // Not registered: no ping scheduled.
+        p.handle_timeout(t + PING_EVERY);
+        assert!(!sent(&drain(&mut p))
+            .iter()
+            .any(|m| matches!(m, Wrk::Ping(_))));
+        let mut p = registered(2, t);
+        drain(&mut p);
+        assert!(p.poll_timeout().is_some_and(|w| w <= t + PING_EVERY));
+        p.handle_timeout(t + PING_EVERY);
+        let pings = |out: &[WorkerOutput]| {
+            sent(out)
+                .iter()
+                .filter(|m| matches!(m, Wrk::Ping(w) if w.timestamp > 0))
+                .count()
+        };
+        assert_eq!(pings(&drain(&mut p)), 1);
+        // Not again before the next period.
+        p.handle_timeout(t + PING_EVERY + Duration::from_secs(1));
+        assert_eq!(pings(&drain(&mut p)), 0);
+        p.handle_timeout(t + PING_EVERY * 2);
+        assert_eq!(pings(&drain(&mut p)), 1);
+        assert_eq!(p.last_pong(), None);
+        let at = t + PING_EVERY * 2 + Duration::from_millis(20);
+        p.handle_message(
+            at,
+            srv(Srv::Pong(proto::WorkerPong {
+                last_timestamp: 1,
+                timestamp: 2,
+            })),
+        );
+        assert_eq!(p.last_pong(), Some(at));
+    }
+
+    #[test]
+    fn capacity_is_the_streams_the_detector_keeps_up_with_at_the_threshold() {
+        let ms = Duration::from_millis;
+        // 20 ms an image: 50 images/s; 30 fps inferring every 3rd frame is
+        // 10 a session; 0.7 of 50 is 35 -> 3 sessions.
+        assert_eq!(measured_capacity(ms(20), 1, 30.0, 3, 0.7), 3);
+        // Two contexts double it.
+        assert_eq!(measured_capacity(ms(20), 2, 30.0, 3, 0.7), 7);
+        // Every frame inferred: 35 / 30 -> 1.
+        assert_eq!(measured_capacity(ms(20), 1, 30.0, 1, 0.7), 1);
+        // Too slow for one stream still takes one (never 0).
+        assert_eq!(measured_capacity(ms(500), 1, 30.0, 1, 0.7), 1);
+        // A fast GPU: 2 ms -> 500/s * 0.7 / 10 = 35.
+        assert_eq!(measured_capacity(ms(2), 1, 30.0, 3, 0.7), 35);
+        // Unmeasured (zero) falls back to one.
+        assert_eq!(measured_capacity(Duration::ZERO, 1, 30.0, 3, 0.7), 1);
     }
 }

@@ -186,6 +186,23 @@ pub struct Server {
     replays: std::sync::Mutex<Replays>,
     /// `--moderator-token`: the moderator page and its routes exist.
     moderator_token: Option<String>,
+    /// Set by `worker`: /healthz answers its JSON and /metrics adds its
+    /// gauges; `serve` leaves it empty.
+    worker: std::sync::Mutex<Option<WorkerHealth>>,
+}
+
+/// A worker's state as `/healthz` (JSON) and `/metrics` show it.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct WorkerHealth {
+    pub registered: bool,
+    pub worker_id: Option<String>,
+    /// Jobs held or promised.
+    pub sessions: usize,
+    /// The worker's own load in [0, 1] (before the server's rescaling).
+    pub load: f32,
+    pub capacity: usize,
+    /// `WS_AVAILABLE` or `WS_FULL`.
+    pub status: String,
 }
 
 impl Server {
@@ -214,7 +231,35 @@ impl Server {
             )),
             replays: std::sync::Mutex::new(Replays::default()),
             moderator_token: moderator_token.filter(|t| !t.is_empty()),
+            worker: std::sync::Mutex::new(None),
         })
+    }
+
+    /// The worker's latest state (`worker` only).
+    pub fn set_worker_health(&self, h: WorkerHealth) {
+        if let Ok(mut w) = self.worker.lock() {
+            *w = Some(h);
+        }
+    }
+
+    pub fn worker_health(&self) -> Option<WorkerHealth> {
+        self.worker.lock().ok().and_then(|w| w.clone())
+    }
+
+    /// The counters the worker's load is computed from: the detector's
+    /// busy time and the frames all sessions released and failed closed.
+    pub async fn load_counters(&self) -> super::dispatch::LoadCounters {
+        let svc = self.svc.stats();
+        let mut c = super::dispatch::LoadCounters {
+            busy_us: svc.busy_us,
+            contexts: svc.contexts,
+            ..Default::default()
+        };
+        for s in self.sessions.lock().await.values() {
+            c.frames_released += s.stats.frames_released.load(Relaxed);
+            c.fail_closed += s.stats.fail_closed.load(Relaxed);
+        }
+        c
     }
 
     pub fn moderator_token(&self) -> Option<&str> {
@@ -491,6 +536,9 @@ impl Server {
                 session_metrics(&mut m, room, &s.stats);
             }
         }
+        if let Some(w) = self.worker_health() {
+            worker_metrics(&mut m, &w);
+        }
         if let Some(hub) = self.lk.moderation.as_ref().map(|c| &c.hub) {
             for (sink, c) in hub.counters() {
                 let labels = [("sink", sink.as_str())];
@@ -724,6 +772,42 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
     );
 }
 
+/// The worker's gauges; WS_FULL is its own 0/1 gauge so alerts need no
+/// label matching.
+fn worker_metrics(m: &mut Exposition, w: &WorkerHealth) {
+    let flag = |b: bool| if b { 1.0 } else { 0.0 };
+    m.gauge(
+        "livecensor_worker_registered",
+        "1 while the worker is registered with livekit-server",
+        &[],
+        flag(w.registered),
+    );
+    m.gauge(
+        "livecensor_worker_load",
+        "The worker's own load in [0, 1]: max of sessions, detector busy and fail-closed shares",
+        &[],
+        w.load as f64,
+    );
+    m.gauge(
+        "livecensor_worker_capacity",
+        "Sessions this worker holds at its load threshold",
+        &[],
+        w.capacity as f64,
+    );
+    m.gauge(
+        "livecensor_worker_jobs",
+        "Jobs held or promised",
+        &[],
+        w.sessions as f64,
+    );
+    m.gauge(
+        "livecensor_worker_full",
+        "1 while the worker reports WS_FULL and declines jobs",
+        &[],
+        flag(w.status == "WS_FULL"),
+    );
+}
+
 /// The HTTP routes: POST /webhook, GET /healthz, GET /metrics, and with a
 /// moderator token the moderator page and its routes (`moderator`).
 pub fn router(server: Arc<Server>) -> Router {
@@ -770,15 +854,30 @@ async fn refuse_large(
     resp
 }
 
-/// 200 "ok" when every room is served with both connections up; 503
-/// "not connected: ..." naming what is down (a load balancer's readiness).
-async fn healthz(State(s): State<Arc<Server>>) -> (StatusCode, String) {
+/// `serve`: 200 "ok" when every room is served with both connections up;
+/// 503 "not connected: ..." naming what is down (a load balancer's
+/// readiness). `worker`: its JSON state, 503 while not registered.
+async fn healthz(State(s): State<Arc<Server>>) -> axum::response::Response {
+    if let Some(w) = s.worker_health() {
+        let code = if w.registered {
+            StatusCode::OK
+        } else {
+            StatusCode::SERVICE_UNAVAILABLE
+        };
+        return match serde_json::to_string(&w) {
+            Ok(body) => (code, [(header::CONTENT_TYPE, "application/json")], body).into_response(),
+            Err(e) => {
+                (StatusCode::INTERNAL_SERVER_ERROR, format!("healthz: {e}\n")).into_response()
+            }
+        };
+    }
     match s.health().await {
-        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Ok(()) => (StatusCode::OK, "ok\n").into_response(),
         Err(why) => (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("not connected: {why}\n"),
-        ),
+        )
+            .into_response(),
     }
 }
 
@@ -1249,5 +1348,38 @@ mod tests {
                 .0,
             StatusCode::BAD_REQUEST
         );
+    }
+
+    #[test]
+    fn worker_health_is_json_and_gauges() {
+        let w = WorkerHealth {
+            registered: true,
+            worker_id: Some("AW_1".into()),
+            sessions: 2,
+            load: 0.5,
+            capacity: 3,
+            status: "WS_FULL".into(),
+        };
+        let j: serde_json::Value = serde_json::to_value(&w).unwrap();
+        assert_eq!(j["registered"], true);
+        assert_eq!(j["worker_id"], "AW_1");
+        assert_eq!(j["sessions"], 2);
+        assert_eq!(j["load"], 0.5);
+        assert_eq!(j["capacity"], 3);
+        assert_eq!(j["status"], "WS_FULL");
+        let mut m = Exposition::default();
+        worker_metrics(&mut m, &w);
+        let text = m.render().unwrap();
+        let value = |name: &str| -> Option<f64> {
+            text.lines().find_map(|l| {
+                let (n, v) = l.split_once(' ')?;
+                (n == name).then(|| v.parse().ok())?
+            })
+        };
+        assert_eq!(value("livecensor_worker_registered"), Some(1.0), "{text}");
+        assert_eq!(value("livecensor_worker_load"), Some(0.5), "{text}");
+        assert_eq!(value("livecensor_worker_capacity"), Some(3.0), "{text}");
+        assert_eq!(value("livecensor_worker_jobs"), Some(2.0), "{text}");
+        assert_eq!(value("livecensor_worker_full"), Some(1.0), "{text}");
     }
 }

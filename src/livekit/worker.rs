@@ -6,14 +6,14 @@
 //! re-dispatches raw rooms whose lease stopped (failover).
 
 use super::dispatch::{
-    agent_url, api_url, decode, has_broadcast, lease_metadata, LeaseWatch, RoomView, WorkerConfig,
-    WorkerOutput, WorkerProtocol, BEAT_EVERY,
+    agent_url, api_url, decode, has_broadcast, lease_metadata, LeaseWatch, LoadSample, RoomView,
+    WorkerConfig, WorkerOutput, WorkerProtocol, BEAT_EVERY, STATUS_EVERY,
 };
 use super::session::raw_room;
 use super::supervise::JobInput;
 use super::timing::Backoff;
 use super::token;
-use super::webhook::Server;
+use super::webhook::{Server, WorkerHealth};
 use crate::error::LiveKitError;
 use futures_util::{SinkExt, StreamExt};
 use livekit_api::services::agent_dispatch::AgentDispatchClient;
@@ -31,7 +31,10 @@ use tokio_tungstenite::tungstenite::Message;
 #[derive(Clone, Debug)]
 pub struct WorkerOptions {
     pub agent_name: String,
+    /// Sessions held at the load threshold (`--max-sessions` or measured).
     pub max_sessions: usize,
+    /// `--load-threshold`: WS_FULL at or above this load.
+    pub load_threshold: f32,
     /// Watch other workers' leases and re-dispatch their rooms when they
     /// stop.
     pub takeover: bool,
@@ -47,6 +50,12 @@ struct Shared {
 
 /// Runs the worker until the task is dropped.
 pub async fn run(server: Arc<Server>, opts: WorkerOptions) {
+    // /healthz is the worker's JSON (not registered yet) from the start.
+    server.set_worker_health(WorkerHealth {
+        capacity: opts.max_sessions,
+        status: proto::WorkerStatus::WsAvailable.as_str_name().to_string(),
+        ..Default::default()
+    });
     let shared = Arc::new(Mutex::new(Shared::default()));
     let _lease = AbortOnDrop(tokio::spawn(lease_task(
         server.clone(),
@@ -60,6 +69,12 @@ pub async fn run(server: Arc<Server>, opts: WorkerOptions) {
             tracing::warn!("agent connection: {e}; reconnecting");
             eprintln!("worker: agent connection lost ({e}); reconnecting");
         }
+        // Not registered until the next connection's registration (the
+        // lease keeps beating: the sessions go on).
+        let mut h = server.worker_health().unwrap_or_default();
+        h.registered = false;
+        h.worker_id = None;
+        server.set_worker_health(h);
         backoff.connection_ended(up, Instant::now());
         tokio::time::sleep(backoff.next_wait()).await;
     }
@@ -122,10 +137,14 @@ async fn connection(
         WorkerConfig {
             agent_name: opts.agent_name.clone(),
             max_sessions: opts.max_sessions,
+            load_threshold: opts.load_threshold,
             version: env!("CARGO_PKG_VERSION").into(),
         },
         running,
     );
+    // The load's detector and fail-closed shares, over each status period.
+    let mut sample_tick = tokio::time::interval(STATUS_EVERY);
+    let mut last_counters = (Instant::now(), server.load_counters().await);
     // Sessions that failed to start: (job, error).
     let (failed_tx, mut failed_rx) = mpsc::unbounded_channel::<(String, String)>();
     let mut reap = tokio::time::interval(Duration::from_millis(500));
@@ -139,8 +158,8 @@ async fn connection(
                     .map_err(ws_err)?,
                 WorkerOutput::Registered { worker_id } => {
                     eprintln!(
-                        "worker registered as {worker_id} (agent {}, max sessions {})",
-                        opts.agent_name, opts.max_sessions
+                        "worker registered as {worker_id} (agent {}, capacity {} sessions, load threshold {})",
+                        opts.agent_name, opts.max_sessions, opts.load_threshold
                     );
                     lock(shared).worker_id = Some(worker_id);
                 }
@@ -185,6 +204,7 @@ async fn connection(
                 }
             }
         }
+        publish(server, &p, opts);
         let wake = p
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
@@ -218,9 +238,29 @@ async fn connection(
                     }
                 }
             }
+            _ = sample_tick.tick() => {
+                let now = Instant::now();
+                let counters = server.load_counters().await;
+                let (then, prev) = last_counters;
+                p.set_sample(LoadSample::between(&prev, &counters, now.duration_since(then)));
+                last_counters = (now, counters);
+            }
             _ = tokio::time::sleep_until(wake.into()) => p.handle_timeout(Instant::now()),
         }
     }
+}
+
+/// Shows the protocol's state on /healthz and /metrics.
+fn publish(server: &Server, p: &WorkerProtocol, opts: &WorkerOptions) {
+    let (status, _) = p.status();
+    server.set_worker_health(WorkerHealth {
+        registered: p.worker_id().is_some(),
+        worker_id: p.worker_id().map(str::to_string),
+        sessions: p.jobs(),
+        load: p.load(),
+        capacity: opts.max_sessions,
+        status: status.as_str_name().to_string(),
+    });
 }
 
 /// Beats the lease of every room served and, with `takeover`, asks the

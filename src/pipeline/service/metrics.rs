@@ -18,6 +18,14 @@ pub struct ServiceStats {
     pub stalled_batches: u64,
     pub failed_batches: u64,
     pub faulted_frames: u64,
+    /// Time spent inferring, summed over the contexts, microseconds (the
+    /// worker's detector busy share).
+    pub busy_us: u64,
+    /// Inference contexts running in parallel.
+    pub contexts: usize,
+    /// One image's inference time measured at start (the slowest
+    /// context's), microseconds; 0 when not measured.
+    pub image_us: u64,
 }
 
 /// The service's counters, shared by its workers.
@@ -29,6 +37,8 @@ pub(super) struct Counters {
     stalled: AtomicU64,
     failed: AtomicU64,
     faulted_frames: AtomicU64,
+    busy_us: AtomicU64,
+    image_us: AtomicU64,
 }
 
 impl Counters {
@@ -41,7 +51,15 @@ impl Counters {
             stalled: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             faulted_frames: AtomicU64::new(0),
+            busy_us: AtomicU64::new(0),
+            image_us: AtomicU64::new(0),
         }
+    }
+
+    /// A context's per-image time measured at warm-up; the slowest counts.
+    pub(super) fn record_image_time(&self, t: Duration) {
+        self.image_us
+            .fetch_max(t.as_micros().max(1) as u64, Ordering::Relaxed);
     }
 
     /// A test-only fault hit a batch of `frames`.
@@ -56,10 +74,17 @@ impl Counters {
             .fetch_add(frames as u64, Ordering::Relaxed);
     }
 
-    /// One batch of `images` inferred; `waits` is each image's time in the
-    /// queue.
-    pub(super) fn record_batch(&self, images: usize, waits: impl Iterator<Item = Duration>) {
+    /// One batch of `images` inferred in `busy`; `waits` is each image's
+    /// time in the queue.
+    pub(super) fn record_batch(
+        &self,
+        images: usize,
+        busy: Duration,
+        waits: impl Iterator<Item = Duration>,
+    ) {
         self.batches.fetch_add(1, Ordering::Relaxed);
+        self.busy_us
+            .fetch_add(busy.as_micros() as u64, Ordering::Relaxed);
         self.images.fetch_add(images as u64, Ordering::Relaxed);
         self.batch_sizes.observe(images as f64);
         for w in waits {
@@ -77,6 +102,9 @@ impl DetectService {
             stalled_batches: c.stalled.load(Ordering::Relaxed),
             failed_batches: c.failed.load(Ordering::Relaxed),
             faulted_frames: c.faulted_frames.load(Ordering::Relaxed),
+            busy_us: c.busy_us.load(Ordering::Relaxed),
+            contexts: self.workers.len(),
+            image_us: c.image_us.load(Ordering::Relaxed),
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::worker::InferEstimate;
 use crate::detect::{DetectBackend, Letterbox, LetterboxMode};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The input shapes warmed up at start, each with the largest batch run:
 /// the service's main shape (square, or for a rectangular letterbox the
@@ -28,16 +28,22 @@ fn warm_shapes(mode: LetterboxMode, size: usize, max_batch: usize) -> Vec<(Lette
     shapes
 }
 
+/// Timed runs of the main shape after its memory is planned: the fastest
+/// gives the per-image time `worker` sizes its capacity from.
+const MEASURE_RUNS: usize = 3;
+
 /// Runs every warm shape once per batch size up to its largest on a blank
-/// input. A failure here is not fatal: the same error comes back on the
+/// input, then times the main shape at batch 1 and returns its per-image
+/// time. A failure here is not fatal: the same error comes back on the
 /// first job.
 pub(super) fn warm_up(
     backend: &mut dyn DetectBackend,
     max_batch: usize,
     input: &mut Vec<f32>,
     estimate: &mut InferEstimate,
-) {
+) -> Option<Duration> {
     let shapes = warm_shapes(backend.letterbox_mode(), backend.input_size(), max_batch);
+    let main = shapes.first().map(|(lb, _)| *lb);
     for (lb, most) in shapes {
         for n in 1..=most {
             input.clear();
@@ -45,7 +51,7 @@ pub(super) fn warm_up(
             let t0 = Instant::now();
             if let Err(e) = backend.detect(input, n, &vec![lb; n]) {
                 tracing::warn!("detector warm-up at batch {n}: {e}");
-                return;
+                return None;
             }
             // The main shape's last runs seed the estimate (first runs of a
             // shape plan memory and are slow).
@@ -54,4 +60,13 @@ pub(super) fn warm_up(
             }
         }
     }
+    let lb = main?;
+    input.clear();
+    input.resize(lb.len(), 0.5);
+    (0..MEASURE_RUNS)
+        .filter_map(|_| {
+            let t0 = Instant::now();
+            backend.detect(input, 1, &[lb]).ok().map(|_| t0.elapsed())
+        })
+        .min()
 }

@@ -114,7 +114,9 @@ pub(super) fn worker(
 ) {
     let mut input: Vec<f32> = Vec::new();
     let mut estimate = InferEstimate::default();
-    warm_up(backend.as_mut(), max_batch, &mut input, &mut estimate);
+    if let Some(t) = warm_up(backend.as_mut(), max_batch, &mut input, &mut estimate) {
+        shared.counters.record_image_time(t);
+    }
     let _ = ready.send(());
     drop(ready);
     loop {
@@ -204,6 +206,7 @@ pub(super) fn worker(
         }
         shared.counters.record_batch(
             n,
+            infer,
             live.iter()
                 .map(|q| start.saturating_duration_since(q.enqueued)),
         );
