@@ -400,7 +400,11 @@ mod tests {
                 (2, (64, 96)),
                 (1, (96, 96)),
                 (1, (96, 64)),
-                (1, (64, 64))
+                (1, (64, 64)),
+                // The main shape timed for the per-image estimate.
+                (1, (64, 96)),
+                (1, (64, 96)),
+                (1, (64, 96))
             ]
         );
         let (tx, rx) = channel();
