@@ -1086,7 +1086,11 @@ def sc_abuse(s):
     ok = (r["viewer_rc"] == 0 and r.get("leaks", 1) == 0
           and fl["codes"].get(401, 0) == fl["answered"] and fl["answered"] >= 0.95 * fl["requests"]
           and res["webhooks_rejected"] >= fl["answered"]
-          and all(x["status"] == 413 and x["body_sent_bytes"] <= 4 * 1024 * 1024 for x in big)
+          # The server reads at most 256 KiB; what the client gets into the
+          # kernel's socket buffers on loopback before the 413 arrives
+          # (several MB when auto-tuned) is not the server's reading, so the
+          # bound only proves the 100 MB were not taken.
+          and all(x["status"] == 413 and x["body_sent_bytes"] <= 16 * 1024 * 1024 for x in big)
           and res["http_413_counted"] >= len(big) and res["sessions_after"] == 1
           and rss["peak"] <= rss["before"] * 1.10 + 8)
     return ok, res
