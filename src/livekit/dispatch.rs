@@ -471,15 +471,7 @@ pub fn decode(bytes: &[u8]) -> Result<proto::ServerMessage, LiveKitError> {
 
 /// The `/agent` WebSocket URL for a server URL (`ws(s)://` or `http(s)://`).
 pub fn agent_url(base: &str) -> String {
-    let base = base.trim_end_matches('/');
-    let base = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        base.to_string()
-    };
-    format!("{base}/agent?protocol=1")
+    format!("{}/agent?protocol=1", super::signal::ws_base(base))
 }
 
 /// The HTTP(S) URL of the server's API (Twirp) for its WebSocket URL.

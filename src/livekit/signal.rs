@@ -16,19 +16,25 @@ pub const PROTOCOL_VERSION: u32 = 17;
 /// `https://` host[:port]). `auto_subscribe=0`: the censor subscribes to the
 /// one track it needs, never to everything in the room.
 pub fn connect_url(base: &str, token: &str, auto_subscribe: bool) -> String {
-    let base = base.trim_end_matches('/');
-    let base = if let Some(rest) = base.strip_prefix("http://") {
-        format!("ws://{rest}")
-    } else if let Some(rest) = base.strip_prefix("https://") {
-        format!("wss://{rest}")
-    } else {
-        base.to_string()
-    };
+    let base = ws_base(base);
     format!(
         "{base}/rtc?access_token={token}&protocol={PROTOCOL_VERSION}&auto_subscribe={}&sdk=rust&version={}",
         u8::from(auto_subscribe),
         env!("CARGO_PKG_VERSION")
     )
+}
+
+/// A server URL as a WebSocket base without a trailing slash (`http(s)://`
+/// becomes `ws(s)://`).
+pub fn ws_base(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    if let Some(rest) = base.strip_prefix("http://") {
+        format!("ws://{rest}")
+    } else if let Some(rest) = base.strip_prefix("https://") {
+        format!("wss://{rest}")
+    } else {
+        base.to_string()
+    }
 }
 
 /// Encodes one request as the binary WebSocket message the server expects.

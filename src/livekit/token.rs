@@ -16,6 +16,19 @@ pub const RAW_SUFFIX: &str = "-raw";
 /// connected participant when its token expires.
 const TTL: Duration = Duration::from_secs(6 * 3600);
 
+/// Subscribe-only, hidden grants in `room`: what the censor's input needs.
+fn hidden_subscriber(room: &str) -> VideoGrants {
+    VideoGrants {
+        room_join: true,
+        room: room.to_string(),
+        can_publish: Some(false),
+        can_subscribe: Some(true),
+        can_publish_data: Some(false),
+        hidden: true,
+        ..Default::default()
+    }
+}
+
 /// The hidden subscriber in `room` (the raw room).
 pub fn subscriber_token(
     key: &str,
@@ -23,20 +36,7 @@ pub fn subscriber_token(
     room: &str,
     identity: &str,
 ) -> Result<String, LiveKitError> {
-    mint(
-        key,
-        secret,
-        identity,
-        VideoGrants {
-            room_join: true,
-            room: room.to_string(),
-            can_publish: Some(false),
-            can_subscribe: Some(true),
-            can_publish_data: Some(false),
-            hidden: true,
-            ..Default::default()
-        },
-    )
+    mint(key, secret, identity, hidden_subscriber(room))
 }
 
 /// The visible publisher in `room` (the viewers' room).
@@ -73,14 +73,8 @@ pub fn job_subscriber_token(
     let t = builder(key, secret, identity)?
         .with_kind("agent")
         .with_grants(VideoGrants {
-            room_join: true,
-            room: room.to_string(),
-            can_publish: Some(false),
-            can_subscribe: Some(true),
-            can_publish_data: Some(false),
-            hidden: true,
             agent: true,
-            ..Default::default()
+            ..hidden_subscriber(room)
         });
     t.to_jwt().map_err(|e| LiveKitError::Token(e.to_string()))
 }

@@ -621,6 +621,22 @@ class Receiver:
         self.server.shutdown()
 
 
+def serve_with_rules(s, rule, secret, *args):
+    """`serve` with one rule "faces" on both face classes at min_score 0.2
+    (`rule`: the rest of its TOML lines) and the events secret `secret`."""
+    d = os.path.join(OUT, s.scenario)
+    os.makedirs(d, exist_ok=True)
+    cfg = os.path.join(d, "rules.toml")
+    with open(cfg, "w") as fh:
+        fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
+                 'min_score = 0.2\n' + rule)
+    os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
+    try:
+        return s.serve("-c", cfg, *args)
+    finally:
+        del os.environ["LIVECENSOR_EVENTS_SECRET"]
+
+
 def lk_api():
     return api.LiveKitAPI(tokens.URL.replace("ws", "http", 1), tokens.KEY, tokens.SECRET)
 
@@ -637,18 +653,10 @@ def sc_moderation(s):
     hook = Receiver(secret)
     got = hook.got
     d = os.path.join(OUT, s.scenario)
-    os.makedirs(d, exist_ok=True)
-    cfg = os.path.join(d, "rules.toml")
-    with open(cfg, "w") as fh:
-        fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
-                 'min_score = 0.2\nhits = 10\nwindow_s = 5\ncooldown_s = 60\n'
-                 'actions = [{ action = "censor_whole", duration_s = 60 }]\n')
-    os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
-    try:
-        s.serve("-c", cfg, "--events", os.path.join(d, "events.jsonl"),
-                "--events-webhook", hook.url, "--moderator-token", token)
-    finally:
-        del os.environ["LIVECENSOR_EVENTS_SECRET"]
+    serve_with_rules(s, 'hits = 10\nwindow_s = 5\ncooldown_s = 60\n'
+                        'actions = [{ action = "censor_whole", duration_s = 60 }]\n', secret,
+                     "--events", os.path.join(d, "events.jsonl"),
+                     "--events-webhook", hook.url, "--moderator-token", token)
     room = "e2e-mod"
     # The rule censors the rest whole and the moderator removes the
     # broadcaster half-way: fewer frames, most of them censored whole.
@@ -721,18 +729,8 @@ def sc_actions(s):
     secret = "e2e-actions-secret"
     token = "e2e-actions-token"
     hook = Receiver(secret)
-    d = os.path.join(OUT, s.scenario)
-    os.makedirs(d, exist_ok=True)
-    cfg = os.path.join(d, "rules.toml")
-    with open(cfg, "w") as fh:
-        fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
-                 'min_score = 0.2\nhits = 5\nwindow_s = 5\ncooldown_s = 2\n'
-                 'actions = ["notify", "mute"]\n')
-    os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
-    try:
-        s.serve("-c", cfg, "--events-webhook", hook.url, "--moderator-token", token)
-    finally:
-        del os.environ["LIVECENSOR_EVENTS_SECRET"]
+    serve_with_rules(s, 'hits = 5\nwindow_s = 5\ncooldown_s = 2\nactions = ["notify", "mute"]\n',
+                     secret, "--events-webhook", hook.url, "--moderator-token", token)
     room = "e2e-act"
     v, b, j = s.clients(room, viewer_args=("--min-frames", "20"))
     end = time.time() + 20
@@ -822,17 +820,9 @@ def sc_modlatency(s):
         token = "e2e-modlatency-token"
         hook = Receiver(secret)
         d = os.path.join(OUT, s.scenario)
-        cfg = os.path.join(d, "rules.toml")
-        with open(cfg, "w") as fh:
-            fh.write('[[rules]]\nname = "faces"\nclasses = ["FACE_FEMALE", "FACE_MALE"]\n'
-                     'min_score = 0.2\nhits = 10\nwindow_s = 5\ncooldown_s = 10\n'
-                     'actions = ["notify"]\n')
-        os.environ["LIVECENSOR_EVENTS_SECRET"] = secret
-        try:
-            s.serve("-c", cfg, "--events", os.path.join(d, "events.jsonl"),
-                    "--events-webhook", hook.url, "--moderator-token", token)
-        finally:
-            del os.environ["LIVECENSOR_EVENTS_SECRET"]
+        serve_with_rules(s, 'hits = 10\nwindow_s = 5\ncooldown_s = 10\nactions = ["notify"]\n', secret,
+                         "--events", os.path.join(d, "events.jsonl"),
+                         "--events-webhook", hook.url, "--moderator-token", token)
         auth = {"Authorization": "Bearer " + token}
         stop = threading.Event()
         sse = []
