@@ -27,6 +27,7 @@ use livecensor::pipeline::scheduler::SchedulerConfig;
 use livecensor::pipeline::service::Completion;
 use livecensor::pipeline::{DetectService, Status, StreamOptions, StreamPipeline};
 use livecensor::policy::Policy;
+use livecensor::source::device::DeviceReader;
 use livecensor::track::TrackerConfig;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -675,4 +676,48 @@ fn stream_device_path_feeds_device_inputs() {
     }
     assert_eq!(device_reads.load(Ordering::SeqCst), 12);
     assert_eq!(host_reads.load(Ordering::SeqCst), 0);
+}
+
+/// The device file reader hands each picture the access unit it alone came
+/// of, as the host reader does, so `censor --gpu` can pass clean frames
+/// through: every unit of a stream without B-frames, in order, byte for byte.
+#[test]
+fn device_reader_gives_each_picture_its_access_unit() {
+    let Some(ctx) = gpu("device_reader_gives_each_picture_its_access_unit") else {
+        return;
+    };
+    let (w, h) = (640usize, 360usize);
+    let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).expect("encoder");
+    let aus: Vec<Vec<u8>> = (0..45)
+        .map(|i| enc.encode(&pattern(w, h, i), i % 20 == 0).expect("encode"))
+        .filter(|au| !au.is_empty())
+        .collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("in.h264");
+    std::fs::write(&path, aus.concat()).expect("write");
+    let mut reader = match DeviceReader::open(&path, Some(30.0), &ctx) {
+        Ok(r) => r,
+        Err(e) => {
+            skip(
+                "device_reader_gives_each_picture_its_access_unit",
+                &e.to_string(),
+            );
+            return;
+        }
+    };
+    let mut got = Vec::new();
+    while let Some(f) = reader.next_frame() {
+        let f = f.expect("frame");
+        assert!(!f.corrupt, "frame {} corrupt", f.index);
+        got.push(f.au.as_deref().map(<[u8]>::to_vec));
+        reader.recycle(f.frame);
+    }
+    assert_eq!(got.len(), aus.len(), "pictures");
+    for (k, (g, a)) in got.iter().zip(&aus).enumerate() {
+        assert_eq!(
+            g.as_deref(),
+            Some(a.as_slice()),
+            "frame {k}: not its own unit"
+        );
+    }
 }

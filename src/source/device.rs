@@ -11,6 +11,7 @@ use crate::error::{Error, MediaError};
 use crate::gpu::{nvdec::NvDecoder, DeviceFrame, GpuContext, GpuStream};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One picture in device memory, in display order.
 pub struct DeviceDecoded {
@@ -20,7 +21,13 @@ pub struct DeviceDecoded {
     pub frame: DeviceFrame,
     /// Decoded from damaged data: censor the whole frame.
     pub corrupt: bool,
+    /// The access unit this picture, and only this one, came of (what
+    /// passthrough forwards); `None` when that is not known for sure.
+    pub au: Option<Arc<[u8]>>,
 }
+
+/// A decoded picture waiting to be taken: pts, frame, damaged, its unit.
+type Ready = (i64, DeviceFrame, bool, Option<Arc<[u8]>>);
 
 enum Kind {
     Nvdec {
@@ -44,7 +51,7 @@ pub struct DeviceReader {
     path: PathBuf,
     info: VideoInfo,
     kind: Kind,
-    ready: VecDeque<(i64, DeviceFrame, bool)>,
+    ready: VecDeque<Ready>,
     next_index: u64,
 }
 
@@ -102,7 +109,7 @@ impl DeviceReader {
             next_index: 0,
         };
         r.fill()?;
-        let Some((_, f, _)) = r.ready.front() else {
+        let Some((_, f, _, _)) = r.ready.front() else {
             return Err(MediaError::Malformed {
                 path: path.into(),
                 container: if container == Container::Mp4 {
@@ -137,6 +144,8 @@ impl DeviceReader {
             return Ok(());
         };
         while self.ready.is_empty() && !*finished {
+            // The unit fed this round and its timestamp, when it has both.
+            let mut unit: Option<(Arc<[u8]>, i64)> = None;
             let frames = match demux.next_packet() {
                 None => {
                     *finished = true;
@@ -156,7 +165,12 @@ impl DeviceReader {
                                 *damaged_until_idr = false;
                             }
                             match decoder.decode(&au, pts) {
-                                Ok(f) => f,
+                                Ok(f) => {
+                                    if p.pts.is_some() {
+                                        unit = Some((Arc::from(au), pts));
+                                    }
+                                    f
+                                }
                                 Err(e) => {
                                     tracing::warn!(
                                         "NVDEC: {e}; frames censored until the next IDR"
@@ -179,9 +193,18 @@ impl DeviceReader {
                 tracing::warn!("NVDEC: {}", errors.join("; "));
                 *damaged_until_idr = true;
             }
+            let only = frames.len() == 1;
             for f in frames {
                 let damaged = f.damaged || *damaged_until_idr;
-                self.ready.push_back((f.timestamp, f.frame, damaged));
+                // The unit goes with its picture only when that is the one
+                // picture out and carries the unit's own timestamp.
+                let au = match &unit {
+                    Some((data, pts)) if only && !damaged && f.timestamp == *pts => {
+                        Some(data.clone())
+                    }
+                    _ => None,
+                };
+                self.ready.push_back((f.timestamp, f.frame, damaged, au));
             }
         }
         Ok(())
@@ -204,7 +227,7 @@ impl DeviceReader {
 
     /// The next frame in display order; `None` at the end.
     pub fn next_frame(&mut self) -> Option<Result<DeviceDecoded, Error>> {
-        let (pts, frame, corrupt) = match &mut self.kind {
+        let (pts, frame, corrupt, au) = match &mut self.kind {
             Kind::Upload { y4m, stream, free } => {
                 let host = match y4m.next_picture()? {
                     Ok(f) => f,
@@ -219,7 +242,7 @@ impl DeviceReader {
                     .map_or_else(|| stream.alloc_frame(host.width, host.height), Ok)
                     .and_then(|mut d| stream.upload(&host, &mut d).map(|()| d));
                 match up {
-                    Ok(d) => (pts, d, false),
+                    Ok(d) => (pts, d, false, None),
                     Err(e) => return Some(Err(e)),
                 }
             }
@@ -237,6 +260,7 @@ impl DeviceReader {
             pts,
             frame,
             corrupt,
+            au,
         }))
     }
 }

@@ -90,7 +90,7 @@ impl Source for FileSource {
                 None => return Ok(Feed::End),
                 Some(f) => {
                     let f = f?;
-                    (Picture::Device(f.frame), f.pts, f.corrupt, None)
+                    (Picture::Device(f.frame), f.pts, f.corrupt, f.au)
                 }
             },
         };
