@@ -66,6 +66,13 @@ pub struct BenchArgs {
     /// `censor`.
     #[arg(long)]
     pub unpaced: bool,
+    /// Admit the paced input as `serve` admits a live track: frames
+    /// queued over 100 ms decoded but skipped, input over 400 ms old not
+    /// decoded (grey, censored whole, until a key frame), at most 8 frames
+    /// in the pipeline; skipped frames count as dropped. Without it a
+    /// machine behind real time queues input and latency grows.
+    #[arg(long, conflicts_with = "unpaced")]
+    pub live: bool,
     /// Frames in flight per stream when unpaced (default: as `censor`).
     #[arg(long)]
     pub window: Option<usize>,
@@ -197,6 +204,7 @@ impl BenchArgs {
             fps: self.fps,
             scenarios,
             paced: !self.unpaced,
+            live: self.live && !self.unpaced,
             window: self.window.unwrap_or(0),
             latency_budget_ms: self.latency_budget_ms,
             audit: !self.no_audit,
