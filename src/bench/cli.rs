@@ -304,7 +304,9 @@ pub fn gate(rep: &BenchReport) -> Vec<String> {
     let mut out = Vec::new();
     for (k, r) in rep.runs.iter().enumerate() {
         let run = format!("run {} ({} stream(s))", k + 1, r.setup.streams);
-        if r.dropped > 0 {
+        // `--live` skips frames behind real time by design (counted, not
+        // a failure); elsewhere a dropped frame is one lost.
+        if r.dropped > 0 && !r.setup.live {
             out.push(format!("{run}: {} frame(s) dropped", r.dropped));
         }
         if let Some(f) = r.faults.as_ref().filter(|f| f.recovered() == Some(false)) {
@@ -330,4 +332,36 @@ pub fn gate(rep: &BenchReport) -> Vec<String> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bench::report::RunSetup;
+
+    fn dropped(live: bool) -> BenchReport {
+        BenchReport {
+            runs: vec![RunReport {
+                setup: RunSetup {
+                    streams: 4,
+                    mode: "strict".into(),
+                    paced: true,
+                    live,
+                    ..RunSetup::default()
+                },
+                frames_in: 10,
+                frames_out: 7,
+                dropped: 3,
+                ..RunReport::default()
+            }],
+            ..BenchReport::default()
+        }
+    }
+
+    #[test]
+    fn dropped_frames_fail_the_gate_unless_skipped_by_live_admission() {
+        let g = gate(&dropped(false));
+        assert!(g.iter().any(|w| w.contains("3 frame(s) dropped")), "{g:?}");
+        assert!(gate(&dropped(true)).is_empty());
+    }
 }
