@@ -56,6 +56,7 @@ impl Stream<'_> {
         };
         let mut sink = Collector {
             start: self.start,
+            fps: o.fps,
             samples: Vec::with_capacity(self.aus.len()),
         };
         drive(&mut engine, &mut source, &mut sink)?;
@@ -120,6 +121,7 @@ impl Source for ClipSource<'_, '_> {
 /// The bench's sink: one sample per released frame.
 struct Collector {
     start: Instant,
+    fps: f64,
     samples: Vec<FrameSample>,
 }
 
@@ -132,7 +134,11 @@ impl Sink for Collector {
             None => Vec::new(),
         };
         self.samples.push(FrameSample {
-            index: out.index,
+            // The clip's frame, from the timestamp the source gave it: the
+            // engine's own index counts released frames only, which is
+            // not the clip's once `--live` skips some (the ground truth
+            // would be another frame's).
+            index: (out.pts as f64 * self.fps / 90_000.0).round().max(0.0) as u64,
             arrival_s: since(out.arrived),
             output_s: since(out.done),
             times: out.times,
