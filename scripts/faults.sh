@@ -4,8 +4,10 @@
 #      `--fault-detector-*` flags), from 4 s after the run's first batch:
 #      stall 500 ms per batch for 2 s; fail every 3rd batch for 3 s; hang
 #      (2 s stall) for 1 s; fail every batch for 3 s; and no fault;
-#   2. overload x2: `bench --find-capacity` at WxH (default 1280x720), then
-#      twice the streams it held, audited.
+#   2. overload x2: `bench --scenario mixed --find-capacity
+#      --latency-budget-ms 100` at WxH (default 1280x720), then twice the
+#      streams it held, audited, admitted as `serve` admits live tracks
+#      (`--live`: behind real time frames are skipped, not queued).
 # Prints one table (ground-truth leaks, fail-closed frames before / inside
 # / after each fault, recovered, p99 against the 250 ms deadline, peak
 # RSS); JSON reports in out/faults/. bench exits 1 on a ground-truth leak
@@ -36,10 +38,12 @@ for spec in \
 done
 W=${SIZE%x*}
 H=${SIZE#*x}
-$B bench --find-capacity --step-duration 6 --max-streams 12 --no-audit --width "$W" --height "$H" \
+$B bench --scenario mixed --latency-budget-ms 100 --find-capacity --step-duration 6 --max-streams 12 \
+  --no-audit --width "$W" --height "$H" \
   --json "$O/capacity.json" >"$O/capacity.txt" 2>&1 || true
 cap=$(python3 -c "import json; print(json.load(open('$O/capacity.json')).get('capacity_realtime') or 1)")
-if ! $B bench --streams $((2 * cap)) --duration 10 --width "$W" --height "$H" \
+if ! $B bench --streams $((2 * cap)) --live --scenario mixed --latency-budget-ms 100 --duration 10 \
+  --width "$W" --height "$H" \
   --json "$O/overload.json" >"$O/overload.txt" 2>&1; then
   echo "faults: overload x2: bench failed (see $O/overload.txt)" >&2
   rc=1

@@ -26,6 +26,7 @@ fn one_small_strict_stream_drops_nothing_and_leaks_nothing() {
         fps: 30.0,
         scenarios: vec![Scenario::ConstantPan],
         paced: false,
+        live: false,
         window: 0,
         // Unpaced frames queue up behind each other; latency is not judged.
         latency_budget_ms: 10_000.0,

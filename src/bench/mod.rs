@@ -42,6 +42,12 @@ pub struct BenchOptions {
     /// window of frames in flight, and predictive frames await the
     /// detections before them).
     pub paced: bool,
+    /// Paced input admitted as `serve` admits a live track
+    /// ([`crate::livekit::media::admit`], at most
+    /// [`crate::livekit::media::MAX_IN_FLIGHT`] frames in the pipeline):
+    /// behind real time frames are skipped and latency stays bounded,
+    /// where plain paced input queues without limit.
+    pub live: bool,
     /// Frames in flight per stream when unpaced (0: as `censor` does).
     pub window: usize,
     pub latency_budget_ms: f64,

@@ -138,6 +138,9 @@ pub struct RunSetup {
     pub mode: String,
     pub detect_every: u32,
     pub paced: bool,
+    /// Paced input admitted as `serve` admits a live track (`--live`).
+    #[serde(default)]
+    pub live: bool,
     pub latency_budget_ms: f64,
     pub detector_threads: usize,
     pub contexts: usize,
@@ -717,7 +720,11 @@ impl RunReport {
             } else {
                 String::new()
             },
-            if s.paced { "paced" } else { "unpaced" },
+            match (s.paced, s.live) {
+                (true, true) => "paced, live admission",
+                (true, false) => "paced",
+                _ => "unpaced",
+            },
             s.frames_per_stream,
             s.detector_threads,
             s.contexts,

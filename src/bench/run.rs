@@ -29,6 +29,7 @@ fn setup_of(cfg: &Config, o: &BenchOptions, mode: LetterboxMode) -> RunSetup {
         mode: cfg.scheduler.mode.to_ascii_lowercase(),
         detect_every: cfg.scheduler.detect_every,
         paced: o.paced,
+        live: o.live,
         latency_budget_ms: o.latency_budget_ms,
         detector_threads: cfg.detector.threads,
         contexts: cfg.batcher.contexts,
@@ -246,6 +247,7 @@ pub(super) fn warm_up_on(
             .frames
             .min(2 * cfg.batcher.contexts.max(1) * cfg.batcher.max_batch.max(1)),
         paced: false,
+        live: false,
         audit: false,
         ..o.clone()
     };

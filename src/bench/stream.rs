@@ -9,6 +9,7 @@ use crate::engine::{
     drive, Engine, EngineOptions, Feed, Input, Output, PassthroughOptions, Sink, Source,
 };
 use crate::error::Error;
+use crate::livekit::media::{admit, MAX_IN_FLIGHT};
 use crate::pipeline::stream::StreamPipeline;
 use crate::synth::Scenario;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ impl Stream<'_> {
                 passthrough: self.passthrough,
                 fps: o.fps as f32,
                 encode: true,
-                max_in_flight: None,
+                max_in_flight: (o.paced && o.live).then_some(MAX_IN_FLIGHT),
                 snapshot_every: None,
             },
         )?;
@@ -55,6 +56,7 @@ impl Stream<'_> {
         };
         let mut sink = Collector {
             start: self.start,
+            fps: o.fps,
             samples: Vec::with_capacity(self.aus.len()),
         };
         drive(&mut engine, &mut source, &mut sink)?;
@@ -71,8 +73,8 @@ impl Stream<'_> {
 }
 
 /// A synthetic clip's access units as a source: paced at the frame rate
-/// (each at its due time, which is its arrival), or unpaced (a window in
-/// flight).
+/// (each at its due time, which is its arrival; `live`: admitted as a live
+/// track's, as if queued at that time), or unpaced (a window in flight).
 struct ClipSource<'a, 'b> {
     stream: &'b Stream<'a>,
     next: usize,
@@ -99,14 +101,19 @@ impl Source for ClipSource<'_, '_> {
         };
         let pts = (self.next as f64 * 90_000.0 / o.fps).round() as i64;
         self.next += 1;
+        let (show, stale) = if o.paced && o.live {
+            admit(au, now, arrival, arrival)
+        } else {
+            (true, false)
+        };
         Ok(Feed::Input(Input::AccessUnit {
             data: au.as_slice().into(),
             pts,
             arrival,
             origin: arrival,
             contiguous: true,
-            show: true,
-            stale: false,
+            show,
+            stale,
         }))
     }
 }
@@ -114,6 +121,7 @@ impl Source for ClipSource<'_, '_> {
 /// The bench's sink: one sample per released frame.
 struct Collector {
     start: Instant,
+    fps: f64,
     samples: Vec<FrameSample>,
 }
 
@@ -126,7 +134,11 @@ impl Sink for Collector {
             None => Vec::new(),
         };
         self.samples.push(FrameSample {
-            index: out.index,
+            // The clip's frame, from the timestamp the source gave it: the
+            // engine's own index counts released frames only, which is
+            // not the clip's once `--live` skips some (the ground truth
+            // would be another frame's).
+            index: (out.pts as f64 * self.fps / 90_000.0).round().max(0.0) as u64,
             arrival_s: since(out.arrived),
             output_s: since(out.done),
             times: out.times,

@@ -433,7 +433,11 @@ impl Engine {
         let dec = match self.decoder.as_mut() {
             Some(d) if !stale => d,
             _ => {
-                self.push_grey(pts, arrival, origin);
+                // Not shown (this thread is behind): a stand-in would only
+                // add censor and encode work to the backlog.
+                if show {
+                    self.push_grey(pts, arrival, origin);
+                }
                 return Ok(());
             }
         };

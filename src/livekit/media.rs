@@ -97,26 +97,32 @@ pub fn input_of(
             arrived,
             queued,
         } => {
-            // Waited too long in our own queue (this thread fell behind,
-            // e.g. a slow start or a CPU spike): decode it, to keep the
-            // reference chain, but do not publish it, so the backlog drains
-            // at decode speed instead of at full processing speed.
-            let late = now.saturating_duration_since(queued) > MAX_QUEUE_WAIT;
-            // Far behind: decoding the backlog would only publish stale
-            // frames; skip to the next key frame (asked for), grey meanwhile.
-            let stale =
-                !is_keyframe(&data) && now.saturating_duration_since(arrived) > MAX_INPUT_AGE;
+            let (show, stale) = admit(&data, now, queued, arrived);
             Input::AccessUnit {
                 data,
                 pts: rtp_time as i64,
                 arrival: now,
                 origin: arrived,
                 contiguous,
-                show: !late,
+                show,
                 stale,
             }
         }
     })
+}
+
+/// How an access unit taken at `now` is admitted, as `(show, stale)` for
+/// [`Input::AccessUnit`]; `bench --live` admits its paced input the same
+/// way. Waited over [`MAX_QUEUE_WAIT`] in our own queue (this thread fell
+/// behind, e.g. a slow start or a CPU spike): decoded, to keep the
+/// reference chain, but not published, so the backlog drains at decode
+/// speed instead of at full processing speed. Older than
+/// [`MAX_INPUT_AGE`] and not a key frame: decoding the backlog would only
+/// publish stale frames; not decoded, grey until the next key frame.
+pub fn admit(data: &[u8], now: Instant, queued: Instant, arrived: Instant) -> (bool, bool) {
+    let late = now.saturating_duration_since(queued) > MAX_QUEUE_WAIT;
+    let stale = !is_keyframe(data) && now.saturating_duration_since(arrived) > MAX_INPUT_AGE;
+    (!late, stale)
 }
 
 /// The broadcaster's track as a source.
@@ -607,6 +613,37 @@ mod tests {
         assert_eq!(t.stat(|s| &s.frames_released), 2);
         assert_eq!(t.stat(|s| &s.fail_closed), 0);
         assert_eq!(t.stat(|s| &s.frames_corrupt), 0);
+    }
+
+    /// Far behind and queued here too long (this thread cannot keep up):
+    /// not decoded and no grey stand-in either, so the backlog costs
+    /// nothing and drains at once; the next key frame flows again.
+    #[test]
+    fn a_stale_backlog_is_dropped_without_stand_ins() {
+        let (w, h) = (64, 48);
+        let mut enc = Encoder::new(EncoderConfig::new(w, h, 30.0)).unwrap();
+        let aus: Vec<Vec<u8>> = (0..4)
+            .map(|i| enc.encode(&pattern(w, h, i), i == 3).unwrap())
+            .collect();
+        let mut t = harness();
+        let now = Instant::now();
+        t.au(&aus[0], 0, true, now);
+        t.settle();
+        assert_eq!(t.videos(), 1);
+        let old = now - MAX_INPUT_AGE - Duration::from_millis(50);
+        t.au_queued(&aus[1], 1, true, old, old);
+        t.au_queued(&aus[2], 2, true, old, old);
+        t.settle();
+        assert_eq!(t.stat(|s| &s.access_units_dropped), 2);
+        assert_eq!(t.stat(|s| &s.frames_decoded), 1, "not decoded");
+        assert_eq!(t.stat(|s| &s.frames_released), 1, "no grey stand-ins");
+        assert_eq!(t.videos(), 0);
+        assert!(t.keyframe_asks() >= 1);
+        t.au(&aus[3], 3, true, Instant::now());
+        t.settle();
+        assert_eq!(t.videos(), 1);
+        assert_eq!(t.stat(|s| &s.frames_released), 2);
+        assert_eq!(t.stat(|s| &s.fail_closed), 0);
     }
 
     /// A moderator's "censor whole" turns every following frame into a
