@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of one target with AFL++ (cargo-afl, stable Rust).
 #
-#   scripts/fuzz.sh TARGET SECONDS   fuzz TARGET for SECONDS (resumes fuzz/out/TARGET)
+#   scripts/fuzz.sh TARGET SECONDS [EXECS]
+#                                    fuzz TARGET for SECONDS, or until about EXECS
+#                                    more executions (resumes fuzz/out/TARGET)
 #   scripts/fuzz.sh list             the targets
 #   scripts/fuzz.sh stats [TARGET]   execs, speed, crashes and hangs so far
 #   scripts/fuzz.sh replay [TARGET]  run the seeds and regressions through the
 #                                    built targets (rtp's only replay; the others
 #                                    also replay in tests/fuzz_regressions.rs)
 #
-# Targets: annexb mp4 y4m rtp webhook signal toml (docs/FUZZING.md).
+# Targets: annexb sps mp4 y4m rtp webhook signal toml (docs/FUZZING.md).
 # Findings land in fuzz/out/TARGET/default/{crashes,hangs}; each one goes to
 # fuzz/regressions/TARGET/ with its expectation in tests/fuzz_regressions.rs,
 # and the bug is fixed. Not part of CI: CI only replays the committed inputs.
@@ -16,7 +18,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS="annexb mp4 y4m rtp webhook signal toml"
+TARGETS="annexb sps mp4 y4m rtp webhook signal toml"
 
 stats() {
     local t=$1 f=fuzz/out/$1/default/fuzzer_stats
@@ -64,13 +66,14 @@ stats)
     exit 0
     ;;
 "" | -h | --help)
-    sed -n '2,16p' "$0"
+    sed -n '2,17p' "$0"
     exit 2
     ;;
 esac
 
 target=$1
-seconds=${2:?usage: scripts/fuzz.sh TARGET SECONDS}
+seconds=${2:?usage: scripts/fuzz.sh TARGET SECONDS [EXECS]}
+execs=${3:-}
 if [[ " $TARGETS " != *" $target "* ]]; then
     echo "unknown target '$target'; one of: $TARGETS" >&2
     exit 2
@@ -78,6 +81,14 @@ fi
 if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
     echo "SECONDS must be a positive whole number, not '$seconds'" >&2
     exit 2
+fi
+limit=(-V "$seconds")
+if [[ -n $execs ]]; then
+    if ! [[ $execs =~ ^[0-9]+$ ]] || ((execs == 0)); then
+        echo "EXECS must be a positive whole number, not '$execs'" >&2
+        exit 2
+    fi
+    limit+=(-E "$execs")
 fi
 
 # cargo-afl builds AFL++ itself; it needs a C compiler and make.
@@ -111,10 +122,11 @@ fi
 
 # No root here: no CPU governor or core_pattern changes (afl-system-config).
 # AFL_NO_AFFINITY: the cores are shared, do not pin. -t 1000: an input that
-# takes over 1 s is a hang. -V: stop after SECONDS.
+# takes over 1 s is a hang. -V: stop after SECONDS; -E: after about EXECS
+# executions (of this run).
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 export AFL_NO_UI=1 AFL_AUTORESUME=1
-nice -n 10 cargo afl fuzz -i "$input" -o "$out" -V "$seconds" -t 1000 -m none \
+nice -n 10 cargo afl fuzz -i "$input" -o "$out" "${limit[@]}" -t 1000 -m none \
     -- "target/ci/$target" >"$out/afl.log" 2>&1 || {
     echo "afl-fuzz failed; the end of $out/afl.log:" >&2
     tail -20 "$out/afl.log" >&2
