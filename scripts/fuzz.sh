@@ -2,8 +2,9 @@
 # Coverage-guided fuzzing of one target with AFL++ (cargo-afl, stable Rust).
 #
 #   scripts/fuzz.sh TARGET SECONDS [EXECS]
-#                                    fuzz TARGET for SECONDS, or until about EXECS
-#                                    more executions (resumes fuzz/out/TARGET)
+#                                    fuzz TARGET for SECONDS, or until it has made
+#                                    about EXECS executions in all (resumes
+#                                    fuzz/out/TARGET; earlier runs' count)
 #   scripts/fuzz.sh list             the targets
 #   scripts/fuzz.sh stats [TARGET]   execs, speed, crashes and hangs so far
 #   scripts/fuzz.sh replay [TARGET]  run the seeds and regressions through the
@@ -66,7 +67,7 @@ stats)
     exit 0
     ;;
 "" | -h | --help)
-    sed -n '2,17p' "$0"
+    sed -n '2,18p' "$0"
     exit 2
     ;;
 esac
@@ -122,8 +123,8 @@ fi
 
 # No root here: no CPU governor or core_pattern changes (afl-system-config).
 # AFL_NO_AFFINITY: the cores are shared, do not pin. -t 1000: an input that
-# takes over 1 s is a hang. -V: stop after SECONDS; -E: after about EXECS
-# executions (of this run).
+# takes over 1 s is a hang. -V: stop after SECONDS; -E: once about EXECS
+# executions are done, counting those of the runs resumed.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 export AFL_NO_UI=1 AFL_AUTORESUME=1
 nice -n 10 cargo afl fuzz -i "$input" -o "$out" "${limit[@]}" -t 1000 -m none \

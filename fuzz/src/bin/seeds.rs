@@ -183,7 +183,11 @@ impl Bits {
     }
 
     fn se(&mut self, v: i32) {
-        self.ue(if v > 0 { 2 * v as u32 - 1 } else { 2 * v.unsigned_abs() });
+        self.ue(if v > 0 {
+            2 * v as u32 - 1
+        } else {
+            2 * v.unsigned_abs()
+        });
     }
 
     /// `rbsp_trailing_bits`, then the NAL with a start code and emulation
@@ -357,7 +361,10 @@ fn sps_seeds(clip: &[u8]) -> std::io::Result<()> {
     for v in [2, 1, 16, 16, 0, 1] {
         b.ue(v);
     }
-    fs::write("corpus/sps/main-poc1-fields", sps_seed([0x4d, 0x40, 0x1f], b))?;
+    fs::write(
+        "corpus/sps/main-poc1-fields",
+        sps_seed([0x4d, 0x40, 0x1f], b),
+    )?;
 
     // Constrained baseline level 1b (level_idc 11 with constraint_set3),
     // picture order type 2, no VUI.
