@@ -97,14 +97,18 @@ if ! cargo afl --version >/dev/null 2>&1; then
     echo "installing cargo-afl (builds AFL++; needs cc and make)" >&2
     cargo install --locked cargo-afl
 fi
-if ! cargo afl fuzz -h >/dev/null 2>&1; then
+# (`afl-fuzz -h` exits 1 even when AFL++ is built: look for its runtime.)
+afl_runtime() {
+    ls "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl-llvm/afl-compiler-rt.o 2>/dev/null | tail -1
+}
+if [[ -z $(afl_runtime) ]]; then
     cargo afl config --build
 fi
 
 # Build: the main target dir and `ci` profile, so only our crate, the
 # harnesses and the parsers they drive compile (instrumented, by
 # fuzz/afl-rustc.sh); every other dependency is the main build's artifact.
-runtime=$(ls "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl-llvm/afl-compiler-rt.o 2>/dev/null | tail -1)
+runtime=$(afl_runtime)
 if [[ -z $runtime ]]; then
     echo "no afl-compiler-rt.o: run 'cargo afl config --build'" >&2
     exit 1
