@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Coverage-guided fuzzing of one target with AFL++ (cargo-afl, stable Rust).
 #
-#   scripts/fuzz.sh TARGET SECONDS   fuzz TARGET for SECONDS (resumes fuzz/out/TARGET)
+#   scripts/fuzz.sh TARGET SECONDS [EXECS]
+#                                    fuzz TARGET for SECONDS, or until it has made
+#                                    about EXECS executions in all (resumes
+#                                    fuzz/out/TARGET; earlier runs' count)
 #   scripts/fuzz.sh list             the targets
 #   scripts/fuzz.sh stats [TARGET]   execs, speed, crashes and hangs so far
 #   scripts/fuzz.sh replay [TARGET]  run the seeds and regressions through the
 #                                    built targets (rtp's only replay; the others
 #                                    also replay in tests/fuzz_regressions.rs)
 #
-# Targets: annexb mp4 y4m rtp webhook signal toml (docs/FUZZING.md).
+# Targets: annexb sps mp4 y4m rtp webhook signal toml (docs/FUZZING.md).
 # Findings land in fuzz/out/TARGET/default/{crashes,hangs}; each one goes to
 # fuzz/regressions/TARGET/ with its expectation in tests/fuzz_regressions.rs,
 # and the bug is fixed. Not part of CI: CI only replays the committed inputs.
@@ -16,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-TARGETS="annexb mp4 y4m rtp webhook signal toml"
+TARGETS="annexb sps mp4 y4m rtp webhook signal toml"
 
 stats() {
     local t=$1 f=fuzz/out/$1/default/fuzzer_stats
@@ -64,13 +67,14 @@ stats)
     exit 0
     ;;
 "" | -h | --help)
-    sed -n '2,16p' "$0"
+    sed -n '2,18p' "$0"
     exit 2
     ;;
 esac
 
 target=$1
-seconds=${2:?usage: scripts/fuzz.sh TARGET SECONDS}
+seconds=${2:?usage: scripts/fuzz.sh TARGET SECONDS [EXECS]}
+execs=${3:-}
 if [[ " $TARGETS " != *" $target "* ]]; then
     echo "unknown target '$target'; one of: $TARGETS" >&2
     exit 2
@@ -79,20 +83,32 @@ if ! [[ $seconds =~ ^[0-9]+$ ]] || ((seconds == 0)); then
     echo "SECONDS must be a positive whole number, not '$seconds'" >&2
     exit 2
 fi
+limit=(-V "$seconds")
+if [[ -n $execs ]]; then
+    if ! [[ $execs =~ ^[0-9]+$ ]] || ((execs == 0)); then
+        echo "EXECS must be a positive whole number, not '$execs'" >&2
+        exit 2
+    fi
+    limit+=(-E "$execs")
+fi
 
 # cargo-afl builds AFL++ itself; it needs a C compiler and make.
 if ! cargo afl --version >/dev/null 2>&1; then
     echo "installing cargo-afl (builds AFL++; needs cc and make)" >&2
     cargo install --locked cargo-afl
 fi
-if ! cargo afl fuzz -h >/dev/null 2>&1; then
+# (`afl-fuzz -h` exits 1 even when AFL++ is built: look for its runtime.)
+afl_runtime() {
+    ls "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl-llvm/afl-compiler-rt.o 2>/dev/null | tail -1
+}
+if [[ -z $(afl_runtime) ]]; then
     cargo afl config --build
 fi
 
 # Build: the main target dir and `ci` profile, so only our crate, the
 # harnesses and the parsers they drive compile (instrumented, by
 # fuzz/afl-rustc.sh); every other dependency is the main build's artifact.
-runtime=$(ls "${XDG_DATA_HOME:-$HOME/.local/share}"/afl.rs/rustc-*/afl.rs-*/afl-llvm/afl-compiler-rt.o 2>/dev/null | tail -1)
+runtime=$(afl_runtime)
 if [[ -z $runtime ]]; then
     echo "no afl-compiler-rt.o: run 'cargo afl config --build'" >&2
     exit 1
@@ -111,10 +127,11 @@ fi
 
 # No root here: no CPU governor or core_pattern changes (afl-system-config).
 # AFL_NO_AFFINITY: the cores are shared, do not pin. -t 1000: an input that
-# takes over 1 s is a hang. -V: stop after SECONDS.
+# takes over 1 s is a hang. -V: stop after SECONDS; -E: once about EXECS
+# executions are done, counting those of the runs resumed.
 export AFL_SKIP_CPUFREQ=1 AFL_I_DONT_CARE_ABOUT_MISSING_CRASHES=1 AFL_NO_AFFINITY=1
 export AFL_NO_UI=1 AFL_AUTORESUME=1
-nice -n 10 cargo afl fuzz -i "$input" -o "$out" -V "$seconds" -t 1000 -m none \
+nice -n 10 cargo afl fuzz -i "$input" -o "$out" "${limit[@]}" -t 1000 -m none \
     -- "target/ci/$target" >"$out/afl.log" 2>&1 || {
     echo "afl-fuzz failed; the end of $out/afl.log:" >&2
     tail -20 "$out/afl.log" >&2

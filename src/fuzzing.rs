@@ -7,8 +7,9 @@
 //! See docs/FUZZING.md.
 
 use crate::codec::{
-    annexb_to_length_prefixed, is_keyframe, length_prefixed_to_annexb, nal_type, split_nals,
-    AccessUnitSplitter, START_CODE,
+    annexb_to_length_prefixed, is_keyframe, length_prefixed_to_annexb, nal_type,
+    parse_profile_level_id, parse_sps, split_nals, AccessUnitInfo, AccessUnitSplitter, NAL_PPS,
+    NAL_SPS, START_CODE,
 };
 use crate::config::Config;
 use crate::error::{ConfigError, Error, LiveKitError, ModerationError};
@@ -24,7 +25,9 @@ use sha2::{Digest, Sha256};
 use std::io::Cursor;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
+use str0m::config::DtlsCert;
 
 /// Groups of an Annex-B stream into access units, pushed whole and in the
 /// chunk size the first byte picks; NAL splitting; the length-prefixed
@@ -71,6 +74,51 @@ fn split_access_units(stream: &[u8], chunk: usize) -> Vec<Vec<u8>> {
     }
     aus.extend(s.finish());
     aus
+}
+
+/// The published profile the [`sps`] target checks against when its input
+/// is shorter than the three bytes that name one: constrained baseline 3.1.
+const SPS_PUBLISH: (u8, u8, u8) = (0x42, 0xe0, 0x1f);
+
+/// What passthrough reads of an input access unit: its parameter sets and
+/// whether it holds an IDR (`AccessUnitInfo::of`), each SPS parsed
+/// (`parse_sps`, profile, level, picture order, VUI reorder depth, size) and
+/// checked against a published profile (`SpsInfo::fits`, the passthrough
+/// compatibility check). Input: `profile_idc`, constraint byte and
+/// `level_idc` of the published profile, then the access unit (Annex-B).
+/// An SPS must fit its own `profile-level-id`, which must parse back to its
+/// fields. Returns the number of SPS that parse.
+pub fn sps(data: &[u8]) -> usize {
+    let (publish, au) = match data {
+        [p, c, l, rest @ ..] => ((*p, *c, *l), rest),
+        _ => (SPS_PUBLISH, data),
+    };
+    let _ = parse_profile_level_id(&String::from_utf8_lossy(&data[..data.len().min(6)]));
+    let info = AccessUnitInfo::of(au);
+    assert_eq!(info.idr, is_keyframe(au), "IDR disagrees with is_keyframe");
+    let of_type = |t| {
+        split_nals(au)
+            .filter(|n| nal_type(n) == t)
+            .map(<[u8]>::to_vec)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(info.sps, of_type(NAL_SPS), "SPS lost or reordered");
+    assert_eq!(info.pps, of_type(NAL_PPS), "PPS lost or reordered");
+    let mut parsed = 0;
+    for nal in &info.sps {
+        let Some(s) = parse_sps(nal) else {
+            continue;
+        };
+        parsed += 1;
+        let own = parse_profile_level_id(&s.profile_level_id());
+        assert_eq!(own, Some((s.profile_idc, s.constraints, s.level_idc)));
+        if let Some(own) = own {
+            assert_eq!(s.fits(own), Ok(()), "an SPS does not fit its own profile");
+        }
+        let _ = s.fits(publish);
+        let _ = s.decode_order_output();
+    }
+    parsed
 }
 
 /// An MP4 file in memory, read as `censor` reads one: header, then samples
@@ -172,7 +220,7 @@ pub fn signal(data: &[u8]) -> Result<usize, LiveKitError> {
         }),
         audio: true,
     };
-    let mut p = Participant::new(t0, cfg, addr(40000), addr(40001))?;
+    let mut p = Participant::with_certs(t0, cfg, addr(40000), addr(40001), signal_certs())?;
     let mut rest = data;
     let mut n = 0;
     while rest.len() >= 2 {
@@ -191,6 +239,19 @@ pub fn signal(data: &[u8]) -> Result<usize, LiveKitError> {
         n += 1;
     }
     Ok(n)
+}
+
+/// The two DTLS certificates the [`signal`] target's participants use, made
+/// once per process: generating them took most of each input's time, and
+/// no signalling path depends on which certificate a peer has.
+fn signal_certs() -> [Option<DtlsCert>; 2] {
+    static CERTS: OnceLock<[Option<DtlsCert>; 2]> = OnceLock::new();
+    CERTS
+        .get_or_init(|| {
+            let dtls = str0m::crypto::from_feature_flags().dtls_provider;
+            [dtls.generate_certificate(), dtls.generate_certificate()]
+        })
+        .clone()
 }
 
 /// A config file, loaded as `censor`/`serve` load one (no environment),

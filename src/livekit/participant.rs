@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::config::DtlsCert;
 use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, MediaTime, Mid};
 use str0m::net::{Protocol, Receive};
@@ -206,12 +207,20 @@ fn audio_cid(spec: &PublishSpec) -> String {
     format!("{}-audio", spec.cid)
 }
 
-fn new_rtc(now: Instant, local: SocketAddr, pc: Pc) -> Result<Rtc, LiveKitError> {
-    let config = RtcConfig::new()
+fn new_rtc(
+    now: Instant,
+    local: SocketAddr,
+    pc: Pc,
+    cert: Option<DtlsCert>,
+) -> Result<Rtc, LiveKitError> {
+    let mut config = RtcConfig::new()
         .set_crypto_provider(Arc::new(str0m::crypto::from_feature_flags()))
         .clear_codecs()
         .enable_h264(true)
         .enable_opus(true, false);
+    if let Some(cert) = cert {
+        config = config.set_dtls_cert(cert);
+    }
     let mut rtc = config.build(now);
     let cand = Candidate::host(local, "udp").map_err(|e| LiveKitError::Rtc {
         pc: pc.name(),
@@ -230,15 +239,29 @@ impl Participant {
         sub_addr: SocketAddr,
         pub_addr: SocketAddr,
     ) -> Result<Self, LiveKitError> {
+        Self::with_certs(now, cfg, sub_addr, pub_addr, [None, None])
+    }
+
+    /// As [`Participant::new`], with the subscriber's and the publisher's
+    /// DTLS certificates made beforehand (`None`: generated here). The
+    /// `signal` fuzz target makes them once: generating two per input took
+    /// most of its time.
+    pub(crate) fn with_certs(
+        now: Instant,
+        cfg: ParticipantConfig,
+        sub_addr: SocketAddr,
+        pub_addr: SocketAddr,
+        [sub_cert, pub_cert]: [Option<DtlsCert>; 2],
+    ) -> Result<Self, LiveKitError> {
         Ok(Participant {
             cfg,
             subscriber: Peer {
-                rtc: new_rtc(now, sub_addr, Pc::Subscriber)?,
+                rtc: new_rtc(now, sub_addr, Pc::Subscriber, sub_cert)?,
                 local: sub_addr,
                 connected: false,
             },
             publisher: Peer {
-                rtc: new_rtc(now, pub_addr, Pc::Publisher)?,
+                rtc: new_rtc(now, pub_addr, Pc::Publisher, pub_cert)?,
                 local: pub_addr,
                 connected: false,
             },

@@ -9,6 +9,9 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use super::sample_table::{SampleCursor, SampleTables};
 
 /// Annex-B input is read in chunks of this size.
 const READ_CHUNK: usize = 1 << 20;
@@ -141,14 +144,55 @@ impl<R: Seek> Seek for HeaderGuard<R> {
     }
 }
 
+/// One sample's bytes (length-prefixed NALs) and timing.
+struct Sample {
+    /// Decode time, in the track's timescale.
+    start_time: u64,
+    rendering_offset: i32,
+    is_sync: bool,
+    bytes: Vec<u8>,
+}
+
+/// One reader used by the mp4 crate (which keeps the one it reads the
+/// header with) and by the demuxer's own sample reads.
+pub(crate) struct Shared<R>(Arc<Mutex<R>>);
+
+impl<R> Shared<R> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, R> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl<R: Read> Read for Shared<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.lock().read(buf)
+    }
+}
+
+impl<R: Seek> Seek for Shared<R> {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        self.lock().seek(to)
+    }
+}
+
 /// The first H.264 (`avc1`) track of an MP4/MOV file (or of any reader:
 /// the fuzz targets read from memory).
 pub(crate) struct Mp4Demux<R = BufReader<File>> {
     path: PathBuf,
-    reader: mp4::Mp4Reader<HeaderGuard<Avc3AsAvc1<R>>>,
+    reader: mp4::Mp4Reader<HeaderGuard<Shared<Avc3AsAvc1<R>>>>,
+    /// The same reader, for samples of a track that is not fragmented.
+    file: Shared<Avc3AsAvc1<R>>,
+    /// Where the next sample is (the mp4 crate's `read_sample` is
+    /// quadratic in the sample count; fragmented tracks still use it).
+    cursor: SampleCursor,
+    /// The track's tables; `None` for a fragmented track.
+    tables: Option<SampleTables>,
     file_size: u64,
     track_id: u32,
-    next_sample: u32,
+    /// u64: the id after the last, `u32::MAX`, must not overflow.
+    next_sample: u64,
     sample_count: u32,
     length_size: usize,
     /// SPS and PPS from `avcC`, Annex-B, put in front of sync samples.
@@ -258,11 +302,13 @@ impl<R: Read + Seek> Mp4Demux<R> {
         let pos = reader
             .seek(SeekFrom::Start(0))
             .map_err(|e| Error::io(path, e))?;
-        let reader = Avc3AsAvc1 {
+        let shared = Arc::new(Mutex::new(Avc3AsAvc1 {
             inner: reader,
             pos,
             at,
-        };
+        }));
+        let file = Shared(shared.clone());
+        let reader = Shared(shared);
         // The mp4 crate has panicking paths on malformed input: contain them.
         let armed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
         let reader = HeaderGuard {
@@ -319,6 +365,32 @@ impl<R: Read + Seek> Mp4Demux<R> {
             return Err(malformed_mp4(path, "video track timescale is 0"));
         }
         let sample_count = track.sample_count();
+        let tables = track.trafs.is_empty().then(|| {
+            let stbl = &track.trak.mdia.minf.stbl;
+            let offsets = match (&stbl.stco, &stbl.co64) {
+                (Some(stco), _) => Some(stco.entries.iter().map(|&o| u64::from(o)).collect()),
+                (None, Some(co64)) => Some(co64.entries.clone()),
+                (None, None) => None,
+            };
+            SampleTables {
+                constant_size: stbl.stsz.sample_size,
+                sizes: stbl.stsz.sample_sizes.clone(),
+                stsc: (stbl.stsc.entries.iter())
+                    .map(|e| (e.first_chunk, e.samples_per_chunk, e.first_sample))
+                    .collect(),
+                chunk_offsets: offsets,
+                stts: (stbl.stts.entries.iter())
+                    .map(|e| (e.sample_count, e.sample_delta))
+                    .collect(),
+                ctts: (stbl.ctts.as_ref()).map(|c| {
+                    c.entries
+                        .iter()
+                        .map(|e| (e.sample_count, e.sample_offset))
+                        .collect()
+                }),
+                stss: stbl.stss.as_ref().map(|s| s.entries.clone()),
+            }
+        });
         let duration = track.trak.mdia.mdhd.duration;
         let fps = (duration > 0 && sample_count > 0)
             .then(|| sample_count as f64 * timescale as f64 / duration as f64);
@@ -335,6 +407,9 @@ impl<R: Read + Seek> Mp4Demux<R> {
             height: avc1.height as usize,
             file_size,
             reader,
+            file,
+            cursor: SampleCursor::new(),
+            tables,
         })
     }
 
@@ -360,11 +435,42 @@ impl<R: Read + Seek> Mp4Demux<R> {
             .map(|&s| s as u64)
     }
 
+    /// Sample `id`: located by the cursor (in constant time when read in
+    /// order) and read here, unless the track is fragmented; those samples
+    /// are the mp4 crate's to find.
+    fn read_sample(&mut self, id: u32) -> Result<Option<Sample>, String> {
+        let Some(tables) = &self.tables else {
+            return match self.reader.read_sample(self.track_id, id) {
+                Ok(s) => Ok(s.map(|s| Sample {
+                    start_time: s.start_time,
+                    rendering_offset: s.rendering_offset,
+                    is_sync: s.is_sync,
+                    bytes: s.bytes.to_vec(),
+                })),
+                Err(e) => Err(e.to_string()),
+            };
+        };
+        let Some(s) = self.cursor.locate(tables, id)? else {
+            return Ok(None);
+        };
+        let mut bytes = vec![0; s.size as usize];
+        self.file
+            .seek(SeekFrom::Start(s.offset))
+            .and_then(|_| self.file.read_exact(&mut bytes))
+            .map_err(|e| e.to_string())?;
+        Ok(Some(Sample {
+            start_time: s.start_time,
+            rendering_offset: s.rendering_offset,
+            is_sync: s.is_sync,
+            bytes,
+        }))
+    }
+
     pub fn next_packet(&mut self) -> Option<Result<Packet, Error>> {
-        if self.next_sample > self.sample_count {
+        if self.next_sample > u64::from(self.sample_count) {
             return None;
         }
-        let id = self.next_sample;
+        let id = self.next_sample as u32;
         self.next_sample += 1;
         // A size beyond the file would make the parser allocate it first.
         if self.sample_size(id).is_none_or(|s| s > self.file_size) {
@@ -373,24 +479,23 @@ impl<R: Read + Seek> Mp4Demux<R> {
                 format!("sample {id} has no valid size"),
             )));
         }
-        let track_id = self.track_id;
-        let read = catch_unwind(AssertUnwindSafe(|| self.reader.read_sample(track_id, id)));
+        let read = catch_unwind(AssertUnwindSafe(|| self.read_sample(id)));
         let sample = match read {
             Ok(Ok(Some(s))) => s,
             Ok(Ok(None)) => return None,
             Ok(Err(e)) => {
-                self.next_sample = self.sample_count + 1;
+                self.next_sample = u64::from(self.sample_count) + 1;
                 return Some(Err(malformed_mp4(&self.path, format!("sample {id}: {e}"))));
             }
             Err(_) => {
-                self.next_sample = self.sample_count + 1;
+                self.next_sample = u64::from(self.sample_count) + 1;
                 return Some(Err(malformed_mp4(
                     &self.path,
                     format!("sample {id}: parser failure"),
                 )));
             }
         };
-        let pts = sample.start_time as i64 + sample.rendering_offset as i64;
+        let pts = (sample.start_time as i64).saturating_add(i64::from(sample.rendering_offset));
         let mut au = Vec::with_capacity(sample.bytes.len() + self.parameter_sets.len() + 16);
         if id == 1 || sample.is_sync {
             au.extend_from_slice(&self.parameter_sets);
@@ -561,5 +666,63 @@ mod tests {
         assert!(y4m("YUV4MPEG2 W16384 H8 C420jpeg\n").is_ok());
         let e = y4m("YUV4MPEG2 Wx H8\n").err().map(|e| e.to_string());
         assert!(e.is_some_and(|e| e.contains("header")));
+    }
+
+    fn mp4_seed(name: &str) -> Vec<u8> {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fuzz/corpus/mp4")
+            .join(name);
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    /// The cursor reads every sample as the mp4 crate's `read_sample` does:
+    /// the seed clip (one chunk) and `tables.mp4` (12 samples over 6 chunks
+    /// stored in reverse order, 3 `stsc`, 2 `stts`, 3 `ctts` entries, `stss`).
+    #[test]
+    fn mp4_samples_are_read_as_the_mp4_crate_reads_them() {
+        for (name, count) in [("clip3.mp4", 3), ("tables.mp4", 12)] {
+            let bytes = mp4_seed(name);
+            let size = bytes.len() as u64;
+            let mut d = Mp4Demux::from_reader(Path::new(name), Cursor::new(&bytes), size).unwrap();
+            let mut crate_reader = mp4::Mp4Reader::read_header(Cursor::new(&bytes), size).unwrap();
+            let mut pts = Vec::new();
+            for id in 1..=count {
+                let ours = d.read_sample(id).unwrap().unwrap();
+                let theirs = crate_reader.read_sample(d.track_id, id).unwrap().unwrap();
+                assert_eq!(ours.bytes, theirs.bytes.to_vec(), "{name} sample {id}");
+                assert_eq!(ours.start_time, theirs.start_time, "{name} sample {id}");
+                assert_eq!(ours.rendering_offset, theirs.rendering_offset);
+                assert_eq!(ours.is_sync, theirs.is_sync, "{name} sample {id}");
+                pts.push(ours.start_time as i64 + i64::from(ours.rendering_offset));
+            }
+            assert!(d.read_sample(count + 1).unwrap().is_none());
+            assert!(crate_reader
+                .read_sample(d.track_id, count + 1)
+                .unwrap()
+                .is_none());
+            if name == "tables.mp4" {
+                // stts 5 x 512 then 1024; ctts +1024, 0, 0, then +512.
+                assert_eq!(
+                    &pts[..6],
+                    &[1024, 512, 1024, 1536 + 512, 2048 + 512, 2560 + 512]
+                );
+            }
+        }
+        // Out of order: the sizes before it in its chunk are added up.
+        let bytes = mp4_seed("tables.mp4");
+        let mut d =
+            Mp4Demux::from_reader(Path::new("t"), Cursor::new(&bytes), bytes.len() as u64).unwrap();
+        let mut crate_reader =
+            mp4::Mp4Reader::read_header(Cursor::new(&bytes), bytes.len() as u64).unwrap();
+        for id in [6, 3, 12, 1, 7, 6] {
+            let ours = d.read_sample(id).unwrap().unwrap();
+            let theirs = crate_reader.read_sample(d.track_id, id).unwrap().unwrap();
+            assert_eq!(ours.bytes, theirs.bytes.to_vec(), "sample {id}");
+            assert_eq!(ours.start_time, theirs.start_time, "sample {id}");
+            assert_eq!(
+                ours.rendering_offset, theirs.rendering_offset,
+                "sample {id}"
+            );
+        }
     }
 }

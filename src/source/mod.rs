@@ -9,6 +9,7 @@
 pub(crate) mod demux;
 pub mod device;
 pub mod file;
+mod sample_table;
 
 use crate::codec::{is_keyframe, Decoder};
 use crate::error::{Error, MediaError};

@@ -1,6 +1,9 @@
 //! Writes the seed corpora that need code to make: `rtp` (the committed
 //! H.264 seed packetised as single NALs, STAP-A and FU-A, then with a loss
-//! and a reordering) and `signal` (server messages a session sees).
+//! and a reordering), `signal` (server messages a session sees) and `sps`
+//! (the seed's first access unit, and hand-made parameter sets for what
+//! openh264 does not write: High profile, scaling lists, VUI with HRD and
+//! reorder depth, picture order type 1, fields, level 1b).
 //! Run from `fuzz/` once scripts/fuzz.sh has built it: `../target/ci/seeds`.
 
 use livecensor::codec::{split_nals, AccessUnitSplitter};
@@ -148,8 +151,241 @@ fn sfu_offer() -> String {
     }
 }
 
+/// An H.264 bit writer (Exp-Golomb), for the `sps` seeds.
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    n: u32,
+}
+
+impl Bits {
+    fn bit(&mut self, b: bool) {
+        if self.n % 8 == 0 {
+            self.bytes.push(0);
+        }
+        if b {
+            *self.bytes.last_mut().unwrap_or(&mut 0) |= 0x80 >> (self.n % 8);
+        }
+        self.n += 1;
+    }
+
+    fn u(&mut self, n: u32, v: u32) {
+        for k in (0..n).rev() {
+            self.bit(v >> k & 1 == 1);
+        }
+    }
+
+    fn ue(&mut self, v: u32) {
+        let x = v + 1;
+        let len = 32 - x.leading_zeros();
+        self.u(len - 1, 0);
+        self.u(len, x);
+    }
+
+    fn se(&mut self, v: i32) {
+        self.ue(if v > 0 {
+            2 * v as u32 - 1
+        } else {
+            2 * v.unsigned_abs()
+        });
+    }
+
+    /// `rbsp_trailing_bits`, then the NAL with a start code and emulation
+    /// prevention.
+    fn nal(mut self, header: u8) -> Vec<u8> {
+        self.bit(true);
+        let mut out = vec![0, 0, 0, 1, header];
+        let mut zeros = 0;
+        for b in self.bytes {
+            if zeros >= 2 && b <= 3 {
+                out.push(3);
+                zeros = 0;
+            }
+            out.push(b);
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+        }
+        out
+    }
+}
+
+/// SPS fields up to `pic_order_cnt_type` for `profile`; High-family
+/// profiles get 4:2:0, 8 bits and the scaling lists whose flags are set in
+/// `lists` (each list starts at the default and changes its first deltas).
+fn sps_head(b: &mut Bits, profile: u32, constraints: u32, level: u32, lists: u8) {
+    b.u(8, profile);
+    b.u(8, constraints);
+    b.u(8, level);
+    b.ue(0); // seq_parameter_set_id
+    if profile == 100 {
+        b.ue(1); // chroma_format_idc 4:2:0
+        b.ue(0); // bit_depth_luma - 8
+        b.ue(0); // bit_depth_chroma - 8
+        b.bit(false); // qpprime_y_zero_transform_bypass
+        b.bit(lists != 0); // seq_scaling_matrix_present
+        if lists != 0 {
+            for k in 0..8 {
+                let present = lists >> k & 1 == 1;
+                b.bit(present);
+                if present {
+                    // Two deltas, then one that makes nextScale 0 (the rest repeat).
+                    b.se(3);
+                    b.se(-2);
+                    b.se(-9);
+                }
+            }
+        }
+    }
+    b.ue(0); // log2_max_frame_num - 4
+}
+
+/// One SPS, PPS and the start of an IDR slice (`first_mb_in_slice` 0),
+/// after the published `profile-level-id` bytes the `sps` target reads first.
+fn sps_seed(publish: [u8; 3], sps: Bits) -> Vec<u8> {
+    let mut pps = Bits::default();
+    pps.ue(0);
+    pps.ue(0);
+    pps.u(4, 0);
+    pps.ue(0);
+    pps.ue(0);
+    pps.bit(false);
+    pps.u(2, 0);
+    pps.ue(0);
+    pps.ue(0);
+    pps.ue(0);
+    pps.u(3, 0b100);
+    let mut slice = Bits::default();
+    slice.ue(0); // first_mb_in_slice
+    slice.ue(7); // I slice
+    slice.ue(0);
+    slice.u(4, 0);
+    slice.ue(0); // idr_pic_id
+    let mut out = publish.to_vec();
+    out.extend(sps.nal(0x67));
+    out.extend(pps.nal(0x68));
+    out.extend(slice.nal(0x65));
+    out
+}
+
+fn sps_seeds(clip: &[u8]) -> std::io::Result<()> {
+    fs::create_dir_all("corpus/sps")?;
+    let mut s = AccessUnitSplitter::new();
+    s.push(clip);
+    let first = s.finish().into_iter().next().unwrap_or_default();
+    // Its parameter sets and the start of its IDR slice (the slice data
+    // would only dilute the mutations).
+    let mut seed = vec![0x42, 0xe0, 0x1f];
+    for nal in split_nals(&first) {
+        seed.extend_from_slice(&[0, 0, 0, 1]);
+        seed.extend_from_slice(&nal[..nal.len().min(16)]);
+    }
+    fs::write("corpus/sps/clip", seed)?;
+
+    // High 4.0, 1920x1080 (cropped from 1088), scaling lists, a VUI with
+    // aspect ratio, colour, timing, NAL HRD and a reorder depth of 2.
+    let mut b = Bits::default();
+    sps_head(&mut b, 100, 0, 40, 0b1000_0101);
+    b.ue(0); // pic_order_cnt_type
+    b.ue(2); // log2_max_pic_order_cnt_lsb - 4
+    b.ue(4); // max_num_ref_frames
+    b.bit(false);
+    b.ue(119);
+    b.ue(67);
+    b.bit(true); // frame_mbs_only
+    b.bit(true);
+    b.bit(true); // cropping
+    for v in [0, 0, 0, 4] {
+        b.ue(v);
+    }
+    b.bit(true); // vui
+    b.bit(true); // aspect_ratio_info
+    b.u(8, 255);
+    b.u(32, 1 << 16 | 1);
+    b.bit(false); // overscan
+    b.bit(true); // video_signal_type
+    b.u(4, 0b1010);
+    b.bit(true);
+    b.u(24, 0x01_01_01);
+    b.bit(true); // chroma_loc
+    b.ue(0);
+    b.ue(0);
+    b.bit(true); // timing
+    b.u(32, 1);
+    b.u(32, 60);
+    b.bit(true);
+    b.bit(true); // nal_hrd
+    b.ue(0); // cpb_cnt - 1
+    b.u(8, 0x44);
+    b.ue(9999);
+    b.ue(29999);
+    b.bit(false);
+    b.u(20, 0x5ad6b);
+    b.bit(false); // vcl_hrd
+    b.bit(false); // low_delay
+    b.bit(false); // pic_struct
+    b.bit(true); // bitstream_restriction
+    b.bit(true);
+    for v in [2, 1, 16, 16, 2, 4] {
+        b.ue(v);
+    }
+    fs::write("corpus/sps/high-vui", sps_seed([0x64, 0x00, 0x28], b))?;
+
+    // Main 3.0, picture order type 1, fields (not frame_mbs_only), a VUI
+    // that says nothing is reordered.
+    let mut b = Bits::default();
+    sps_head(&mut b, 77, 0x40, 30, 0);
+    b.ue(1);
+    b.bit(false); // delta_pic_order_always_zero
+    b.se(-1);
+    b.se(2);
+    b.ue(3);
+    for v in [2, -1, 4] {
+        b.se(v);
+    }
+    b.ue(2);
+    b.bit(false);
+    b.ue(44);
+    b.ue(17); // 36 field MB rows
+    b.bit(false); // frame_mbs_only
+    b.bit(true); // mb_adaptive_frame_field
+    b.bit(true);
+    b.bit(false);
+    b.bit(true); // vui
+    for _ in 0..5 {
+        b.bit(false);
+    }
+    b.bit(false); // nal_hrd
+    b.bit(false); // vcl_hrd
+    b.bit(false); // pic_struct
+    b.bit(true);
+    b.bit(false);
+    for v in [2, 1, 16, 16, 0, 1] {
+        b.ue(v);
+    }
+    fs::write(
+        "corpus/sps/main-poc1-fields",
+        sps_seed([0x4d, 0x40, 0x1f], b),
+    )?;
+
+    // Constrained baseline level 1b (level_idc 11 with constraint_set3),
+    // picture order type 2, no VUI.
+    let mut b = Bits::default();
+    sps_head(&mut b, 66, 0xd0, 11, 0);
+    b.ue(2);
+    b.ue(1);
+    b.bit(false);
+    b.ue(10);
+    b.ue(8);
+    b.bit(true);
+    b.bit(true);
+    b.bit(false);
+    b.bit(false);
+    fs::write("corpus/sps/baseline-1b", sps_seed([0x42, 0xc0, 0x0b], b))?;
+    Ok(())
+}
+
 fn main() -> std::io::Result<()> {
     let clip = fs::read("corpus/annexb/clip3")?;
+    sps_seeds(&clip[1..])?;
     let pkts = packets(&clip[1..], 300);
     fs::create_dir_all("corpus/rtp")?;
     fs::write("corpus/rtp/inorder", rtp_seed(&pkts, 0, 1))?;
