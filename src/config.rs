@@ -700,8 +700,7 @@ mod tests {
         assert_eq!((c.detector.threads, c.batcher.contexts), (1, 3));
         assert!(c.detector_sizes().contains("from the core count, set"));
 
-        let mut c =
-            Config::parse("[detector]\nbackend = \"tensorrt\"\n", p).unwrap();
+        let mut c = Config::parse("[detector]\nbackend = \"tensorrt\"\n", p).unwrap();
         c.resolve_detector_defaults(8);
         assert_eq!(c.batcher.contexts, BatcherConfig::default().contexts);
     }

@@ -17,10 +17,10 @@ use super::encode_picture;
 use crate::backend::{Backend, EncoderSlot, Lane, Picture};
 use crate::error::Error;
 use crate::frame::Frame;
+use std::collections::VecDeque;
 use std::sync::mpsc::{
     channel, sync_channel, Receiver, RecvTimeoutError, SyncSender, TryRecvError,
 };
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};

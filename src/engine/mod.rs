@@ -1104,8 +1104,7 @@ mod tests {
                     (mean > 0.55)
                         .then(|| crate::frame::Detection {
                             bbox: crate::frame::BBox::new(8.0, 8.0, 40.0, 40.0),
-                            class: crate::detect::class_index("FEMALE_BREAST_EXPOSED")
-                                .unwrap_or(3),
+                            class: crate::detect::class_index("FEMALE_BREAST_EXPOSED").unwrap_or(3),
                             score: 0.9,
                         })
                         .into_iter()
@@ -1162,7 +1161,11 @@ mod tests {
             })
             .collect();
         let policy = crate::policy::Policy {
-            method: crate::frame::CensorMethod::Fill { y: 0, u: 128, v: 128 },
+            method: crate::frame::CensorMethod::Fill {
+                y: 0,
+                u: 128,
+                v: 128,
+            },
             ..Default::default()
         };
         let calls = Arc::new(std::sync::Mutex::new(Vec::new()));

@@ -43,8 +43,7 @@ pub fn engine_with_detector(
     policy: Policy,
 ) -> Engine {
     let svc = Arc::new(
-        DetectService::start(vec![detector], BatcherConfig::default())
-            .expect("a detector service"),
+        DetectService::start(vec![detector], BatcherConfig::default()).expect("a detector service"),
     );
     let stream = StreamOptions {
         policy,
