@@ -136,6 +136,35 @@ impl OutputSection {
     }
 }
 
+/// Which detector sizes are left to the core count: those neither the
+/// file nor a flag set ([`Config::resolve_detector_defaults`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DetectorAuto {
+    /// `[detector] threads` / `--threads`.
+    pub threads: bool,
+    /// `[batcher] contexts` / `--contexts`.
+    pub contexts: bool,
+}
+
+/// The detector's threads x contexts for `cores` cores: one intra-op
+/// thread per session and one session per core. On the CPU a frame is
+/// small work for ONNX Runtime (~20 ms at 320x192), so threads inside one
+/// inference mostly wait on each other; independent sessions keep every
+/// core busy with whole frames, which is what throughput (streams per
+/// machine) needs. The streams' own threads (decode, censor, encode) share
+/// the same cores; measured on 2 cores in docs/BENCHMARKS.md.
+/// `threads`: set by the user (contexts then fill the cores with it).
+pub fn detector_defaults(cores: usize, threads: Option<usize>) -> (usize, usize) {
+    let threads = threads.unwrap_or(1).clamp(1, 16);
+    let contexts = (cores.max(1) / threads).clamp(1, 16);
+    (threads, contexts)
+}
+
+/// The cores this process may use.
+pub fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 /// The whole configuration file.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -152,6 +181,9 @@ pub struct Config {
     pub output: OutputSection,
     /// `[[rules]]`: moderation rules (hits within a window run actions).
     pub rules: Vec<crate::moderation::RuleConfig>,
+    /// Not in the file: which detector sizes follow the core count.
+    #[serde(skip)]
+    pub auto: DetectorAuto,
 }
 
 impl Default for Config {
@@ -167,6 +199,10 @@ impl Default for Config {
             gpu: GpuSection::default(),
             output: OutputSection::default(),
             rules: Vec::new(),
+            auto: DetectorAuto {
+                threads: true,
+                contexts: true,
+            },
         }
     }
 }
@@ -209,10 +245,48 @@ impl Config {
 
     /// A config file's text; `path` only names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::File {
+        let err = |e: toml::de::Error| ConfigError::File {
             path: path.to_path_buf(),
             reason: e.to_string(),
-        })
+        };
+        let mut cfg: Config = toml::from_str(text).map_err(err)?;
+        let table: toml::Table = toml::from_str(text).map_err(err)?;
+        let has = |section: &str, key: &str| {
+            table
+                .get(section)
+                .and_then(|s| s.as_table())
+                .is_some_and(|s| s.contains_key(key))
+        };
+        cfg.auto = DetectorAuto {
+            threads: !has("detector", "threads"),
+            contexts: !has("batcher", "contexts"),
+        };
+        Ok(cfg)
+    }
+
+    /// Sets the detector's threads and contexts the file and flags left
+    /// open from the core count ([`detector_defaults`]); a TensorRT
+    /// detector keeps its contexts (GPU execution contexts, not cores).
+    pub fn resolve_detector_defaults(&mut self, cores: usize) {
+        let set = (!self.auto.threads).then_some(self.detector.threads);
+        let (threads, contexts) = detector_defaults(cores, set);
+        self.detector.threads = threads;
+        if self.auto.contexts && self.detector.backend == crate::detect::DetectorBackend::Onnx {
+            self.batcher.contexts = contexts;
+        }
+    }
+
+    /// Where the detector's threads x contexts came from, for `doctor` and
+    /// the bench.
+    pub fn detector_sizes(&self) -> String {
+        let from = |auto: bool| if auto { "from the core count" } else { "set" };
+        format!(
+            "{} thread(s) x {} context(s) ({}, {})",
+            self.detector.threads,
+            self.batcher.contexts,
+            from(self.auto.threads),
+            from(self.auto.contexts),
+        )
     }
 
     /// Applies environment overrides from `get` (`std::env::var` in main).
@@ -597,5 +671,37 @@ mod tests {
         assert!(e.to_string().contains("max_bach"), "{e}");
         let e = Config::load(Some(&dir.path().join("none.toml"))).unwrap_err();
         assert!(e.to_string().contains("none.toml"), "{e}");
+    }
+
+    /// Threads x contexts follow the core count where neither the file nor
+    /// a flag set them; a set thread count divides the cores; TensorRT
+    /// keeps its contexts.
+    #[test]
+    fn detector_sizes_follow_the_core_count_unless_set() {
+        assert_eq!(detector_defaults(2, None), (1, 2));
+        assert_eq!(detector_defaults(16, None), (1, 16));
+        assert_eq!(detector_defaults(64, None), (1, 16));
+        assert_eq!(detector_defaults(1, None), (1, 1));
+        assert_eq!(detector_defaults(16, Some(4)), (4, 4));
+        assert_eq!(detector_defaults(2, Some(4)), (4, 1));
+
+        let mut c = Config::load(None).unwrap();
+        c.resolve_detector_defaults(8);
+        assert_eq!((c.detector.threads, c.batcher.contexts), (1, 8));
+        c.validate().unwrap();
+
+        let p = Path::new("x.toml");
+        let mut c = Config::parse("[detector]\nthreads = 2\n", p).unwrap();
+        c.resolve_detector_defaults(8);
+        assert_eq!((c.detector.threads, c.batcher.contexts), (2, 4));
+
+        let mut c = Config::parse("[batcher]\ncontexts = 3\n", p).unwrap();
+        c.resolve_detector_defaults(8);
+        assert_eq!((c.detector.threads, c.batcher.contexts), (1, 3));
+        assert!(c.detector_sizes().contains("from the core count, set"));
+
+        let mut c = Config::parse("[detector]\nbackend = \"tensorrt\"\n", p).unwrap();
+        c.resolve_detector_defaults(8);
+        assert_eq!(c.batcher.contexts, BatcherConfig::default().contexts);
     }
 }

@@ -432,6 +432,7 @@ fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
         }
         if let Some(t) = p.threads {
             cfg.detector.threads = t;
+            cfg.auto.threads = false;
         }
         if let Some(d) = &p.detector {
             cfg.detector.backend = d
@@ -455,6 +456,7 @@ fn load_config(path: Option<&Path>, p: Option<&PolicyArgs>) -> Result<Config> {
             cfg.output.passthrough = false;
         }
     }
+    cfg.resolve_detector_defaults(livecensor::config::cores());
     cfg.validate()?;
     Ok(cfg)
 }
@@ -723,8 +725,11 @@ fn doctor(cfg: &Config) {
     let findings = livecensor::doctor::gather(&cfg.detector);
     print!("{}", livecensor::doctor::decide(&findings));
     println!(
-        "detector config  {}, {} thread(s), {} context(s), batch up to {}",
-        cfg.detector.backend, cfg.detector.threads, cfg.batcher.contexts, cfg.batcher.max_batch
+        "detector config  {}, {} on {} cores, batch up to {}",
+        cfg.detector.backend,
+        cfg.detector_sizes(),
+        livecensor::config::cores(),
+        cfg.batcher.max_batch
     );
 }
 

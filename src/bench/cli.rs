@@ -148,9 +148,11 @@ impl BenchArgs {
         }
         if let Some(t) = self.threads {
             cfg.detector.threads = t;
+            cfg.auto.threads = false;
         }
         if let Some(c) = self.contexts {
             cfg.batcher.contexts = c;
+            cfg.auto.contexts = false;
         }
         if let Some(b) = self.batch {
             cfg.batcher.max_batch = b;
@@ -178,6 +180,7 @@ impl BenchArgs {
         if self.no_passthrough {
             cfg.output.passthrough = false;
         }
+        cfg.resolve_detector_defaults(crate::config::cores());
         bench_config(cfg)
     }
 

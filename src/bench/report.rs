@@ -144,6 +144,10 @@ pub struct RunSetup {
     pub latency_budget_ms: f64,
     pub detector_threads: usize,
     pub contexts: usize,
+    /// Threads or contexts came from the core count (neither the file nor
+    /// a flag set them), on this many cores.
+    #[serde(default)]
+    pub detector_sizes_from_cores: Option<usize>,
     pub max_batch: usize,
     /// The detector input: letterbox and tensor size, e.g. `rect 320x192`.
     #[serde(default)]
@@ -709,7 +713,7 @@ impl RunReport {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s), batch <= {}, input {}{}",
+            "{} stream(s) {}x{} @ {} fps, {} mode{}, {}, {} frames/stream, detector {} thread(s) x {} context(s){}, batch <= {}, input {}{}",
             s.streams,
             s.width,
             s.height,
@@ -728,6 +732,10 @@ impl RunReport {
             s.frames_per_stream,
             s.detector_threads,
             s.contexts,
+            match s.detector_sizes_from_cores {
+                Some(n) => format!(" (from {n} cores)"),
+                None => String::new(),
+            },
             s.max_batch,
             s.detector_input,
             if s.gpu {

@@ -33,6 +33,8 @@ fn setup_of(cfg: &Config, o: &BenchOptions, mode: LetterboxMode) -> RunSetup {
         latency_budget_ms: o.latency_budget_ms,
         detector_threads: cfg.detector.threads,
         contexts: cfg.batcher.contexts,
+        detector_sizes_from_cores: (cfg.auto.threads || cfg.auto.contexts)
+            .then(crate::config::cores),
         max_batch: cfg.batcher.max_batch,
         detector_input: detector_input(cfg, mode, o.width, o.height),
         gpu: cfg.gpu.enabled,

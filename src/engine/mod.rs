@@ -13,6 +13,11 @@
 //! failed encode is reported on its output and the encoder restarts with an
 //! IDR; every fallback between GPU and CPU follows [`crate::backend`].
 //!
+//! On the CPU backend a worker thread per stream encodes ([`encode`]) while
+//! the stream's thread works on the next frames; frames leave in order.
+//! NVENC (and openh264 behind a CUDA lane) encodes inline: it works on the
+//! lane's CUDA stream.
+//!
 //! A frame verified clean may leave as the input's own access unit instead
 //! of being encoded again ([`passthrough`]): the engine knows which access
 //! unit each picture came of, the input's parameter sets, and whether the
@@ -28,10 +33,12 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+pub mod encode;
 pub mod passthrough;
 #[cfg(test)]
 pub(crate) mod test_util;
 
+pub use encode::{EncodeWorker, FrameEncoder, MakeEncoder};
 pub use passthrough::{Decision, FrameFacts, Passthrough, PassthroughOptions};
 
 /// How a stream runs.
@@ -149,6 +156,23 @@ struct AuRef {
     idr: bool,
 }
 
+/// How released frames are encoded.
+enum Encoding {
+    /// Not at all: the sink takes host pictures.
+    Pictures,
+    /// On the stream's thread (NVENC, or anything on a CUDA lane).
+    Inline(EncoderSlot),
+    /// On the stream's encoder thread.
+    Thread(EncodeWorker),
+}
+
+/// A released frame on its way out, in release order.
+struct Leaving {
+    out: Output,
+    /// Its encode is not back yet: it and every frame behind it wait.
+    encoding: bool,
+}
+
 /// What the engine remembers of a frame inside the pipeline.
 #[derive(Debug)]
 struct InFlight {
@@ -161,7 +185,10 @@ pub struct Engine {
     backend: Backend,
     opts: EngineOptions,
     decoder: Option<Decoder>,
-    encoder: Option<EncoderSlot>,
+    encoder: Encoding,
+    /// Released frames not handed out yet (their encodes pending, or behind
+    /// one that is).
+    leaving: VecDeque<Leaving>,
     /// Until the next key frame decodes, frames are censored whole: after
     /// loss, a decoder error or a new input.
     waiting_for_keyframe: bool,
@@ -209,7 +236,12 @@ impl Engine {
             backend: backend.clone(),
             opts,
             decoder: None,
-            encoder: opts.encode.then(|| backend.encoder(opts.fps)),
+            encoder: match (opts.encode, backend) {
+                (false, _) => Encoding::Pictures,
+                (true, Backend::Cpu) => Encoding::Thread(EncodeWorker::openh264(opts.fps)),
+                (true, _) => Encoding::Inline(backend.encoder(opts.fps)),
+            },
+            leaving: VecDeque::new(),
             waiting_for_keyframe: true,
             keyframe_wanted: false,
             force_idr: true,
@@ -227,11 +259,18 @@ impl Engine {
 
     pub fn counters(&self) -> EngineCounters {
         let mut c = self.counters;
-        if let Some(e) = &self.encoder {
+        if let Encoding::Inline(e) = &self.encoder {
             c.encoder_fallbacks = e.fallbacks;
             c.nvenc_errors = e.nvenc_errors;
         }
         c
+    }
+
+    /// Encodes with the worker `make` opens encoders for (tests: a mock).
+    #[cfg(test)]
+    pub(crate) fn with_encoder(mut self, make: MakeEncoder) -> Self {
+        self.encoder = Encoding::Thread(EncodeWorker::new(make));
+        self
     }
 
     pub fn pipeline(&self) -> &StreamPipeline {
@@ -240,10 +279,14 @@ impl Engine {
 
     /// What encodes (after the first frame) and why.
     pub fn encoder_description(&self) -> String {
-        match &self.encoder {
-            Some(e) if !e.description().is_empty() => e.description().to_string(),
-            Some(_) => "not opened yet".into(),
-            None => "none (pictures)".into(),
+        let d = match &self.encoder {
+            Encoding::Inline(e) => e.description(),
+            Encoding::Thread(w) => w.description(),
+            Encoding::Pictures => return "none (pictures)".into(),
+        };
+        match d {
+            "" => "not opened yet".into(),
+            d => d.to_string(),
         }
     }
 
@@ -252,8 +295,44 @@ impl Engine {
         self.decoder.as_ref().map(Decoder::name)
     }
 
+    /// Frames inside the pipeline or waiting for their encode.
     pub fn in_flight(&self) -> usize {
-        self.pipeline.in_flight()
+        self.pipeline.in_flight() + self.leaving.len()
+    }
+
+    fn encodes_pending(&self) -> usize {
+        match &self.encoder {
+            Encoding::Thread(w) => w.pending(),
+            _ => 0,
+        }
+    }
+
+    /// Puts the encoder thread's oldest result on its frame (at once, or
+    /// after at most `wait`); false when none came back.
+    fn take_encoded(&mut self, wait: Option<Duration>) -> bool {
+        let Encoding::Thread(w) = &mut self.encoder else {
+            return false;
+        };
+        let Some(done) = w.take(wait) else {
+            return false;
+        };
+        // Results come back in the order the frames were sent.
+        let Some(l) = self.leaving.iter_mut().find(|l| l.encoding) else {
+            return true;
+        };
+        l.encoding = false;
+        l.out.times.encode = done.seconds;
+        l.out.encoded = Some(match done.result {
+            Ok((au, forced)) => {
+                self.counters.keyframes_forced += u64::from(forced);
+                Ok(au)
+            }
+            Err(e) => {
+                self.counters.encode_errors += 1;
+                Err(e)
+            }
+        });
+        true
     }
 
     /// Device pictures that have left, when the source decoded them (the
@@ -547,27 +626,54 @@ impl Engine {
         self.pipeline.finish();
     }
 
-    /// Blocks until a detection comes back, the next deadline, or `max`.
+    /// Blocks until a detection comes back, the next deadline, or `max`;
+    /// while encodes are pending, until the oldest is back (the next frame
+    /// to leave waits for it) or `max`.
     pub fn wait(&mut self, max: Duration) {
-        self.pipeline.wait(max);
+        if self.encodes_pending() > 0 {
+            self.take_encoded(Some(max));
+            self.pipeline.pump(Instant::now());
+        } else {
+            self.pipeline.wait(max);
+        }
     }
 
     /// The next released frame, encoded (or as a host picture), if one may
-    /// leave now.
+    /// leave now: frames leave in release order, each once its encode is
+    /// back.
     pub fn poll(&mut self, now: Instant) -> Option<Output> {
-        let r = self.pipeline.poll_output(now)?;
-        let f = self.in_flight.pop_front().unwrap_or(InFlight {
-            origin: r.arrived,
-            au: None,
-        });
-        self.counters.released += 1;
-        if r.record.status == crate::pipeline::Status::FailClosed {
-            self.counters.fail_closed += 1;
+        loop {
+            while self.take_encoded(None) {}
+            if self.leaving.front().is_some_and(|l| !l.encoding) {
+                return self.leaving.pop_front().map(|l| {
+                    let mut out = l.out;
+                    out.done = Instant::now();
+                    out
+                });
+            }
+            if self.encodes_pending() >= encode::DEPTH {
+                // The encoder is behind: its oldest result before more
+                // frames are released to it.
+                if self.take_encoded(Some(encode::STUCK)) {
+                    continue;
+                }
+                return None;
+            }
+            let r = self.pipeline.poll_output(now)?;
+            let f = self.in_flight.pop_front().unwrap_or(InFlight {
+                origin: r.arrived,
+                au: None,
+            });
+            self.counters.released += 1;
+            if r.record.status == crate::pipeline::Status::FailClosed {
+                self.counters.fail_closed += 1;
+            }
+            let l = self.output(now, r, f);
+            self.leaving.push_back(l);
         }
-        Some(self.output(now, r, f))
     }
 
-    fn output(&mut self, now: Instant, r: Released, f: InFlight) -> Output {
+    fn output(&mut self, now: Instant, r: Released, f: InFlight) -> Leaving {
         let Released {
             index,
             pts,
@@ -582,7 +688,7 @@ impl Engine {
         let t0 = Instant::now();
         let was_forwarding = self.passthrough.forwarding();
         let decision = match self.encoder {
-            Some(_) => self.passthrough.decide(
+            Encoding::Inline(_) | Encoding::Thread(_) => self.passthrough.decide(
                 now,
                 FrameFacts {
                     clean,
@@ -590,7 +696,7 @@ impl Engine {
                     idr: f.au.as_ref().is_some_and(|a| a.idr),
                 },
             ),
-            None => Decision::Encode { idr: false },
+            Encoding::Pictures => Decision::Encode { idr: false },
         };
         if !self.off_reported {
             if let Some(why) = self.passthrough.off_reason() {
@@ -598,19 +704,24 @@ impl Engine {
                 self.off_reported = true;
             }
         }
-        let (encoded, host) = match (self.encoder.as_mut(), decision, f.au.as_ref()) {
-            (None, _, _) => (None, Some(self.pipeline.lane_mut().to_host(picture))),
-            (Some(_), Decision::Forward, Some(au)) => {
+        let forward = match (&self.encoder, decision, f.au.as_ref()) {
+            (Encoding::Pictures, _, _) => None,
+            (_, Decision::Forward, Some(au)) => Some(self.forwarded(au)),
+            _ => None,
+        };
+        let mut encoding = false;
+        let (encoded, host) = match (&mut self.encoder, forward) {
+            (Encoding::Pictures, _) => (None, Some(self.pipeline.lane_mut().to_host(picture))),
+            (_, Some(bytes)) => {
                 if !was_forwarding {
                     tracing::debug!(frame = index, "passthrough: forwarding from here");
                 }
-                let bytes = self.forwarded(au);
                 self.recycle(picture);
                 record.passthrough = true;
                 self.counters.passed_through += 1;
                 (Some(Ok(bytes)), None)
             }
-            (Some(slot), decision, _) => {
+            (enc, None) => {
                 if let Decision::Encode { idr: true } = decision {
                     self.force_idr = true;
                 }
@@ -619,31 +730,58 @@ impl Engine {
                     tracing::debug!(frame = index, clean, "passthrough: encoding from here");
                 }
                 let lane = self.pipeline.lane_mut();
-                let au = encode(slot, lane, picture, (width, height), &mut self.force_idr);
-                if au.is_err() {
-                    self.counters.encode_errors += 1;
+                match enc {
+                    Encoding::Thread(w) => {
+                        let host = lane.to_host(picture);
+                        match w.submit(host, std::mem::take(&mut self.force_idr)) {
+                            Ok(()) => {
+                                encoding = true;
+                                (None, None)
+                            }
+                            Err(e) => {
+                                self.counters.encode_errors += 1;
+                                (Some(Err(e)), None)
+                            }
+                        }
+                    }
+                    Encoding::Inline(slot) => {
+                        let au = encode_picture(
+                            slot,
+                            lane,
+                            picture,
+                            (width, height),
+                            &mut self.force_idr,
+                        );
+                        if au.is_err() {
+                            self.counters.encode_errors += 1;
+                        }
+                        if let Ok(true) = au.as_ref().map(|(_, forced)| *forced) {
+                            self.counters.keyframes_forced += 1;
+                        }
+                        (Some(au.map(|(au, _)| au).map_err(|e| e.to_string())), None)
+                    }
+                    Encoding::Pictures => (None, Some(lane.to_host(picture))),
                 }
-                if let Ok(true) = au.as_ref().map(|(_, forced)| *forced) {
-                    self.counters.keyframes_forced += 1;
-                }
-                (Some(au.map(|(au, _)| au).map_err(|e| e.to_string())), None)
             }
         };
         let done = Instant::now();
         times.encode = done.duration_since(t0).as_secs_f64();
-        Output {
-            index,
-            pts,
-            record,
-            arrived,
-            origin: f.origin,
-            done,
-            times,
-            encoded,
-            picture: host,
-            snapshot,
-            width,
-            height,
+        Leaving {
+            out: Output {
+                index,
+                pts,
+                record,
+                arrived,
+                origin: f.origin,
+                done,
+                times,
+                encoded,
+                picture: host,
+                snapshot,
+                width,
+                height,
+            },
+            encoding,
         }
     }
 
@@ -667,7 +805,7 @@ impl Engine {
 /// makes the next frame an IDR (the encoder is reopened at the next size
 /// change or kept; openh264 and NVENC both restart cleanly on an IDR).
 /// `Ok((au, forced))`.
-fn encode(
+fn encode_picture(
     slot: &mut EncoderSlot,
     lane: &mut Lane,
     picture: Picture,
@@ -945,6 +1083,155 @@ mod tests {
         assert_eq!(c.passed_through as usize, 12 - (6 - k0));
         assert_eq!(c.passthrough_switches, u64::from(k0 > 0));
         assert!(e.passthrough_off().is_none());
+    }
+
+    /// Finds a region on every bright picture (a luma mean above 0.55 of
+    /// the input tensor), nothing on the others.
+    struct Bright;
+
+    impl crate::detect::DetectBackend for Bright {
+        fn input_size(&self) -> usize {
+            32
+        }
+        fn detect(
+            &mut self,
+            tensors: &[f32],
+            batch: usize,
+            _: &[crate::detect::Letterbox],
+        ) -> Result<Vec<Vec<crate::frame::Detection>>, crate::error::DetectError> {
+            let per = (tensors.len() / batch.max(1)).max(1);
+            Ok(tensors
+                .chunks(per)
+                .take(batch)
+                .map(|t| {
+                    let mean = t.iter().sum::<f32>() / t.len() as f32;
+                    (mean > 0.55)
+                        .then(|| crate::frame::Detection {
+                            bbox: crate::frame::BBox::new(8.0, 8.0, 40.0, 40.0),
+                            class: crate::detect::class_index("FEMALE_BREAST_EXPOSED").unwrap_or(3),
+                            score: 0.9,
+                        })
+                        .into_iter()
+                        .collect()
+                })
+                .collect())
+        }
+    }
+
+    /// Stands in for openh264 on the encoder thread: the access unit is the
+    /// picture's luma behind a marker; the third call fails, the seventh
+    /// panics (the thread dies). Every call's `idr` is kept.
+    struct Mock(Arc<std::sync::Mutex<Vec<bool>>>);
+
+    const MOCK: &[u8] = b"MOCK";
+
+    impl FrameEncoder for Mock {
+        fn encode(&mut self, frame: Frame, idr: bool) -> Result<(Vec<u8>, bool), Error> {
+            let call = {
+                let mut calls = self.0.lock().map_err(|_| Error::Gpu("poisoned".into()))?;
+                calls.push(idr);
+                calls.len()
+            };
+            match call {
+                3 => Err(Error::Gpu("mock encoder failure".into())),
+                7 => panic!("mock encoder crash"),
+                _ => Ok(([MOCK, frame.y()].concat(), idr)),
+            }
+        }
+        fn description(&self) -> String {
+            "mock".into()
+        }
+    }
+
+    /// Encoding on the encoder thread, with passthrough and a content mix:
+    /// every frame leaves once, in order; a frame with a region leaves with
+    /// its mask filled in the pixels the encoder got, never forwarded; an
+    /// encode that fails or a thread that dies leaves that frame as an error
+    /// (not published), and the fresh thread starts with an IDR.
+    #[test]
+    fn the_encoder_thread_keeps_order_and_masks_and_fails_closed() {
+        let n = 16;
+        let dirty = [2, 3, 5, 6, 9, 13, 14];
+        let mut cfg = EncoderConfig::new(64, 48, 30.0);
+        cfg.keyframe_interval = 4;
+        let mut enc = Encoder::new(cfg).unwrap();
+        let aus: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let mut f = pattern(64, 48, i);
+                if dirty.contains(&i) {
+                    f.planes_mut().0.fill(235);
+                }
+                enc.encode(&f, i == 0).unwrap()
+            })
+            .collect();
+        let policy = crate::policy::Policy {
+            method: crate::frame::CensorMethod::Fill {
+                y: 0,
+                u: 128,
+                v: 128,
+            },
+            ..Default::default()
+        };
+        let calls = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = calls.clone();
+        let e = test_util::engine_with_detector(
+            &Backend::Cpu,
+            EngineOptions {
+                passthrough: PassthroughOptions::default(),
+                fps: 30.0,
+                encode: true,
+                max_in_flight: None,
+                snapshot_every: None,
+            },
+            Box::new(Bright),
+            policy,
+        )
+        .with_encoder(Arc::new(move || Box::new(Mock(seen.clone()))));
+        let inputs = aus.iter().enumerate().map(|(k, a)| au(a, k)).collect();
+        let (out, e) = run(e, inputs);
+        let index: Vec<u64> = out.iter().map(|o| o.index).collect();
+        assert_eq!(index, (0..n as u64).collect::<Vec<_>>());
+        assert!(out.windows(2).all(|w| w[0].pts < w[1].pts));
+        let mut failed = Vec::new();
+        for (k, o) in out.iter().enumerate() {
+            let is_dirty = dirty.contains(&k);
+            assert_eq!(!o.record.masks.is_empty(), is_dirty, "frame {k}");
+            if is_dirty {
+                assert!(!o.record.passthrough, "frame {k} forwarded");
+            }
+            match &o.encoded {
+                Some(Ok(b)) if o.record.passthrough => assert_eq!(b, &aus[k], "frame {k}"),
+                Some(Ok(b)) => {
+                    let y = b.strip_prefix(MOCK).expect("our encoder's output");
+                    assert_eq!(y.len(), 64 * 48);
+                    // Inside the mask: filled; outside: the picture.
+                    assert_eq!(y[24 * 64 + 24] == 0, is_dirty, "frame {k}");
+                    assert_ne!(y[2 * 64 + 60], 0, "frame {k}");
+                }
+                Some(Err(_)) => failed.push(k),
+                None => panic!("frame {k} left without an access unit"),
+            }
+        }
+        let calls = calls.lock().unwrap().clone();
+        // Encoded: the dirty frames and the clean ones up to the next
+        // input IDR (every 4th).
+        let encoded: Vec<usize> = out
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| !o.record.passthrough)
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(encoded, [2, 3, 5, 6, 7, 9, 10, 11, 13, 14, 15]);
+        // Frame 5's encode failed, frame 10's crashed the thread, and frame
+        // 11 fails too when it was queued behind it (at most DEPTH were).
+        assert!(failed == [5, 10] || failed == [5, 10, 11], "{failed:?}");
+        assert_eq!(calls.len(), encoded.len() - (failed.len() - 2));
+        // The first encode after forwarding is an IDR, and so is the first
+        // on the fresh thread after the crash.
+        assert!(calls[0] && calls[2] && calls[5] && calls[7], "{calls:?}");
+        assert!(!calls[1]);
+        assert_eq!(e.counters().encode_errors, failed.len() as u64);
+        assert_eq!(e.in_flight(), 0);
     }
 
     /// A corrupt access unit becomes a grey frame censored whole, the

@@ -32,12 +32,21 @@ impl DetectBackend for Nothing {
 /// An engine on `backend` with the default policy, no tracker and
 /// [`Nothing`] as its detector.
 pub fn engine_finding_nothing(backend: &Backend, opts: EngineOptions) -> Engine {
+    engine_with_detector(backend, opts, Box::new(Nothing), Policy::default())
+}
+
+/// An engine on `backend` with `detector`, `policy` and no tracker.
+pub fn engine_with_detector(
+    backend: &Backend,
+    opts: EngineOptions,
+    detector: Box<dyn DetectBackend>,
+    policy: Policy,
+) -> Engine {
     let svc = Arc::new(
-        DetectService::start(vec![Box::new(Nothing)], BatcherConfig::default())
-            .expect("a detector service"),
+        DetectService::start(vec![detector], BatcherConfig::default()).expect("a detector service"),
     );
     let stream = StreamOptions {
-        policy: Policy::default(),
+        policy,
         scheduler: SchedulerConfig::default(),
         tracker: None,
         resize: Default::default(),
