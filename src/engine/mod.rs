@@ -448,6 +448,20 @@ impl Engine {
                     self.keyframe_wanted = true;
                 }
                 // The unit's own picture: the only one out, with its timestamp.
+                tracing::trace!(
+                    seq,
+                    idr,
+                    key,
+                    contiguous,
+                    show,
+                    pictures = frames.len(),
+                    parameter_sets = {
+                        let i = AccessUnitInfo::of(&data);
+                        i.sps.len() + i.pps.len()
+                    },
+                    same_pts = frames.first().is_some_and(|f| f.pts == pts),
+                    "access unit"
+                );
                 let mut au = match frames.as_slice() {
                     [f] if f.pts == pts => Some(AuRef { seq, data, idr }),
                     _ => None,
@@ -588,6 +602,13 @@ impl Engine {
             ),
             None => Decision::Encode { idr: false },
         };
+        tracing::trace!(
+            frame = index,
+            clean,
+            au = ?f.au.as_ref().map(|a| (a.seq, a.idr)),
+            ?decision,
+            "passthrough decision"
+        );
         if !self.off_reported {
             if let Some(why) = self.passthrough.off_reason() {
                 record.passthrough_off = Some(why.to_string());
