@@ -5,12 +5,14 @@
 use super::report::{FrameSample, FrameScore, StreamRun};
 use super::{other, BenchOptions};
 use crate::backend::Backend;
+use crate::codec::{Encoder, EncoderConfig};
 use crate::engine::{
     drive, Engine, EngineOptions, Feed, Input, Output, PassthroughOptions, Sink, Source,
 };
 use crate::error::Error;
 use crate::pipeline::stream::StreamPipeline;
-use crate::synth::Scenario;
+use crate::synth::{Scenario, Synth};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub(super) struct Stream<'a> {
@@ -49,15 +51,25 @@ impl Stream<'_> {
         if let Some(d) = first.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
+        // Paced with passthrough: the clip is encoded as it plays, so that
+        // a key frame asked for comes as a live broadcaster's would.
+        let live = (o.paced && self.passthrough.enabled)
+            .then(|| LiveClip::start(o, scenario, self.aus.len(), self.passthrough));
         let mut source = ClipSource {
             stream: self,
             next: 0,
+            live,
+            input_bytes: 0,
         };
         let mut sink = Collector {
             start: self.start,
             samples: Vec::with_capacity(self.aus.len()),
         };
         drive(&mut engine, &mut source, &mut sink)?;
+        let (source_cpu_s, keyframes_asked) = match source.live.take() {
+            Some(l) => l.finish()?,
+            None => (0.0, 0),
+        };
         Ok(StreamRun {
             id: self.id,
             scenario: scenario.name().to_string(),
@@ -65,9 +77,113 @@ impl Stream<'_> {
             samples: sink.samples,
             encoder: engine.encoder_description(),
             second_looks: engine.pipeline().counters().second_looks,
-            input_bytes: self.aus.iter().map(|a| a.len() as u64).sum(),
+            input_bytes: source.input_bytes,
+            source_cpu_s,
+            keyframes_asked,
         })
     }
+}
+
+/// The clip rendered and encoded on its own thread as it plays, one frame
+/// ahead, like a live broadcaster's camera and encoder: a key frame asked
+/// for (the engine's PLI) is the next frame it encodes, at most one per
+/// `keyframe_gap` (the live rate limit), besides the encoder's own
+/// periodic ones. Its CPU time is the broadcaster's, not ours: the run
+/// reports it apart.
+struct LiveClip {
+    /// After each frame taken: whether the next one must be a key frame.
+    take: mpsc::Sender<bool>,
+    frames: mpsc::Receiver<Result<Vec<u8>, Error>>,
+    thread: Option<std::thread::JoinHandle<f64>>,
+    /// A key frame was asked for and not yet passed on.
+    asked: bool,
+    /// The last frame a key frame was passed on at.
+    last_forced: Option<usize>,
+    gap_frames: usize,
+    keyframes_asked: u64,
+}
+
+impl LiveClip {
+    fn start(o: &BenchOptions, scenario: Scenario, frames: usize, p: PassthroughOptions) -> Self {
+        let (take, want) = mpsc::channel::<bool>();
+        let (send, got) = mpsc::channel();
+        let cfg = super::clips::synth_config(o);
+        let thread = std::thread::spawn(move || {
+            let run = || -> Result<(), Error> {
+                let synth = Synth::new(scenario, cfg.clone())?;
+                let mut enc =
+                    Encoder::new(EncoderConfig::new(cfg.width, cfg.height, cfg.fps as f32))?;
+                let mut force = false;
+                for i in 0..frames {
+                    let au = enc.encode(&synth.frame(i).frame, force)?;
+                    if send.send(Ok(au)).is_err() {
+                        return Ok(());
+                    }
+                    match want.recv() {
+                        Ok(f) => force = f,
+                        Err(_) => return Ok(()),
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = send.send(Err(e));
+            }
+            thread_cpu_seconds()
+        });
+        LiveClip {
+            take,
+            frames: got,
+            thread: Some(thread),
+            asked: false,
+            last_forced: None,
+            gap_frames: (p.keyframe_gap.as_secs_f64() * o.fps).ceil() as usize,
+            keyframes_asked: 0,
+        }
+    }
+
+    /// Frame `k` (blocks until encoded; it is encoded a frame ahead).
+    fn frame(&mut self, k: usize) -> Result<Vec<u8>, Error> {
+        let au = self
+            .frames
+            .recv()
+            .map_err(|_| other("the clip's encoder thread stopped"))??;
+        let force = self.asked
+            && self
+                .last_forced
+                .is_none_or(|f| k + 1 >= f + self.gap_frames);
+        if force {
+            self.asked = false;
+            self.last_forced = Some(k + 1);
+        }
+        // The thread ends after the last frame: nobody takes this then.
+        let _ = self.take.send(force);
+        Ok(au)
+    }
+
+    fn ask(&mut self) {
+        self.asked = true;
+        self.keyframes_asked += 1;
+    }
+
+    /// The thread's CPU seconds and the key frames asked for.
+    fn finish(mut self) -> Result<(f64, u64), Error> {
+        drop(self.take);
+        let cpu = match self.thread.take().map(|t| t.join()) {
+            Some(Ok(c)) => c,
+            Some(Err(_)) => return Err(other("the clip's encoder thread panicked")),
+            None => 0.0,
+        };
+        Ok((cpu, self.keyframes_asked))
+    }
+}
+
+/// CPU seconds of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    super::machine::cpu_seconds_of(&stat)
 }
 
 /// A synthetic clip's access units as a source: paced at the frame rate
@@ -76,6 +192,8 @@ impl Stream<'_> {
 struct ClipSource<'a, 'b> {
     stream: &'b Stream<'a>,
     next: usize,
+    live: Option<LiveClip>,
+    input_bytes: u64,
 }
 
 impl Source for ClipSource<'_, '_> {
@@ -98,9 +216,14 @@ impl Source for ClipSource<'_, '_> {
             now
         };
         let pts = (self.next as f64 * 90_000.0 / o.fps).round() as i64;
+        let data: std::sync::Arc<[u8]> = match self.live.as_mut() {
+            Some(l) => l.frame(self.next)?.into(),
+            None => au.as_slice().into(),
+        };
+        self.input_bytes += data.len() as u64;
         self.next += 1;
         Ok(Feed::Input(Input::AccessUnit {
-            data: au.as_slice().into(),
+            data,
             pts,
             arrival,
             origin: arrival,
@@ -108,6 +231,12 @@ impl Source for ClipSource<'_, '_> {
             show: true,
             stale: false,
         }))
+    }
+
+    fn keyframe_wanted(&mut self) {
+        if let Some(l) = self.live.as_mut() {
+            l.ask();
+        }
     }
 }
 

@@ -32,7 +32,7 @@ pub mod passthrough;
 #[cfg(test)]
 pub(crate) mod test_util;
 
-pub use passthrough::{Decision, FrameFacts, Passthrough, PassthroughOptions};
+pub use passthrough::{Decision, FrameFacts, Passthrough, PassthroughOptions, Publish};
 
 /// How a stream runs.
 #[derive(Clone, Copy, Debug)]
@@ -87,6 +87,9 @@ pub enum Input {
     Reset,
     /// The next encoded frame must be an IDR (a new viewer).
     ForceKeyframe,
+    /// Live: the output's negotiated `profile-level-id`, or why it cannot
+    /// be read (then nothing passes through).
+    PublishProfile(Result<(u8, u8, u8), String>),
     /// Moderation: censor the whole output (or resume with `Off`).
     CensorWhole(CensorWhole),
 }
@@ -297,15 +300,12 @@ impl Engine {
                     s.pic_order_cnt_type
                 )),
                 Some(s) => match self.passthrough.options().publish {
-                    Some(p) => s.fits(p).err(),
-                    None => None,
+                    Publish::Negotiated(p) => s.fits(p).err(),
+                    Publish::Any | Publish::Awaited => None,
                 },
             };
             if let Some(why) = why {
-                if self.passthrough.off_reason().is_none() {
-                    tracing::info!("passthrough off for this stream: {why}");
-                }
-                self.passthrough.turn_off(why);
+                self.turn_passthrough_off(why);
             }
         }
         if !info.sps.is_empty() {
@@ -315,6 +315,34 @@ impl Engine {
             self.input_pps = info.pps;
         }
         info.idr
+    }
+
+    fn turn_passthrough_off(&mut self, why: String) {
+        if self.passthrough.off_reason().is_none() {
+            tracing::info!("passthrough off for this stream: {why}");
+        }
+        self.passthrough.turn_off(why);
+    }
+
+    /// The output's profile is known: the input's parameter sets seen so far
+    /// must fit it; when it cannot be read, nothing passes through.
+    fn publish_profile(&mut self, profile: Result<(u8, u8, u8), String>) {
+        match profile {
+            Ok(p) => {
+                self.passthrough.set_publish(p);
+                let unfit = self
+                    .input_sps
+                    .iter()
+                    .filter_map(|nal| parse_sps(nal))
+                    .find_map(|s| s.fits(p).err());
+                if let Some(why) = unfit {
+                    self.turn_passthrough_off(why);
+                }
+            }
+            Err(why) => self.turn_passthrough_off(format!(
+                "the published profile-level-id cannot be read: {why}"
+            )),
+        }
     }
 
     /// The bytes a forwarded access unit leaves as: an IDR gets the input's
@@ -346,6 +374,7 @@ impl Engine {
                 self.force_idr = true;
                 self.passthrough.break_chain();
             }
+            Input::PublishProfile(p) => self.publish_profile(p),
             Input::CensorWhole(w) => self.pipeline.set_censor_whole(w),
             Input::Picture {
                 picture,
@@ -962,6 +991,47 @@ mod tests {
         assert_eq!(c.passed_through as usize, 12 - (6 - k0));
         assert_eq!(c.passthrough_switches, u64::from(k0 > 0));
         assert!(e.passthrough_off().is_none());
+    }
+
+    /// Live: nothing passes through until the output's negotiated profile
+    /// is known; then only an input that fits it does, and a profile that
+    /// cannot be read turns passthrough off with the reason.
+    #[test]
+    fn passthrough_waits_for_the_published_profile_and_checks_the_fit() {
+        let awaited = PassthroughOptions {
+            publish: Publish::Awaited,
+            ..PassthroughOptions::default()
+        };
+        let aus = clip(4);
+        let inputs = |profile: Result<(u8, u8, u8), String>| {
+            let mut v = vec![au(&aus[0], 0), au(&aus[1], 1)];
+            v.push(Input::PublishProfile(profile));
+            v.push(Input::ForceKeyframe);
+            v.extend([au(&aus[2], 2), au(&aus[3], 3)]);
+            v
+        };
+        let passed = |out: &[Output]| out.iter().filter(|o| o.record.passthrough).count();
+        // Baseline level 3.1 published: openh264's constrained baseline fits.
+        let (out, e) = run(engine_with(true, awaited), inputs(Ok((0x42, 0x00, 0x1f))));
+        assert_eq!(out.len(), 4);
+        assert!(e.passthrough_off().is_none());
+        // Frames decided before the answer are encoded; the input's next
+        // IDR (asked for when the key frame fell due) would pass through.
+        assert!(!out[0].record.passthrough);
+        assert!(e.counters().passed_through <= 2);
+        let (_, e) = run(engine_with(true, awaited), inputs(Ok((0x4d, 0x00, 0x0a))));
+        let why = e.passthrough_off().unwrap_or_default().to_string();
+        assert!(
+            why.contains("does not fit") || why.contains("level"),
+            "{why}"
+        );
+        let (out, e) = run(
+            engine_with(true, awaited),
+            inputs(Err("no profile-level-id".into())),
+        );
+        assert_eq!(passed(&out), 0);
+        let why = e.passthrough_off().unwrap_or_default();
+        assert!(why.contains("cannot be read: no profile-level-id"), "{why}");
     }
 
     /// A corrupt access unit becomes a grey frame censored whole, the

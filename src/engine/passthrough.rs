@@ -22,9 +22,20 @@ pub struct PassthroughOptions {
     pub keyframe_after: u32,
     /// The shortest time between two such requests.
     pub keyframe_gap: Duration,
-    /// The `profile-level-id` the output was negotiated with (live):
-    /// `(profile_idc, constraints, level_idc)`; `None` takes any profile.
-    pub publish: Option<(u8, u8, u8)>,
+    /// What the output decodes.
+    pub publish: Publish,
+}
+
+/// The profiles the output takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// Any (a file, the bench).
+    Any,
+    /// Live, until the publisher's SDP answer tells: nothing is forwarded.
+    Awaited,
+    /// The `profile-level-id` the output was negotiated with:
+    /// `(profile_idc, constraints, level_idc)`.
+    Negotiated((u8, u8, u8)),
 }
 
 impl Default for PassthroughOptions {
@@ -33,7 +44,7 @@ impl Default for PassthroughOptions {
             enabled: true,
             keyframe_after: 30,
             keyframe_gap: Duration::from_secs(2),
-            publish: None,
+            publish: Publish::Any,
         }
     }
 }
@@ -115,6 +126,11 @@ impl Passthrough {
         }
     }
 
+    /// The output's negotiated profile is known (live).
+    pub fn set_publish(&mut self, profile: (u8, u8, u8)) {
+        self.opts.publish = Publish::Negotiated(profile);
+    }
+
     /// `None` while passthrough may happen, else why not.
     pub fn off_reason(&self) -> Option<&str> {
         self.off.as_deref()
@@ -137,7 +153,10 @@ impl Passthrough {
 
     /// Decides for the next frame to leave, in output order.
     pub fn decide(&mut self, now: Instant, f: FrameFacts) -> Decision {
-        let qualifies = self.off.is_none() && f.clean && f.au.is_some();
+        let qualifies = self.off.is_none()
+            && self.opts.publish != Publish::Awaited
+            && f.clean
+            && f.au.is_some();
         if std::mem::take(&mut self.break_pending) {
             if qualifies && f.idr {
                 self.forwarded = f.au;
@@ -346,6 +365,22 @@ mod tests {
             Decision::Encode { idr: true }
         );
         assert!(!off.take_keyframe_wanted());
+    }
+
+    #[test]
+    fn nothing_is_forwarded_until_the_output_profile_is_known() {
+        let now = Instant::now();
+        let mut p = Passthrough::new(PassthroughOptions {
+            publish: Publish::Awaited,
+            ..PassthroughOptions::default()
+        });
+        assert_eq!(
+            p.decide(now, facts(true, 0, true)),
+            Decision::Encode { idr: true }
+        );
+        p.set_publish((0x42, 0x00, 0x1f));
+        assert_eq!(p.decide(now, facts(true, 1, true)), Decision::Forward);
+        assert!(p.off_reason().is_none());
     }
 
     proptest! {
