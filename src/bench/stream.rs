@@ -5,7 +5,7 @@
 use super::report::{FrameSample, FrameScore, StreamRun};
 use super::{other, BenchOptions};
 use crate::backend::Backend;
-use crate::codec::{Encoder, EncoderConfig};
+use crate::codec::{is_keyframe, Encoder, EncoderConfig};
 use crate::engine::{
     drive, Engine, EngineOptions, Feed, Input, Output, PassthroughOptions, Sink, Source,
 };
@@ -54,7 +54,7 @@ impl Stream<'_> {
         // Paced with passthrough: the clip is encoded as it plays, so that
         // a key frame asked for comes as a live broadcaster's would.
         let live = (o.paced && self.passthrough.enabled)
-            .then(|| LiveClip::start(o, scenario, self.aus.len(), self.passthrough));
+            .then(|| LiveClip::start(o, scenario, self.passthrough));
         let mut source = ClipSource {
             stream: self,
             next: 0,
@@ -84,44 +84,51 @@ impl Stream<'_> {
     }
 }
 
-/// The clip rendered and encoded on its own thread as it plays, one frame
-/// ahead, like a live broadcaster's camera and encoder: a key frame asked
-/// for (the engine's PLI) is the next frame it encodes, at most one per
-/// `keyframe_gap` (the live rate limit), besides the encoder's own
-/// periodic ones. Its CPU time is the broadcaster's, not ours: the run
-/// reports it apart.
+/// The clip as a live broadcaster sends it: a key frame asked for (the
+/// engine's PLI) comes on the frame after the request, at most one per
+/// `keyframe_gap` (the live rate limit), besides the clip's own periodic
+/// ones. From a forced key frame up to the clip's next own key frame the
+/// frames are rendered and encoded again, one frame ahead, on a thread of
+/// their own (after its next key frame the clip's own units decode the
+/// same whatever came before); that encoding is the broadcaster's work,
+/// not ours: the run reports its CPU apart.
 struct LiveClip {
-    /// After each frame taken: whether the next one must be a key frame.
-    take: mpsc::Sender<bool>,
+    /// Frames to encode, in order; a frame not following the last one
+    /// starts a new encoder (whose first frame is a key frame).
+    want: mpsc::Sender<usize>,
     frames: mpsc::Receiver<Result<Vec<u8>, Error>>,
     thread: Option<std::thread::JoinHandle<f64>>,
+    /// The frame asked of the thread, not yet taken.
+    ahead: Option<usize>,
+    /// Frames before this come from the thread (a forced key frame's span).
+    live_until: Option<usize>,
     /// A key frame was asked for and not yet passed on.
     asked: bool,
-    /// The last frame a key frame was passed on at.
+    /// The last frame a key frame was forced at.
     last_forced: Option<usize>,
     gap_frames: usize,
     keyframes_asked: u64,
 }
 
 impl LiveClip {
-    fn start(o: &BenchOptions, scenario: Scenario, frames: usize, p: PassthroughOptions) -> Self {
-        let (take, want) = mpsc::channel::<bool>();
-        let (send, got) = mpsc::channel();
+    fn start(o: &BenchOptions, scenario: Scenario, p: PassthroughOptions) -> Self {
+        let (want, todo) = mpsc::channel::<usize>();
+        let (send, frames) = mpsc::channel();
         let cfg = super::clips::synth_config(o);
         let thread = std::thread::spawn(move || {
             let run = || -> Result<(), Error> {
                 let synth = Synth::new(scenario, cfg.clone())?;
-                let mut enc =
-                    Encoder::new(EncoderConfig::new(cfg.width, cfg.height, cfg.fps as f32))?;
-                let mut force = false;
-                for i in 0..frames {
-                    let au = enc.encode(&synth.frame(i).frame, force)?;
+                let config = EncoderConfig::new(cfg.width, cfg.height, cfg.fps as f32);
+                let mut enc: Option<(Encoder, usize)> = None;
+                for i in todo {
+                    let mut e = match enc.take() {
+                        Some((e, last)) if last + 1 == i => e,
+                        _ => Encoder::new(config)?,
+                    };
+                    let au = e.encode(&synth.frame(i).frame, false)?;
+                    enc = Some((e, i));
                     if send.send(Ok(au)).is_err() {
-                        return Ok(());
-                    }
-                    match want.recv() {
-                        Ok(f) => force = f,
-                        Err(_) => return Ok(()),
+                        break;
                     }
                 }
                 Ok(())
@@ -132,9 +139,11 @@ impl LiveClip {
             thread_cpu_seconds()
         });
         LiveClip {
-            take,
-            frames: got,
+            want,
+            frames,
             thread: Some(thread),
+            ahead: None,
+            live_until: None,
             asked: false,
             last_forced: None,
             gap_frames: (p.keyframe_gap.as_secs_f64() * o.fps).ceil() as usize,
@@ -142,22 +151,43 @@ impl LiveClip {
         }
     }
 
-    /// Frame `k` (blocks until encoded; it is encoded a frame ahead).
-    fn frame(&mut self, k: usize) -> Result<Vec<u8>, Error> {
-        let au = self
-            .frames
-            .recv()
-            .map_err(|_| other("the clip's encoder thread stopped"))??;
-        let force = self.asked
-            && self
-                .last_forced
-                .is_none_or(|f| k + 1 >= f + self.gap_frames);
-        if force {
-            self.asked = false;
-            self.last_forced = Some(k + 1);
+    /// Frame `k` of the clip whose own units are `clip`.
+    fn frame(&mut self, k: usize, clip: &[Vec<u8>]) -> Result<Vec<u8>, Error> {
+        let au = if self.ahead == Some(k) {
+            self.ahead = None;
+            self.frames
+                .recv()
+                .map_err(|_| other("the clip's encoder thread stopped"))??
+        } else {
+            clip.get(k).cloned().unwrap_or_default()
+        };
+        let next = k + 1;
+        let Some(own) = clip.get(next) else {
+            return Ok(au);
+        };
+        if self.live_until.is_some_and(|n| next >= n) {
+            self.live_until = None;
         }
-        // The thread ends after the last frame: nobody takes this then.
-        let _ = self.take.send(force);
+        let own_key = is_keyframe(own);
+        if self.asked && self.live_until.is_none() {
+            let allowed = self.last_forced.is_none_or(|f| next >= f + self.gap_frames);
+            if own_key {
+                self.asked = false;
+            } else if allowed {
+                self.asked = false;
+                self.last_forced = Some(next);
+                let end = (next + 1..clip.len())
+                    .find(|&i| clip.get(i).is_some_and(|a| is_keyframe(a)))
+                    .unwrap_or(clip.len());
+                self.live_until = Some(end);
+            }
+        }
+        if self.live_until.is_some_and(|n| next < n) {
+            self.want
+                .send(next)
+                .map_err(|_| other("the clip's encoder thread stopped"))?;
+            self.ahead = Some(next);
+        }
         Ok(au)
     }
 
@@ -168,7 +198,7 @@ impl LiveClip {
 
     /// The thread's CPU seconds and the key frames asked for.
     fn finish(mut self) -> Result<(f64, u64), Error> {
-        drop(self.take);
+        drop(self.want);
         let cpu = match self.thread.take().map(|t| t.join()) {
             Some(Ok(c)) => c,
             Some(Err(_)) => return Err(other("the clip's encoder thread panicked")),
@@ -217,7 +247,7 @@ impl Source for ClipSource<'_, '_> {
         };
         let pts = (self.next as f64 * 90_000.0 / o.fps).round() as i64;
         let data: std::sync::Arc<[u8]> = match self.live.as_mut() {
-            Some(l) => l.frame(self.next)?.into(),
+            Some(l) => l.frame(self.next, s.aus)?.into(),
             None => au.as_slice().into(),
         };
         self.input_bytes += data.len() as u64;

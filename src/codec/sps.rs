@@ -398,7 +398,8 @@ mod tests {
         assert!(sps.fits(plid("42001f")).is_ok());
         assert!(sps.fits(plid("42e034")).is_ok());
         assert!(sps.fits(plid("42e01e")).unwrap_err().contains("level"));
-        assert!(sps.fits(plid("4d001f")).is_err());
+        // Constrained baseline obeys main: a main receiver decodes it.
+        assert!(sps.fits(plid("4d001f")).is_ok());
         assert!(parse_profile_level_id("zz").is_none());
         let high = SpsInfo {
             profile_idc: 100,

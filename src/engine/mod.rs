@@ -932,33 +932,34 @@ mod tests {
     #[test]
     fn clean_frames_leave_as_the_input_and_switch_at_idrs() {
         let mut cfg = EncoderConfig::new(64, 48, 30.0);
-        cfg.keyframe_interval = 6;
+        cfg.keyframe_interval = 12;
         let mut enc = Encoder::new(cfg).unwrap();
-        let mut aus: Vec<Vec<u8>> = (0..12)
+        let mut aus: Vec<Vec<u8>> = (0..20)
             .map(|i| enc.encode(&pattern(64, 48, i), i == 0).unwrap())
             .collect();
         // The second IDR without its parameter sets (sent once, out of band).
-        assert!(is_keyframe(&aus[6]));
-        let bare: Vec<u8> = crate::codec::split_nals(&aus[6])
+        assert!(is_keyframe(&aus[12]));
+        let bare: Vec<u8> = crate::codec::split_nals(&aus[12])
             .filter(|n| !matches!(crate::codec::nal_type(n), 7 | 8))
             .flat_map(|n| START_CODE.iter().chain(n).copied().collect::<Vec<u8>>())
             .collect();
-        aus[6] = bare;
+        aus[12] = bare;
         let mut inputs: Vec<Input> = Vec::new();
         for (k, a) in aus.iter().enumerate() {
-            if k == 3 {
+            if k == 11 {
                 inputs.push(Input::ForceKeyframe);
             }
             inputs.push(au(a, k));
         }
         let (out, e) = run(engine_with(true, PassthroughOptions::default()), inputs);
-        assert_eq!(out.len(), 12);
+        assert_eq!(out.len(), 20);
         let pass: Vec<bool> = out.iter().map(|o| o.record.passthrough).collect();
         // The key frame is due on the next frame out after the request,
-        // which came before frame 3 went in.
+        // which came before frame 11 went in (the input's IDRs are 0 and 12:
+        // a key frame due on 0 would be the input's own).
         let k0 = pass.iter().position(|&p| !p).unwrap();
-        assert!(k0 <= 3, "{pass:?}");
-        let want: Vec<bool> = (0..12).map(|k| !(k0..6).contains(&k)).collect();
+        assert!((1..=11).contains(&k0), "{pass:?}");
+        let want: Vec<bool> = (0..20).map(|k| !(k0..12).contains(&k)).collect();
         assert_eq!(pass, want);
         let bytes = |o: &Output| match &o.encoded {
             Some(Ok(b)) => b.clone(),
@@ -966,10 +967,10 @@ mod tests {
         };
         for (k, o) in out.iter().enumerate() {
             let b = bytes(o);
-            if k == 6 {
+            if k == 12 {
                 let info = AccessUnitInfo::of(&b);
                 assert!(info.idr && !info.sps.is_empty() && !info.pps.is_empty());
-                assert!(b.ends_with(&aus[6]));
+                assert!(b.ends_with(&aus[12]));
             } else if pass[k] {
                 assert_eq!(b, aus[k], "frame {k}");
             }
@@ -988,8 +989,8 @@ mod tests {
             }
         }
         let c = e.counters();
-        assert_eq!(c.passed_through as usize, 12 - (6 - k0));
-        assert_eq!(c.passthrough_switches, u64::from(k0 > 0));
+        assert_eq!(c.passed_through as usize, 20 - (12 - k0));
+        assert_eq!(c.passthrough_switches, 1);
         assert!(e.passthrough_off().is_none());
     }
 
