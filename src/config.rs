@@ -122,10 +122,10 @@ impl Default for OutputSection {
 }
 
 impl OutputSection {
-    /// The engine's options (`publish`: the negotiated profile-level-id).
+    /// The engine's options (`publish`: the profiles the output takes).
     pub fn passthrough_options(
         &self,
-        publish: Option<(u8, u8, u8)>,
+        publish: crate::engine::Publish,
     ) -> crate::engine::PassthroughOptions {
         crate::engine::PassthroughOptions {
             enabled: self.passthrough,

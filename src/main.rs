@@ -870,14 +870,11 @@ fn run_serve(a: &ServeArgs, cfg: &Config, worker: Option<&WorkerArgs>) -> Result
         )?,
         backend,
         moderation: None,
-        // The published track is negotiated for constrained baseline
-        // (what openh264 encodes): a broadcaster in another profile is
-        // re-encoded.
+        // What the published track was negotiated for comes with the
+        // publisher's SDP answer; until then nothing passes through.
         passthrough: cfg
             .output
-            .passthrough_options(livecensor::codec::parse_profile_level_id(
-                livecensor::livekit::PUBLISHED_PROFILE_LEVEL_ID,
-            )),
+            .passthrough_options(livecensor::engine::Publish::Awaited),
     };
     if lk.faults.is_active() {
         eprintln!(

@@ -3,9 +3,14 @@
 
 /// user+sys CPU seconds of this process (/proc/self/stat, 100 ticks/s).
 pub fn cpu_seconds() -> f64 {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return 0.0;
-    };
+    match std::fs::read_to_string("/proc/self/stat") {
+        Ok(stat) => cpu_seconds_of(&stat),
+        Err(_) => 0.0,
+    }
+}
+
+/// User plus system seconds of a `/proc/.../stat` line.
+pub fn cpu_seconds_of(stat: &str) -> f64 {
     // Fields after the command name (which may hold spaces) start at field 3.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
         return 0.0;

@@ -125,6 +125,11 @@ pub struct StreamRun {
     pub second_looks: u64,
     /// Bytes of the access units fed in (the input's bitrate).
     pub input_bytes: u64,
+    /// CPU seconds of the clip's own encoder (paced with passthrough: the
+    /// broadcaster's work, not ours; left out of the run's CPU).
+    pub source_cpu_s: f64,
+    /// Key frames the engine asked of the source (live: PLIs).
+    pub keyframes_asked: u64,
 }
 
 /// What the run was asked to do.
@@ -394,6 +399,12 @@ pub struct PassthroughStat {
     /// Mean bitrate per stream in and out, kbit/s.
     pub input_kbps: f64,
     pub output_kbps: f64,
+    /// Key frames the streams asked of their sources (live: PLIs), and
+    /// the source's own encoding time left out of the run's CPU.
+    #[serde(default)]
+    pub keyframes_asked: u64,
+    #[serde(default)]
+    pub source_cpu_s: f64,
 }
 
 impl PassthroughStat {
@@ -435,6 +446,8 @@ impl PassthroughStat {
             },
             input_kbps: kbps(runs.iter().map(|r| r.input_bytes).sum()),
             output_kbps: kbps(out_bytes),
+            keyframes_asked: runs.iter().map(|r| r.keyframes_asked).sum(),
+            source_cpu_s: runs.iter().map(|r| r.source_cpu_s).sum(),
         }
     }
 }
@@ -792,13 +805,15 @@ impl RunReport {
         let p = &self.passthrough;
         let _ = writeln!(
             o,
-            "  passthrough {} frames ({})  encode {:.2} ms per encoded frame, {:.0} ms/s per stream saved  bitrate in {:.0} kbit/s  out {:.0} kbit/s",
+            "  passthrough {} frames ({})  encode {:.2} ms per encoded frame, {:.0} ms/s per stream saved  bitrate in {:.0} kbit/s  out {:.0} kbit/s  key frames asked {} (source encode {:.1} s CPU, not counted)",
             p.frames,
             pct(p.share),
             p.encode_ms_per_encoded,
             p.encode_ms_saved_per_s,
             p.input_kbps,
-            p.output_kbps
+            p.output_kbps,
+            p.keyframes_asked,
+            p.source_cpu_s
         );
         let r = &self.resources;
         if let Some(f) = &self.faults {
@@ -1102,6 +1117,8 @@ mod tests {
                 encoder: String::new(),
                 second_looks: 0,
                 input_bytes: 0,
+                source_cpu_s: 0.0,
+                keyframes_asked: 0,
             },
             StreamRun {
                 id: 1,
@@ -1111,6 +1128,8 @@ mod tests {
                 encoder: String::new(),
                 second_looks: 0,
                 input_bytes: 0,
+                source_cpu_s: 0.0,
+                keyframes_asked: 0,
             },
         ];
         let r = aggregate(
@@ -1171,6 +1190,8 @@ mod tests {
             encoder: String::new(),
             second_looks: 0,
             input_bytes: 0,
+            source_cpu_s: 0.0,
+            keyframes_asked: 0,
         }];
         let r = aggregate(setup(1), &runs, Resources::default());
         assert!(r.held && r.realtime, "{}", r.table());
@@ -1257,6 +1278,8 @@ mod tests {
             encoder: String::new(),
             second_looks: 0,
             input_bytes: 0,
+            source_cpu_s: 0.0,
+            keyframes_asked: 0,
         }];
         let run = aggregate(setup(1), &runs, Resources::default());
         let rep = BenchReport {

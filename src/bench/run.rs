@@ -114,7 +114,7 @@ pub fn run_on(
                     start,
                     offset: Duration::from_secs_f64(*k as f64 / (o.streams as f64 * o.fps)),
                     backend,
-                    passthrough: cfg.output.passthrough_options(None),
+                    passthrough: cfg.output.passthrough_options(crate::engine::Publish::Any),
                 };
                 let s = *s;
                 sc.spawn(move || st.run(pipe, s))
@@ -131,6 +131,8 @@ pub fn run_on(
     let wall = start.elapsed().as_secs_f64();
     let cpu = cpu_seconds() - cpu0;
     let mut runs = results.into_iter().collect::<Result<Vec<_>, _>>()?;
+    // The clip's live encoding is the broadcaster's work, not ours.
+    let cpu = cpu - runs.iter().map(|r| r.source_cpu_s).sum::<f64>();
     score(cfg, o, &mut runs)?;
     let res = Resources {
         wall_s: wall,

@@ -5,13 +5,15 @@
 use super::report::{FrameSample, FrameScore, StreamRun};
 use super::{other, BenchOptions};
 use crate::backend::Backend;
+use crate::codec::{is_keyframe, Encoder, EncoderConfig};
 use crate::engine::{
     drive, Engine, EngineOptions, Feed, Input, Output, PassthroughOptions, Sink, Source,
 };
 use crate::error::Error;
 use crate::livekit::media::{admit, MAX_IN_FLIGHT};
 use crate::pipeline::stream::StreamPipeline;
-use crate::synth::Scenario;
+use crate::synth::{Scenario, Synth};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 pub(super) struct Stream<'a> {
@@ -50,9 +52,15 @@ impl Stream<'_> {
         if let Some(d) = first.checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
+        // Paced with passthrough: the clip is encoded as it plays, so that
+        // a key frame asked for comes as a live broadcaster's would.
+        let live = (o.paced && self.passthrough.enabled)
+            .then(|| LiveClip::start(o, scenario, self.passthrough));
         let mut source = ClipSource {
             stream: self,
             next: 0,
+            live,
+            input_bytes: 0,
         };
         let mut sink = Collector {
             start: self.start,
@@ -60,6 +68,10 @@ impl Stream<'_> {
             samples: Vec::with_capacity(self.aus.len()),
         };
         drive(&mut engine, &mut source, &mut sink)?;
+        let (source_cpu_s, keyframes_asked) = match source.live.take() {
+            Some(l) => l.finish()?,
+            None => (0.0, 0),
+        };
         Ok(StreamRun {
             id: self.id,
             scenario: scenario.name().to_string(),
@@ -67,9 +79,143 @@ impl Stream<'_> {
             samples: sink.samples,
             encoder: engine.encoder_description(),
             second_looks: engine.pipeline().counters().second_looks,
-            input_bytes: self.aus.iter().map(|a| a.len() as u64).sum(),
+            input_bytes: source.input_bytes,
+            source_cpu_s,
+            keyframes_asked,
         })
     }
+}
+
+/// The clip as a live broadcaster sends it: a key frame asked for (the
+/// engine's PLI) comes on the frame after the request, at most one per
+/// `keyframe_gap` (the live rate limit), besides the clip's own periodic
+/// ones. From a forced key frame up to the clip's next own key frame the
+/// frames are rendered and encoded again, one frame ahead, on a thread of
+/// their own (after its next key frame the clip's own units decode the
+/// same whatever came before); that encoding is the broadcaster's work,
+/// not ours: the run reports its CPU apart.
+struct LiveClip {
+    /// Frames to encode, in order; a frame not following the last one
+    /// starts a new encoder (whose first frame is a key frame).
+    want: mpsc::Sender<usize>,
+    frames: mpsc::Receiver<Result<Vec<u8>, Error>>,
+    thread: Option<std::thread::JoinHandle<f64>>,
+    /// The frame asked of the thread, not yet taken.
+    ahead: Option<usize>,
+    /// Frames before this come from the thread (a forced key frame's span).
+    live_until: Option<usize>,
+    /// A key frame was asked for and not yet passed on.
+    asked: bool,
+    /// The last frame a key frame was forced at.
+    last_forced: Option<usize>,
+    gap_frames: usize,
+    keyframes_asked: u64,
+}
+
+impl LiveClip {
+    fn start(o: &BenchOptions, scenario: Scenario, p: PassthroughOptions) -> Self {
+        let (want, todo) = mpsc::channel::<usize>();
+        let (send, frames) = mpsc::channel();
+        let cfg = super::clips::synth_config(o);
+        let thread = std::thread::spawn(move || {
+            let run = || -> Result<(), Error> {
+                let synth = Synth::new(scenario, cfg.clone())?;
+                let config = EncoderConfig::new(cfg.width, cfg.height, cfg.fps as f32);
+                let mut enc: Option<(Encoder, usize)> = None;
+                for i in todo {
+                    let mut e = match enc.take() {
+                        Some((e, last)) if last + 1 == i => e,
+                        _ => Encoder::new(config)?,
+                    };
+                    let au = e.encode(&synth.frame(i).frame, false)?;
+                    enc = Some((e, i));
+                    if send.send(Ok(au)).is_err() {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            if let Err(e) = run() {
+                let _ = send.send(Err(e));
+            }
+            thread_cpu_seconds()
+        });
+        LiveClip {
+            want,
+            frames,
+            thread: Some(thread),
+            ahead: None,
+            live_until: None,
+            asked: false,
+            last_forced: None,
+            gap_frames: (p.keyframe_gap.as_secs_f64() * o.fps).ceil() as usize,
+            keyframes_asked: 0,
+        }
+    }
+
+    /// Frame `k` of the clip whose own units are `clip`.
+    fn frame(&mut self, k: usize, clip: &[Vec<u8>]) -> Result<Vec<u8>, Error> {
+        let au = if self.ahead == Some(k) {
+            self.ahead = None;
+            self.frames
+                .recv()
+                .map_err(|_| other("the clip's encoder thread stopped"))??
+        } else {
+            clip.get(k).cloned().unwrap_or_default()
+        };
+        let next = k + 1;
+        let Some(own) = clip.get(next) else {
+            return Ok(au);
+        };
+        if self.live_until.is_some_and(|n| next >= n) {
+            self.live_until = None;
+        }
+        let own_key = is_keyframe(own);
+        if self.asked && self.live_until.is_none() {
+            let allowed = self.last_forced.is_none_or(|f| next >= f + self.gap_frames);
+            if own_key {
+                self.asked = false;
+            } else if allowed {
+                self.asked = false;
+                self.last_forced = Some(next);
+                let end = (next + 1..clip.len())
+                    .find(|&i| clip.get(i).is_some_and(|a| is_keyframe(a)))
+                    .unwrap_or(clip.len());
+                self.live_until = Some(end);
+            }
+        }
+        if self.live_until.is_some_and(|n| next < n) {
+            self.want
+                .send(next)
+                .map_err(|_| other("the clip's encoder thread stopped"))?;
+            self.ahead = Some(next);
+        }
+        Ok(au)
+    }
+
+    fn ask(&mut self) {
+        self.asked = true;
+        self.keyframes_asked += 1;
+    }
+
+    /// The thread's CPU seconds and the key frames asked for.
+    fn finish(mut self) -> Result<(f64, u64), Error> {
+        drop(self.want);
+        let cpu = match self.thread.take().map(|t| t.join()) {
+            Some(Ok(c)) => c,
+            Some(Err(_)) => return Err(other("the clip's encoder thread panicked")),
+            None => 0.0,
+        };
+        Ok((cpu, self.keyframes_asked))
+    }
+}
+
+/// CPU seconds of the calling thread.
+fn thread_cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/thread-self/stat") else {
+        return 0.0;
+    };
+    super::machine::cpu_seconds_of(&stat)
 }
 
 /// A synthetic clip's access units as a source: paced at the frame rate
@@ -78,6 +224,8 @@ impl Stream<'_> {
 struct ClipSource<'a, 'b> {
     stream: &'b Stream<'a>,
     next: usize,
+    live: Option<LiveClip>,
+    input_bytes: u64,
 }
 
 impl Source for ClipSource<'_, '_> {
@@ -100,6 +248,11 @@ impl Source for ClipSource<'_, '_> {
             now
         };
         let pts = (self.next as f64 * 90_000.0 / o.fps).round() as i64;
+        let data: std::sync::Arc<[u8]> = match self.live.as_mut() {
+            Some(l) => l.frame(self.next, s.aus)?.into(),
+            None => au.as_slice().into(),
+        };
+        self.input_bytes += data.len() as u64;
         self.next += 1;
         let (show, stale) = if o.paced && o.live {
             admit(au, now, arrival, arrival)
@@ -107,7 +260,7 @@ impl Source for ClipSource<'_, '_> {
             (true, false)
         };
         Ok(Feed::Input(Input::AccessUnit {
-            data: au.as_slice().into(),
+            data,
             pts,
             arrival,
             origin: arrival,
@@ -115,6 +268,12 @@ impl Source for ClipSource<'_, '_> {
             show,
             stale,
         }))
+    }
+
+    fn keyframe_wanted(&mut self) {
+        if let Some(l) = self.live.as_mut() {
+            l.ask();
+        }
     }
 }
 

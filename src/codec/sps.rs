@@ -39,19 +39,29 @@ impl SpsInfo {
     }
 
     /// Whether a receiver negotiated for `publish` (`profile_idc`, the
-    /// constraint byte, `level_idc`) decodes this stream: the same profile
-    /// (constrained baseline when that was negotiated), at least the
-    /// negotiated constraint flags, and no higher level. `Err` says why not.
+    /// constraint byte, `level_idc`) decodes this stream, and `Err` why
+    /// not: constrained baseline published takes only constrained baseline;
+    /// baseline takes what obeys baseline (`constraint_set0`), main what
+    /// obeys main (`constraint_set1`: constrained baseline too), high what
+    /// main takes; another profile the same with at least its flags; and
+    /// never a higher level.
     pub fn fits(&self, publish: (u8, u8, u8)) -> Result<(), String> {
         let (profile, constraints, level) = publish;
         let profile_level_id = format!("{profile:02x}{constraints:02x}{level:02x}");
         // The flag bits that define profiles (set0..set5); the rest is reserved.
         let flags = constraints & 0xfc;
         let published_cb = profile == 66 && flags & 0x40 != 0;
+        let (set0, set1) = (self.constraints & 0x80 != 0, self.constraints & 0x40 != 0);
+        let obeys_main = self.profile_idc == 77 || set1;
         let same_profile = if published_cb {
             self.constrained_baseline()
         } else {
-            self.profile_idc == profile && (self.constraints & flags) == flags
+            match profile {
+                66 => self.profile_idc == 66 || set0,
+                77 => obeys_main,
+                100 => obeys_main || self.profile_idc == 100,
+                _ => self.profile_idc == profile && (self.constraints & flags) == flags,
+            }
         };
         if !same_profile {
             return Err(format!(
@@ -364,10 +374,10 @@ mod tests {
         let plid = |s: &str| parse_profile_level_id(s).unwrap();
         assert!(sps.fits(plid(&sps.profile_level_id())).is_ok());
         assert!(sps.fits(plid("42001f")).is_ok(), "{sps:?}");
-        assert!(
-            sps.fits(plid("640c1f")).is_err(),
-            "high profile is another one"
-        );
+        // A high profile receiver decodes constrained baseline; level 1.0
+        // is too small for 322x242.
+        assert!(sps.fits(plid("640c1f")).is_ok(), "{sps:?}");
+        assert!(sps.fits(plid("42e00a")).is_err(), "{sps:?}");
         let later = enc.encode(&pattern(322, 242, 1), false).unwrap();
         assert_eq!(AccessUnitInfo::of(&later), AccessUnitInfo::default());
     }
@@ -388,7 +398,8 @@ mod tests {
         assert!(sps.fits(plid("42001f")).is_ok());
         assert!(sps.fits(plid("42e034")).is_ok());
         assert!(sps.fits(plid("42e01e")).unwrap_err().contains("level"));
-        assert!(sps.fits(plid("4d001f")).is_err());
+        // Constrained baseline obeys main: a main receiver decodes it.
+        assert!(sps.fits(plid("4d001f")).is_ok());
         assert!(parse_profile_level_id("zz").is_none());
         let high = SpsInfo {
             profile_idc: 100,
@@ -404,6 +415,62 @@ mod tests {
             ..high
         }
         .decode_order_output());
+    }
+
+    /// The fit rule over profiles (RFC 6184 / H.264 A.2): constrained
+    /// baseline, baseline, main and high, and levels.
+    #[test]
+    fn the_fit_rule_over_profiles_and_levels() {
+        let plid = |s: &str| parse_profile_level_id(s).unwrap();
+        let input = |s: &str| {
+            let (profile_idc, constraints, level_idc) = plid(s);
+            SpsInfo {
+                profile_idc,
+                constraints,
+                level_idc,
+                pic_order_cnt_type: 2,
+                max_num_reorder_frames: None,
+                width: 640,
+                height: 360,
+            }
+        };
+        // (input, published, fits)
+        let table = [
+            // Constrained baseline input: every one of these decodes it.
+            ("42e01f", "42e01f", true),
+            ("42e01f", "42001f", true),
+            ("42c01f", "42e01f", true),
+            ("42e01f", "4d001f", true),
+            ("42e01f", "64001f", true),
+            // Main with set0 and set1 is constrained baseline too.
+            ("4dc01f", "42e01f", true),
+            // Plain baseline may use FMO/ASO: not constrained baseline, not main.
+            ("42001f", "42001f", true),
+            ("42001f", "42e01f", false),
+            ("42001f", "4d001f", false),
+            ("42001f", "64001f", false),
+            // Main: only main (or high) receivers.
+            ("4d001f", "42001f", false),
+            ("4d001f", "42e01f", false),
+            ("4d001f", "4d001f", true),
+            ("4d401f", "4d001f", true),
+            ("4d001f", "64001f", true),
+            // High: only high.
+            ("64001f", "4d001f", false),
+            ("64001f", "64001f", true),
+            // Levels: not above the published one; 1b sits below 1.1.
+            ("42e020", "42e01f", false),
+            ("42e01e", "42e01f", true),
+            ("42f00b", "42e00b", true),
+            ("42e00b", "42f00b", false),
+        ];
+        for (i, p, want) in table {
+            let got = input(i).fits(plid(p));
+            assert_eq!(got.is_ok(), want, "input {i} published {p}: {got:?}");
+            if let Err(why) = got {
+                assert!(why.contains(i) && why.contains(p), "{why}");
+            }
+        }
     }
 
     #[test]

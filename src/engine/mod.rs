@@ -39,7 +39,7 @@ pub mod passthrough;
 pub(crate) mod test_util;
 
 pub use encode::{EncodeWorker, FrameEncoder, MakeEncoder};
-pub use passthrough::{Decision, FrameFacts, Passthrough, PassthroughOptions};
+pub use passthrough::{Decision, FrameFacts, Passthrough, PassthroughOptions, Publish};
 
 /// How a stream runs.
 #[derive(Clone, Copy, Debug)]
@@ -94,6 +94,9 @@ pub enum Input {
     Reset,
     /// The next encoded frame must be an IDR (a new viewer).
     ForceKeyframe,
+    /// Live: the output's negotiated `profile-level-id`, or why it cannot
+    /// be read (then nothing passes through).
+    PublishProfile(Result<(u8, u8, u8), String>),
     /// Moderation: censor the whole output (or resume with `Off`).
     CensorWhole(CensorWhole),
 }
@@ -376,15 +379,12 @@ impl Engine {
                     s.pic_order_cnt_type
                 )),
                 Some(s) => match self.passthrough.options().publish {
-                    Some(p) => s.fits(p).err(),
-                    None => None,
+                    Publish::Negotiated(p) => s.fits(p).err(),
+                    Publish::Any | Publish::Awaited => None,
                 },
             };
             if let Some(why) = why {
-                if self.passthrough.off_reason().is_none() {
-                    tracing::info!("passthrough off for this stream: {why}");
-                }
-                self.passthrough.turn_off(why);
+                self.turn_passthrough_off(why);
             }
         }
         if !info.sps.is_empty() {
@@ -394,6 +394,34 @@ impl Engine {
             self.input_pps = info.pps;
         }
         info.idr
+    }
+
+    fn turn_passthrough_off(&mut self, why: String) {
+        if self.passthrough.off_reason().is_none() {
+            tracing::info!("passthrough off for this stream: {why}");
+        }
+        self.passthrough.turn_off(why);
+    }
+
+    /// The output's profile is known: the input's parameter sets seen so far
+    /// must fit it; when it cannot be read, nothing passes through.
+    fn publish_profile(&mut self, profile: Result<(u8, u8, u8), String>) {
+        match profile {
+            Ok(p) => {
+                self.passthrough.set_publish(p);
+                let unfit = self
+                    .input_sps
+                    .iter()
+                    .filter_map(|nal| parse_sps(nal))
+                    .find_map(|s| s.fits(p).err());
+                if let Some(why) = unfit {
+                    self.turn_passthrough_off(why);
+                }
+            }
+            Err(why) => self.turn_passthrough_off(format!(
+                "the published profile-level-id cannot be read: {why}"
+            )),
+        }
     }
 
     /// The bytes a forwarded access unit leaves as: an IDR gets the input's
@@ -425,6 +453,7 @@ impl Engine {
                 self.force_idr = true;
                 self.passthrough.break_chain();
             }
+            Input::PublishProfile(p) => self.publish_profile(p),
             Input::CensorWhole(w) => self.pipeline.set_censor_whole(w),
             Input::Picture {
                 picture,
@@ -531,6 +560,20 @@ impl Engine {
                     self.keyframe_wanted = true;
                 }
                 // The unit's own picture: the only one out, with its timestamp.
+                tracing::trace!(
+                    seq,
+                    idr,
+                    key,
+                    contiguous,
+                    show,
+                    pictures = frames.len(),
+                    parameter_sets = {
+                        let i = AccessUnitInfo::of(&data);
+                        i.sps.len() + i.pps.len()
+                    },
+                    same_pts = frames.first().is_some_and(|f| f.pts == pts),
+                    "access unit"
+                );
                 let mut au = match frames.as_slice() {
                     [f] if f.pts == pts => Some(AuRef { seq, data, idr }),
                     _ => None,
@@ -698,6 +741,13 @@ impl Engine {
             ),
             Encoding::Pictures => Decision::Encode { idr: false },
         };
+        tracing::trace!(
+            frame = index,
+            clean,
+            au = ?f.au.as_ref().map(|a| (a.seq, a.idr)),
+            ?decision,
+            "passthrough decision"
+        );
         if !self.off_reported {
             if let Some(why) = self.passthrough.off_reason() {
                 record.passthrough_off = Some(why.to_string());
@@ -932,7 +982,17 @@ mod tests {
     struct Collect(Vec<Output>, usize);
 
     impl Source for Feed {
-        fn next(&mut self, _: usize) -> Result<super::Feed, Error> {
+        /// A control input (a key frame due, the output's profile) waits
+        /// until every frame before it has left, so that what it applies to
+        /// does not depend on how fast detections come back.
+        fn next(&mut self, in_flight: usize) -> Result<super::Feed, Error> {
+            let control = matches!(
+                self.0.front(),
+                Some(Input::ForceKeyframe | Input::PublishProfile(_))
+            );
+            if control && in_flight > 0 {
+                return Ok(super::Feed::Wait(Duration::from_millis(5)));
+            }
             Ok(match self.0.pop_front() {
                 Some(i) => super::Feed::Input(i),
                 None => super::Feed::End,
@@ -1024,33 +1084,34 @@ mod tests {
     #[test]
     fn clean_frames_leave_as_the_input_and_switch_at_idrs() {
         let mut cfg = EncoderConfig::new(64, 48, 30.0);
-        cfg.keyframe_interval = 6;
+        cfg.keyframe_interval = 12;
         let mut enc = Encoder::new(cfg).unwrap();
-        let mut aus: Vec<Vec<u8>> = (0..12)
+        let mut aus: Vec<Vec<u8>> = (0..20)
             .map(|i| enc.encode(&pattern(64, 48, i), i == 0).unwrap())
             .collect();
         // The second IDR without its parameter sets (sent once, out of band).
-        assert!(is_keyframe(&aus[6]));
-        let bare: Vec<u8> = crate::codec::split_nals(&aus[6])
+        assert!(is_keyframe(&aus[12]));
+        let bare: Vec<u8> = crate::codec::split_nals(&aus[12])
             .filter(|n| !matches!(crate::codec::nal_type(n), 7 | 8))
             .flat_map(|n| START_CODE.iter().chain(n).copied().collect::<Vec<u8>>())
             .collect();
-        aus[6] = bare;
+        aus[12] = bare;
         let mut inputs: Vec<Input> = Vec::new();
         for (k, a) in aus.iter().enumerate() {
-            if k == 3 {
+            if k == 11 {
                 inputs.push(Input::ForceKeyframe);
             }
             inputs.push(au(a, k));
         }
         let (out, e) = run(engine_with(true, PassthroughOptions::default()), inputs);
-        assert_eq!(out.len(), 12);
+        assert_eq!(out.len(), 20);
         let pass: Vec<bool> = out.iter().map(|o| o.record.passthrough).collect();
         // The key frame is due on the next frame out after the request,
-        // which came before frame 3 went in.
+        // which came before frame 11 went in (the input's IDRs are 0 and 12:
+        // a key frame due on 0 would be the input's own).
         let k0 = pass.iter().position(|&p| !p).unwrap();
-        assert!(k0 <= 3, "{pass:?}");
-        let want: Vec<bool> = (0..12).map(|k| !(k0..6).contains(&k)).collect();
+        assert_eq!(k0, 11, "{pass:?}");
+        let want: Vec<bool> = (0..20).map(|k| !(k0..12).contains(&k)).collect();
         assert_eq!(pass, want);
         let bytes = |o: &Output| match &o.encoded {
             Some(Ok(b)) => b.clone(),
@@ -1058,10 +1119,10 @@ mod tests {
         };
         for (k, o) in out.iter().enumerate() {
             let b = bytes(o);
-            if k == 6 {
+            if k == 12 {
                 let info = AccessUnitInfo::of(&b);
                 assert!(info.idr && !info.sps.is_empty() && !info.pps.is_empty());
-                assert!(b.ends_with(&aus[6]));
+                assert!(b.ends_with(&aus[12]));
             } else if pass[k] {
                 assert_eq!(b, aus[k], "frame {k}");
             }
@@ -1080,8 +1141,8 @@ mod tests {
             }
         }
         let c = e.counters();
-        assert_eq!(c.passed_through as usize, 12 - (6 - k0));
-        assert_eq!(c.passthrough_switches, u64::from(k0 > 0));
+        assert_eq!(c.passed_through as usize, 20 - (12 - k0));
+        assert_eq!(c.passthrough_switches, 1);
         assert!(e.passthrough_off().is_none());
     }
 
@@ -1232,6 +1293,49 @@ mod tests {
         assert!(!calls[1]);
         assert_eq!(e.counters().encode_errors, failed.len() as u64);
         assert_eq!(e.in_flight(), 0);
+    }
+
+    /// Live: nothing passes through until the output's negotiated profile
+    /// is known; then only an input that fits it does, and a profile that
+    /// cannot be read turns passthrough off with the reason.
+    #[test]
+    fn passthrough_waits_for_the_published_profile_and_checks_the_fit() {
+        let awaited = PassthroughOptions {
+            publish: Publish::Awaited,
+            ..PassthroughOptions::default()
+        };
+        let mut enc = Encoder::new(EncoderConfig::new(64, 48, 30.0)).unwrap();
+        let aus: Vec<Vec<u8>> = (0..4)
+            .map(|i| enc.encode(&pattern(64, 48, i), i == 0 || i == 2).unwrap())
+            .collect();
+        let inputs = |profile: Result<(u8, u8, u8), String>| {
+            let mut v = vec![au(&aus[0], 0), au(&aus[1], 1)];
+            v.push(Input::PublishProfile(profile));
+            v.push(Input::ForceKeyframe);
+            v.extend([au(&aus[2], 2), au(&aus[3], 3)]);
+            v
+        };
+        let passed = |out: &[Output]| out.iter().filter(|o| o.record.passthrough).count();
+        // Baseline level 3.1 published: openh264's constrained baseline fits.
+        let (out, e) = run(engine_with(true, awaited), inputs(Ok((0x42, 0x00, 0x1f))));
+        assert_eq!(out.len(), 4);
+        assert!(e.passthrough_off().is_none());
+        // Frames decided before the answer are encoded; the input's IDR
+        // after it meets the key frame due and passes through, and so does
+        // the frame after.
+        let pass: Vec<bool> = out.iter().map(|o| o.record.passthrough).collect();
+        assert_eq!(pass, [false, false, true, true]);
+        let (out, e) = run(engine_with(true, awaited), inputs(Ok((0x42, 0xe0, 0x09))));
+        assert_eq!(passed(&out), 0);
+        let why = e.passthrough_off().unwrap_or_default().to_string();
+        assert!(why.contains("is above the published 42e009"), "{why}");
+        let (out, e) = run(
+            engine_with(true, awaited),
+            inputs(Err("no profile-level-id".into())),
+        );
+        assert_eq!(passed(&out), 0);
+        let why = e.passthrough_off().unwrap_or_default();
+        assert!(why.contains("cannot be read: no profile-level-id"), "{why}");
     }
 
     /// A corrupt access unit becomes a grey frame censored whole, the

@@ -22,9 +22,20 @@ pub struct PassthroughOptions {
     pub keyframe_after: u32,
     /// The shortest time between two such requests.
     pub keyframe_gap: Duration,
-    /// The `profile-level-id` the output was negotiated with (live):
-    /// `(profile_idc, constraints, level_idc)`; `None` takes any profile.
-    pub publish: Option<(u8, u8, u8)>,
+    /// What the output decodes.
+    pub publish: Publish,
+}
+
+/// The profiles the output takes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Publish {
+    /// Any (a file, the bench).
+    Any,
+    /// Live, until the publisher's SDP answer tells: nothing is forwarded.
+    Awaited,
+    /// The `profile-level-id` the output was negotiated with:
+    /// `(profile_idc, constraints, level_idc)`.
+    Negotiated((u8, u8, u8)),
 }
 
 impl Default for PassthroughOptions {
@@ -33,7 +44,7 @@ impl Default for PassthroughOptions {
             enabled: true,
             keyframe_after: 30,
             keyframe_gap: Duration::from_secs(2),
-            publish: None,
+            publish: Publish::Any,
         }
     }
 }
@@ -115,6 +126,11 @@ impl Passthrough {
         }
     }
 
+    /// The output's negotiated profile is known (live).
+    pub fn set_publish(&mut self, profile: (u8, u8, u8)) {
+        self.opts.publish = Publish::Negotiated(profile);
+    }
+
     /// `None` while passthrough may happen, else why not.
     pub fn off_reason(&self) -> Option<&str> {
         self.off.as_deref()
@@ -125,27 +141,42 @@ impl Passthrough {
         self.forwarded.is_some()
     }
 
-    /// A key frame is due (a new viewer): the next frame to leave is
-    /// encoded as an IDR, and forwarding waits for the next qualifying
-    /// input IDR.
+    /// A key frame is due (a new viewer): the next frame to leave is a key
+    /// frame, the input's own when it is a qualifying IDR, else an IDR of
+    /// our encoder; then forwarding waits for the next qualifying input
+    /// IDR, which is asked of the source at once (within `keyframe_gap`)
+    /// rather than after `keyframe_after` clean frames: each viewer's
+    /// request would otherwise cost a second of re-encoding or more.
     pub fn break_chain(&mut self) {
         self.break_pending = true;
     }
 
     /// Decides for the next frame to leave, in output order.
     pub fn decide(&mut self, now: Instant, f: FrameFacts) -> Decision {
+        let qualifies = self.off.is_none()
+            && self.opts.publish != Publish::Awaited
+            && f.clean
+            && f.au.is_some();
         if std::mem::take(&mut self.break_pending) {
+            if qualifies && f.idr {
+                self.forwarded = f.au;
+                self.started = true;
+                self.clean_run = 0;
+                return Decision::Forward;
+            }
             self.forwarded = None;
-            self.started = false;
-            let idr = Decision::Encode { idr: true };
+            self.started = true;
+            if self.off.is_none() {
+                self.request(now);
+            }
             self.count_clean(now, f.clean);
-            return idr;
+            return Decision::Encode { idr: true };
         }
         let follows = match (f.au, self.forwarded) {
             (Some(au), Some(last)) => last.checked_add(1) == Some(au),
             _ => false,
         };
-        let forward = self.off.is_none() && f.clean && f.au.is_some() && (f.idr || follows);
+        let forward = qualifies && (f.idr || follows);
         if forward {
             self.forwarded = f.au;
             self.started = true;
@@ -165,17 +196,25 @@ impl Passthrough {
         self.started = true;
         if clean && self.off.is_none() {
             self.clean_run = self.clean_run.saturating_add(1);
-            let due = self
-                .last_request
-                .is_none_or(|t| now.saturating_duration_since(t) >= self.opts.keyframe_gap);
-            if self.clean_run >= self.opts.keyframe_after.max(1) && due {
-                self.keyframe_wanted = true;
-                self.last_request = Some(now);
+            if self.clean_run >= self.opts.keyframe_after.max(1) && self.request(now) {
                 self.clean_run = 0;
             }
         } else {
             self.clean_run = 0;
         }
+    }
+
+    /// Asks the source for a key frame unless one was asked within
+    /// `keyframe_gap`; whether it was asked.
+    fn request(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_request
+            .is_none_or(|t| now.saturating_duration_since(t) >= self.opts.keyframe_gap);
+        if due {
+            self.keyframe_wanted = true;
+            self.last_request = Some(now);
+        }
+        due
     }
 
     /// Whether a key frame should be asked of the source (cleared).
@@ -278,20 +317,70 @@ mod tests {
     }
 
     #[test]
-    fn breaking_the_chain_makes_the_next_frame_an_idr() {
-        let now = Instant::now();
+    fn breaking_the_chain_makes_the_next_frame_an_idr_and_asks_for_one() {
+        let t0 = Instant::now();
         let mut p = Passthrough::new(PassthroughOptions::default());
-        assert_eq!(p.decide(now, facts(true, 0, true)), Decision::Forward);
+        assert_eq!(p.decide(t0, facts(true, 0, true)), Decision::Forward);
         p.break_chain();
         assert_eq!(
-            p.decide(now, facts(true, 1, true)),
+            p.decide(t0, facts(true, 1, false)),
             Decision::Encode { idr: true }
         );
+        // The source is asked for a key frame at once, not after
+        // `keyframe_after` clean frames.
+        assert!(p.take_keyframe_wanted());
         assert_eq!(
-            p.decide(now, facts(true, 2, false)),
+            p.decide(t0, facts(true, 2, false)),
             Decision::Encode { idr: false }
         );
-        assert_eq!(p.decide(now, facts(true, 3, true)), Decision::Forward);
+        assert_eq!(p.decide(t0, facts(true, 3, true)), Decision::Forward);
+        // A second request within the gap is not passed on.
+        p.break_chain();
+        assert_eq!(
+            p.decide(t0 + Duration::from_secs(1), facts(true, 4, false)),
+            Decision::Encode { idr: true }
+        );
+        assert!(!p.take_keyframe_wanted());
+    }
+
+    #[test]
+    fn a_key_frame_due_on_a_clean_input_idr_forwards_it() {
+        let now = Instant::now();
+        let mut p = Passthrough::new(PassthroughOptions::default());
+        p.break_chain();
+        assert_eq!(p.decide(now, facts(true, 0, true)), Decision::Forward);
+        assert_eq!(p.decide(now, facts(true, 1, false)), Decision::Forward);
+        assert!(!p.take_keyframe_wanted());
+        // Not when it is dirty, nor with passthrough off.
+        p.break_chain();
+        assert_eq!(
+            p.decide(now, facts(false, 2, true)),
+            Decision::Encode { idr: true }
+        );
+        let mut off = Passthrough::new(PassthroughOptions::off());
+        off.decide(now, facts(true, 0, true));
+        off.break_chain();
+        assert_eq!(
+            off.decide(now, facts(true, 1, true)),
+            Decision::Encode { idr: true }
+        );
+        assert!(!off.take_keyframe_wanted());
+    }
+
+    #[test]
+    fn nothing_is_forwarded_until_the_output_profile_is_known() {
+        let now = Instant::now();
+        let mut p = Passthrough::new(PassthroughOptions {
+            publish: Publish::Awaited,
+            ..PassthroughOptions::default()
+        });
+        assert_eq!(
+            p.decide(now, facts(true, 0, true)),
+            Decision::Encode { idr: true }
+        );
+        p.set_publish((0x42, 0x00, 0x1f));
+        assert_eq!(p.decide(now, facts(true, 1, true)), Decision::Forward);
+        assert!(p.off_reason().is_none());
     }
 
     proptest! {
@@ -302,14 +391,19 @@ mod tests {
         /// every switch to the encoder, and the first frame, is an IDR.
         #[test]
         fn the_rule_holds(
-            frames in proptest::collection::vec((any::<bool>(), 0u8..10, 0u8..20), 1..300),
+            frames in proptest::collection::vec((any::<bool>(), 0u8..10, 0u8..20, 0u8..15), 1..300),
         ) {
             let t0 = Instant::now();
             let mut p = Passthrough::new(PassthroughOptions::default());
             let mut au = 0u64;
-            // What left for each decided frame: (au, forwarded, idr input).
-            let mut out: Vec<(Option<u64>, Decision, bool, bool)> = Vec::new();
-            for (k, (clean, idr_roll, gap_roll)) in frames.into_iter().enumerate() {
+            // What left for each decided frame: (au, decision, idr input,
+            // clean, a key frame was due).
+            let mut out: Vec<(Option<u64>, Decision, bool, bool, bool)> = Vec::new();
+            for (k, (clean, idr_roll, gap_roll, break_roll)) in frames.into_iter().enumerate() {
+                let due = break_roll == 0;
+                if due {
+                    p.break_chain();
+                }
                 // Sometimes an access unit is skipped, or gave no picture.
                 if gap_roll == 0 {
                     au += 1;
@@ -319,10 +413,16 @@ mod tests {
                 au += 1;
                 let f = FrameFacts { clean, au: this, idr };
                 let now = t0 + Duration::from_millis(k as u64 * 33);
-                out.push((this, p.decide(now, f), idr, clean));
+                out.push((this, p.decide(now, f), idr, clean, due));
             }
             let mut prev: Option<(Option<u64>, Decision)> = None;
-            for &(this, d, idr, clean) in &out {
+            for &(this, d, idr, clean, due) in &out {
+                if due {
+                    prop_assert!(
+                        d == Decision::Encode { idr: true } || (d == Decision::Forward && idr),
+                        "a key frame was due"
+                    );
+                }
                 if d == Decision::Forward {
                     prop_assert!(clean, "a dirty frame was forwarded");
                     prop_assert!(this.is_some());

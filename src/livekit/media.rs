@@ -49,6 +49,9 @@ pub enum MediaIn {
     },
     /// The publisher (re)connected or a viewer needs a key frame.
     ForceKeyframe,
+    /// The published track's negotiated `profile-level-id`, or why it
+    /// cannot be read.
+    PublishProfile(Result<(u8, u8, u8), String>),
     /// The remote track went away: decoder state is stale.
     Reset,
     /// The broadcaster whose track is subscribed (moderation names them).
@@ -71,6 +74,7 @@ pub fn input_of(
 ) -> Option<Input> {
     Some(match m {
         MediaIn::ForceKeyframe => Input::ForceKeyframe,
+        MediaIn::PublishProfile(p) => Input::PublishProfile(p),
         MediaIn::Reset => {
             restarted.set(true);
             Input::Reset

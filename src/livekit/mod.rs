@@ -10,6 +10,7 @@
 
 pub mod dispatch;
 pub mod fault;
+pub mod fmtp;
 pub mod io;
 pub mod media;
 pub mod moderate;

@@ -105,6 +105,10 @@ pub enum ParticipantEvent {
     PublisherConnected,
     /// The SFU wants a key frame of our track (a viewer joined or lost packets).
     KeyframeRequested,
+    /// The publisher's answer was accepted: the `profile-level-id`
+    /// `(profile_idc, constraints, level_idc)` of the H.264 payload type we
+    /// send with, or why it cannot be read.
+    PublishProfile(Result<(u8, u8, u8), String>),
     /// We sent a key frame request (PLI) for the subscribed track.
     KeyframeRequestSent,
     /// The server asked us to leave, or a peer connection closed.
@@ -177,10 +181,11 @@ pub struct Participant {
     participants: HashMap<String, proto::ParticipantInfo>,
 }
 
-/// The H.264 `profile-level-id` our track is sent with when the SFU
-/// accepted it (str0m offers it first): baseline, level 3.1. openh264's
-/// constrained baseline fits it; passthrough forwards a broadcaster's own
-/// access units only when they fit it too.
+/// The H.264 `profile-level-id` we prefer to send with when the SFU
+/// accepted it (str0m offers it first): baseline, level 3.1, which
+/// openh264's constrained baseline fits. What was negotiated is read from
+/// the answer ([`ParticipantEvent::PublishProfile`]): passthrough forwards a
+/// broadcaster's own access units only when they fit that.
 pub const PUBLISHED_PROFILE_LEVEL_ID: &str = "42001f";
 
 /// The negotiated H.264 payload type to write with: the one of
@@ -534,7 +539,28 @@ impl Participant {
                 pc: "publisher",
                 reason: format!("cannot accept answer: {e}"),
             })?;
+        let profile = self.published_profile(&sd.sdp);
+        match &profile {
+            Ok((p, c, l)) => {
+                tracing::info!("published H.264 negotiated as {p:02x}{c:02x}{l:02x}")
+            }
+            Err(why) => tracing::warn!("published H.264 profile-level-id: {why}"),
+        }
+        self.event(ParticipantEvent::PublishProfile(profile));
         Ok(())
+    }
+
+    /// The negotiated `profile-level-id` of the payload type
+    /// [`Self::write_video`] sends with, from the answer's SDP.
+    fn published_profile(&mut self, answer: &str) -> Result<(u8, u8, u8), String> {
+        let mid = self.pub_mid.ok_or("no video media offered")?;
+        let w = self
+            .publisher
+            .rtc
+            .writer(mid)
+            .ok_or("no writer for the video media")?;
+        let pt = h264_pt(w.payload_params()).ok_or("the SFU accepted no H.264 payload type")?;
+        crate::livekit::fmtp::h264_profile_level_id(answer, &mid.to_string(), *pt)
     }
 
     fn handle_trickle(&mut self, t: &proto::TrickleRequest) -> Result<(), LiveKitError> {

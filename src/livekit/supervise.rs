@@ -340,6 +340,9 @@ pub(super) async fn supervise_output(
                     Some(ParticipantEvent::KeyframeRequested | ParticipantEvent::PublisherConnected) => {
                         let _ = media_tx.send(MediaIn::ForceKeyframe);
                     }
+                    Some(ParticipantEvent::PublishProfile(p)) => {
+                        let _ = media_tx.send(MediaIn::PublishProfile(p));
+                    }
                     Some(ParticipantEvent::Left { reason, code }) if spec.ends_session(code) => {
                         tracing::info!(room = %spec.room, %reason, "output connection ended by the server; the job's session ends");
                         stats.ended.store(true, Ordering::SeqCst);

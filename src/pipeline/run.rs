@@ -269,7 +269,7 @@ pub fn censor_file(
         pipeline,
         &backend,
         EngineOptions {
-            passthrough: cfg.output.passthrough_options(None),
+            passthrough: cfg.output.passthrough_options(crate::engine::Publish::Any),
             fps: info.fps as f32,
             encode,
             max_in_flight: None,
