@@ -24,7 +24,7 @@ Scenarios (all by default, in this order; name some to run only those):
   resize      the broadcaster changes resolution mid-stream
   passthrough the face in view 1.5 s of every 4 s: clean frames leave as the
               broadcaster's own access units (forwarded share from /metrics
-              at least 60% of what the rule allows), the viewer gets nearly
+              at least half of what the rule allows), the viewer gets nearly
               every frame across the switches, 0 leaks
   moderation  events to a signed webhook, a censor_whole rule, the moderator
               routes and a moderator's remove
@@ -563,7 +563,7 @@ def sc_passthrough(s):
     that passes through again. The viewer (libwebrtc's decoder) must get
     nearly every frame across the switches (>= 90%, no gap over 1 s)
     and see the face hidden on every frame that shows it; /metrics must
-    show switches both ways and at least 60% of the share of frames the
+    show switches both ways and at least half the share of frames the
     rule allows forwarded (clean frames, less 35 after each face spell)."""
     room = "e2e-passthrough"
     s.serve("--room", room)
@@ -587,7 +587,7 @@ def sc_passthrough(s):
     r["forwarded_share"] = round(r["frames_passed_through"] / released, 3)
     r["rule_allows_share"] = round(max(clean - spells_seen * 35 / released, 0), 3)
     ok = (r["viewer_rc"] == 0 and r["passthrough_switches"] >= 1 and r.get("without_face", 0) > 0
-          and r["forwarded_share"] >= 0.6 * r["rule_allows_share"])
+          and r["forwarded_share"] >= 0.5 * r["rule_allows_share"])
     return ok, r
 
 
