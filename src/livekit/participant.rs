@@ -142,10 +142,13 @@ struct Peer {
     connected: bool,
 }
 
-/// Throttle for key frame requests to the broadcaster: a burst of lost
-/// packets must not turn into a burst of PLIs, yet after a loss the viewer
-/// sees frames censored whole until the next IDR, so ask again soon.
-const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(250);
+/// Throttle for key frame requests to the broadcaster. LiveKit forwards at
+/// most one PLI per published track per `pli_throttle` (1 s for mid and
+/// high quality layers, 500 ms for low, by default) and silently drops the
+/// rest, so a request sooner than that would be lost, not merely early: it
+/// is kept and sent once the SFU takes it (after a loss the viewer sees
+/// frames censored whole until the next IDR, so no later than that).
+const KEYFRAME_REQUEST_GAP: Duration = Duration::from_millis(1050);
 
 pub struct Participant {
     cfg: ParticipantConfig,
@@ -702,8 +705,9 @@ impl Participant {
         Ok(())
     }
 
-    /// Asks the broadcaster for a key frame (PLI), at most every 250 ms; a
-    /// request that is throttled or has no track yet is kept and retried.
+    /// Asks the broadcaster for a key frame (PLI), at most one per
+    /// `KEYFRAME_REQUEST_GAP`; a request that is throttled or has no track
+    /// yet is kept and retried.
     pub fn request_keyframe(&mut self, now: Instant) {
         self.want_keyframe = true;
         if !self.keyframe_throttle.ready(now) {

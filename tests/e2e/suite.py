@@ -24,7 +24,7 @@ Scenarios (all by default, in this order; name some to run only those):
   resize      the broadcaster changes resolution mid-stream
   passthrough the face in view 1.5 s of every 4 s: clean frames leave as the
               broadcaster's own access units (forwarded share from /metrics
-              at least half of what the rule allows), the viewer gets nearly
+              at least 60% of what the rule allows), the viewer gets nearly
               every frame across the switches, 0 leaks
   moderation  events to a signed webhook, a censor_whole rule, the moderator
               routes and a moderator's remove
@@ -563,8 +563,8 @@ def sc_passthrough(s):
     that passes through again. The viewer (libwebrtc's decoder) must get
     nearly every frame across the switches (>= 90%, no gap over 1 s)
     and see the face hidden on every frame that shows it; /metrics must
-    show switches both ways and at least half the share of frames the
-    rule allows forwarded (clean frames, less 35 after each face spell)."""
+    show switches both ways and at least 60% of the share of frames the
+    rule allows forwarded (clean frames, less 50 after each face spell)."""
     room = "e2e-passthrough"
     s.serve("--room", room)
     spells = "4,1.5"
@@ -578,16 +578,19 @@ def sc_passthrough(s):
     r["passthrough_state"] = [k for k in m if k.startswith("livecensor_passthrough{") and room in k]
     s.stop_all()
     # What the rule allows: every clean frame but, after each face spell,
-    # the 30 encoded clean frames before the PLI and its round trip (~5);
-    # the face shows in about 37% of the frames (the tracker coasts a few
-    # more).
+    # the 15 frames the tracker's track coasts (masked where the face
+    # was), the 30 encoded clean frames before the PLI and its round trip
+    # (~5); the face shows in about 37% of the frames. Measured on a quiet
+    # machine: about 87% of that. 60% is asked: a lost key-frame request
+    # (LiveKit drops a PLI sent within 1 s of the last one) costs ~2 s of
+    # forwarding and fails it.
     released = max(r["frames_released"], 1)
     spells_seen = int((LIVE - 2.5) // 4) + 1
     clean = r.get("without_face", 0) / max(r.get("frames", 1), 1)
     r["forwarded_share"] = round(r["frames_passed_through"] / released, 3)
-    r["rule_allows_share"] = round(max(clean - spells_seen * 35 / released, 0), 3)
+    r["rule_allows_share"] = round(max(clean - spells_seen * 50 / released, 0), 3)
     ok = (r["viewer_rc"] == 0 and r["passthrough_switches"] >= 1 and r.get("without_face", 0) > 0
-          and r["forwarded_share"] >= 0.5 * r["rule_allows_share"])
+          and r["forwarded_share"] >= 0.6 * r["rule_allows_share"])
     return ok, r
 
 
