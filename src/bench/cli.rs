@@ -69,8 +69,10 @@ pub struct BenchArgs {
     /// Admit the paced input as `serve` admits a live track: frames
     /// queued over 100 ms decoded but skipped, input over 400 ms old not
     /// decoded (grey, censored whole, until a key frame), at most 8 frames
-    /// in the pipeline; skipped frames count as dropped. Without it a
-    /// machine behind real time queues input and latency grows.
+    /// in the pipeline, and a censored frame that would leave more than
+    /// the deadline + 100 ms after it entered is not sent; skipped and
+    /// late frames count as dropped. Without it a machine behind real time
+    /// queues input and latency grows.
     #[arg(long, conflicts_with = "unpaced")]
     pub live: bool,
     /// Frames in flight per stream when unpaced (default: as `censor`).

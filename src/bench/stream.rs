@@ -46,6 +46,7 @@ impl Stream<'_> {
                 encode: true,
                 max_in_flight: (o.paced && o.live).then_some(MAX_IN_FLIGHT),
                 snapshot_every: None,
+                late_margin: (o.paced && o.live).then_some(crate::engine::LATE_MARGIN),
             },
         )?;
         let first = self.due(0);

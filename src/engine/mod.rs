@@ -57,7 +57,17 @@ pub struct EngineOptions {
     /// A host copy of a censored frame at most this often
     /// ([`Output::snapshot`]: the moderator's preview).
     pub snapshot_every: Option<Duration>,
+    /// Live: a released frame that would leave (encode included) later
+    /// than the pipeline's deadline plus this margin after it entered is
+    /// dropped, not encoded: a machine behind real time sends fewer frames
+    /// rather than later ones, so latency stays bounded ([`LATE_MARGIN`]).
+    pub late_margin: Option<Duration>,
 }
+
+/// How far past the detection deadline a live frame may still leave: room
+/// for censoring and encoding a frame released at its deadline (a detector
+/// stall fails frames closed at the deadline; they still go out).
+pub const LATE_MARGIN: Duration = Duration::from_millis(100);
 
 /// What a source hands the engine.
 #[derive(Debug)]
@@ -135,6 +145,9 @@ pub struct EngineCounters {
     pub frames_corrupt: u64,
     /// Decoded but not released (late or over `max_in_flight`).
     pub frames_skipped: u64,
+    /// Released by the pipeline but not sent: past the output deadline
+    /// ([`EngineOptions::late_margin`]).
+    pub frames_late: u64,
     /// Access units not decoded (stale).
     pub access_units_dropped: u64,
     pub encode_errors: u64,
@@ -214,6 +227,8 @@ pub struct Engine {
     off_reported: bool,
     counters: EngineCounters,
     last_snapshot: Option<Instant>,
+    /// Recent encode time (moving average), for the output deadline.
+    encode_estimate: Duration,
 }
 
 impl Engine {
@@ -257,6 +272,7 @@ impl Engine {
             off_reported: false,
             counters: EngineCounters::default(),
             last_snapshot: None,
+            encode_estimate: Duration::ZERO,
         })
     }
 
@@ -325,6 +341,7 @@ impl Engine {
         };
         l.encoding = false;
         l.out.times.encode = done.seconds;
+        self.encode_estimate = moving_average(self.encode_estimate, done.seconds);
         l.out.encoded = Some(match done.result {
             Ok((au, forced)) => {
                 self.counters.keyframes_forced += u64::from(forced);
@@ -707,6 +724,14 @@ impl Engine {
                 origin: r.arrived,
                 au: None,
             });
+            if self.too_late(&r) {
+                // Passthrough sees the gap in access units: the next frame
+                // to leave is a key frame (ours, or a qualifying input IDR).
+                tracing::trace!(frame = r.index, "past the output deadline: dropped");
+                self.counters.frames_late += 1;
+                self.recycle(r.picture);
+                continue;
+            }
             self.counters.released += 1;
             if r.record.status == crate::pipeline::Status::FailClosed {
                 self.counters.fail_closed += 1;
@@ -714,6 +739,20 @@ impl Engine {
             let l = self.output(now, r, f);
             self.leaving.push_back(l);
         }
+    }
+
+    /// Whether a released frame would leave past the output deadline: its
+    /// age now, plus the encodes queued ahead of it and its own.
+    fn too_late(&self, r: &Released) -> bool {
+        let Some(margin) = self.opts.late_margin else {
+            return false;
+        };
+        let limit = self.pipeline.deadline() + margin;
+        let queued = u32::try_from(self.encodes_pending()).unwrap_or(u32::MAX);
+        let ahead = self
+            .encode_estimate
+            .saturating_mul(queued.saturating_add(1));
+        Instant::now().saturating_duration_since(r.arrived) + ahead > limit
     }
 
     fn output(&mut self, now: Instant, r: Released, f: InFlight) -> Leaving {
@@ -816,6 +855,9 @@ impl Engine {
         };
         let done = Instant::now();
         times.encode = done.duration_since(t0).as_secs_f64();
+        if matches!(self.encoder, Encoding::Inline(_)) && !record.passthrough {
+            self.encode_estimate = moving_average(self.encode_estimate, times.encode);
+        }
         Leaving {
             out: Output {
                 index,
@@ -849,6 +891,16 @@ impl Engine {
         self.last_snapshot = Some(now);
         Some(copy)
     }
+}
+
+/// An exponential moving average of encode times (1/8 weight to the new
+/// one), so one slow encode does not drop the frames after it.
+fn moving_average(avg: Duration, seconds: f64) -> Duration {
+    let new = Duration::try_from_secs_f64(seconds).unwrap_or(Duration::ZERO);
+    if avg.is_zero() {
+        return new;
+    }
+    (avg * 7 + new) / 8
 }
 
 /// Encodes one picture, (re)opening the encoder for its size; an error
@@ -973,6 +1025,7 @@ mod tests {
                 encode,
                 max_in_flight: None,
                 snapshot_every: None,
+                late_margin: None,
             },
         )
     }
@@ -1146,6 +1199,64 @@ mod tests {
         assert!(e.passthrough_off().is_none());
     }
 
+    /// Live, a censored frame that would leave past the deadline plus the
+    /// margin is not sent; the frames after it still decode, the first of
+    /// them a key frame when the dropped one was forwarded (the viewer
+    /// lacks its reference). Files (no margin) send every frame.
+    #[test]
+    fn a_frame_past_the_output_deadline_is_dropped_and_the_stream_goes_on() {
+        let aus = clip(6);
+        let inputs = || -> Vec<Input> {
+            aus.iter()
+                .enumerate()
+                .map(|(k, a)| match au(a, k) {
+                    Input::AccessUnit {
+                        data,
+                        pts,
+                        arrival,
+                        origin,
+                        contiguous,
+                        show,
+                        stale,
+                    } if k == 2 => Input::AccessUnit {
+                        data,
+                        pts,
+                        arrival: arrival - Duration::from_secs(5),
+                        origin: origin - Duration::from_secs(5),
+                        contiguous,
+                        show,
+                        stale,
+                    },
+                    i => i,
+                })
+                .collect()
+        };
+        let (all, e) = run(engine_with(true, PassthroughOptions::default()), inputs());
+        assert_eq!(all.len(), 6);
+        assert_eq!(e.counters().frames_late, 0);
+
+        let mut live = engine_with(true, PassthroughOptions::default());
+        live.opts.late_margin = Some(LATE_MARGIN);
+        let (out, e) = run(live, inputs());
+        let pts: Vec<i64> = out.iter().map(|o| o.pts).collect();
+        assert_eq!(pts, [0, 3000, 9000, 12000, 15000]);
+        assert_eq!(e.counters().frames_late, 1);
+        assert_eq!(e.counters().released, 5);
+        let pass: Vec<bool> = out.iter().map(|o| o.record.passthrough).collect();
+        assert_eq!(pass, [true, true, false, false, false]);
+        let mut dec = H264Decoder::new().unwrap();
+        for (k, o) in out.iter().enumerate() {
+            let Some(Ok(b)) = &o.encoded else {
+                panic!("frame {k}: {:?}", o.encoded);
+            };
+            if k == 2 {
+                let info = AccessUnitInfo::of(b);
+                assert!(info.idr && !info.sps.is_empty(), "the switch is an IDR");
+            }
+            assert_eq!(dec.decode(b).unwrap().len(), 1, "frame {k} decodes");
+        }
+    }
+
     /// Finds a region on every bright picture (a luma mean above 0.55 of
     /// the input tensor), nothing on the others.
     struct Bright;
@@ -1243,6 +1354,7 @@ mod tests {
                 encode: true,
                 max_in_flight: None,
                 snapshot_every: None,
+                late_margin: None,
             },
             Box::new(Bright),
             policy,

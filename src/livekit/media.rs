@@ -312,6 +312,7 @@ impl Sink for LiveSink {
             (&s.decode_errors, c.decode_errors),
             (&s.encode_errors, c.encode_errors),
             (&s.frames_skipped, c.frames_skipped),
+            (&s.frames_late, c.frames_late),
             (&s.access_units_dropped, c.access_units_dropped),
             (&s.frames_corrupt, c.frames_corrupt),
             (&s.frames_released, c.released),
@@ -366,6 +367,7 @@ mod tests {
                 encode: true,
                 max_in_flight: Some(MAX_IN_FLIGHT),
                 snapshot_every: Some(Duration::ZERO),
+                late_margin: Some(crate::engine::LATE_MARGIN),
             },
         );
         let restarted = Rc::new(Cell::new(false));

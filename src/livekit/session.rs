@@ -67,6 +67,9 @@ pub struct SessionStats {
     pub encode_errors: AtomicU64,
     /// Decoded frames not published because the session was behind.
     pub frames_skipped: AtomicU64,
+    /// Censored frames not published: they would have left past the
+    /// deadline (the session was behind).
+    pub frames_late: AtomicU64,
     /// Access units not decoded to catch up (up to a key frame).
     pub access_units_dropped: AtomicU64,
     /// Frames pushed marked corrupt (censored whole) while waiting for a
@@ -234,6 +237,7 @@ impl Session {
                         encode: true,
                         max_in_flight: Some(MAX_IN_FLIGHT),
                         snapshot_every: Some(SNAPSHOT_EVERY),
+                        late_margin: Some(crate::engine::LATE_MARGIN),
                     };
                     let restarted = Rc::new(Cell::new(false));
                     let moderation: SharedModeration = Rc::new(RefCell::new(

@@ -649,6 +649,11 @@ pub fn session_metrics(m: &mut Exposition, room: &str, s: &SessionStats) {
             &s.frames_skipped,
         ),
         (
+            "livecensor_frames_late",
+            "Censored frames not published: they would have left past the deadline",
+            &s.frames_late,
+        ),
+        (
             "livecensor_access_units_dropped",
             "Access units not decoded to catch up",
             &s.access_units_dropped,

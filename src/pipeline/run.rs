@@ -274,6 +274,7 @@ pub fn censor_file(
             encode,
             max_in_flight: None,
             snapshot_every: None,
+            late_margin: None,
         },
     )?;
     let side = sidecar_path(output);

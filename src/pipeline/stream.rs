@@ -219,6 +219,12 @@ impl StreamPipeline {
         self.counters
     }
 
+    /// How long a frame may wait for its detection before it leaves
+    /// censored whole.
+    pub fn deadline(&self) -> Duration {
+        self.scheduler.config().deadline
+    }
+
     /// Strict or predictive.
     pub fn mode(&self) -> super::scheduler::Mode {
         self.scheduler.config().mode
