@@ -310,6 +310,22 @@ class FaceCheck:
         return {"box": ratio[0], "centre": ratio[1], "cells": cell,
                 "worst": max(judged) if judged else ratio[0]}
 
+    def match(self, img, k):
+        """Per cell, the normalized cross-correlation of the received
+        picture with frame k's raw picture (both at about DETAIL_LINES
+        lines): near 1 where frame k's face itself is visible there, low
+        over a mask or over other content (the background where the face
+        is not). Used to place a frame whose counter cannot be read."""
+        out = []
+        for c in cells(self.scene.face_box(k), self.n):
+            raw = binned(rgb_luma(self.scene.render_region(k, c)), self.f).astype(np.float32)
+            got = binned(crop(img, c), self.f).astype(np.float32)
+            hh, ww = min(raw.shape[0], got.shape[0]), min(raw.shape[1], got.shape[1])
+            a, b = raw[:hh, :ww] - raw[:hh, :ww].mean(), got[:hh, :ww] - got[:hh, :ww].mean()
+            den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+            out.append(float((a * b).sum()) / den if den > 1e-6 else 0.0)
+        return out
+
     def whole_ratio(self, img):
         """Detail of the whole received frame against the raw picture's (on
         every other pixel at about DETAIL_LINES lines, for speed): near 0

@@ -21,9 +21,14 @@ settled; all reported).
 Every frame is also measured whole: one whose whole-picture detail
 (mean |Laplacian|) is below
 --ratio of the raw picture's is censored whole (livecensor could not verify
-it). A frame whose counter cannot be read must be censored whole; one that
-is not is "unchecked" and fails the run (libwebrtc's tiny placeholder
-frames before the first real one are skipped). A run where more than
+it). A frame whose counter cannot be read must be censored whole, or lie
+between readable frames at most PLACE_SPAN counters apart: libwebrtc's
+loss concealment can cover the counter with flat blocks of an earlier
+frame. Such a frame is checked at every counter between its neighbours'
+(a cell leaks where it keeps the raw texture and matches that counter's
+raw face, see Checker.place; "placed" in the report); any other is
+"unchecked" and fails the run (libwebrtc's tiny placeholder frames
+before the first real one are skipped). A run where more than
 --max-whole of the frames are censored whole fails as over-censoring.
 
 Where the face is: common.Scene.face_box(k), the detector's face box on
@@ -60,7 +65,9 @@ passes, and so do masks meeting at a seam through the face and flat
 concealment blocks over it; a raw face, a mask over the centre only, a
 mask shifted by half the face, one over its right half only and one
 missing an edge strip leak; a frame blurred whole counts as censored
-whole; a garbled counter on a visible picture is unchecked; and the
+whole; a garbled counter on a visible picture is unchecked, and a
+concealed one between readable frames is placed (a masked face passes,
+a raw or half-open one leaks); and the
 verdict fails on each of these and on over-censoring. Four frames a run
 flagged under the old Laplacian check (tests/e2e/fixtures/seam-*.png,
 the face masked every time) must pass, and leak with the raw face, whole
@@ -148,6 +155,21 @@ def parser():
     return ap
 
 
+# A frame whose counter cannot be read (libwebrtc's loss concealment can
+# cover it with flat blocks of an earlier frame) is placed between the
+# readable frames around it when their counters are at most PLACE_SPAN
+# apart, and checked at each counter in between (see Checker.place); at
+# most PLACE_MAX such frames wait for the next readable one.
+PLACE_SPAN = 10
+PLACE_MAX = 8
+# A placed frame's cell leaks only where it also matches the raw face of
+# the counter it is checked at (normalized cross-correlation: 0.99 for
+# the raw face through JPEG at its own counter, 0.5-0.8 one counter off,
+# at most 0.74 for a blurred one), so that the background and the sprite
+# where the face is at another counter do not count.
+PLACE_MATCH = 0.8
+
+
 class Checker:
     """Classifies received frames (luma arrays): the state the viewer keeps
     across a run, without LiveKit, so --self-test drives the same code."""
@@ -174,6 +196,9 @@ class Checker:
         self.closest = []
         self.frames = 0
         self.last_k = None  # the last counter read, unwrapped
+        self.unplaced = []  # (arrival index, image, size, whole ratio)
+        self.unplaced_after = None  # the counter read before them
+        self.placed = 0  # frames checked by placement (see place())
 
     def check(self, img):
         """One frame; returns (counter or None, the frame's ratio or None):
@@ -200,17 +225,27 @@ class Checker:
             self.censored_whole += 1
             self.whole_at.append(n)
         k = common.read_counter(img, h)
+        before = self.last_k
         if k is not None:
             k = self.unwrap(k)
         if k is None:
             if whole:
                 self.whole_unreadable += 1
-            else:
-                # Not a frame livecensor could not verify, and nothing says
-                # where the face is: the frame cannot be checked.
+            elif self.raw:
                 self.unchecked.append((n, round(whole_ratio, 3), size))
                 self.save("unchecked", img, f"{n}")
+            else:
+                # Not a frame livecensor could not verify: checked once the
+                # next readable frame says where the face can be.
+                if not self.unplaced:
+                    self.unplaced_after = before
+                self.unplaced.append((n, img, size, round(whole_ratio, 3)))
+                if len(self.unplaced) > PLACE_MAX:
+                    self.give_up(self.unplaced[:1])
+                    self.unplaced = self.unplaced[1:]
             return None, None
+        if self.unplaced:
+            self.place(self.unplaced_after, k)
         if not fc.scene.face_on(k):
             self.without_face += 1
             return k, None
@@ -245,6 +280,50 @@ class Checker:
             self.save("near", img, f"{n}-k{k}-r{ratio:.2f}")
         return k, ratio
 
+    def give_up(self, frames):
+        """Frames that cannot be placed: nothing says where the face is, so
+        they cannot be checked."""
+        for n, img, size, whole_ratio in frames:
+            self.unchecked.append((n, whole_ratio, size))
+            self.save("unchecked", img, f"{n}")
+
+    def place(self, prev, k):
+        """Checks the frames with no readable counter that came between
+        counters `prev` and `k`: each at every counter from prev to k (loss
+        concealment shows blocks of the earlier frames, the rest is the
+        frame's own), a leak where a judged cell keeps over --ratio of the
+        raw texture and matches that counter's raw face (PLACE_MATCH). Too
+        far apart, or no earlier counter: unchecked."""
+        frames, self.unplaced = self.unplaced, []
+        if prev is None or not 0 < k - prev <= PLACE_SPAN:
+            self.give_up(frames)
+            return
+        for n, img, size, _ in frames:
+            fc = self.checks[size]
+            worst, at, bad = 0.0, None, []
+            for kc in range(prev, k + 1):
+                if not fc.scene.face_on(kc):
+                    continue
+                m = fc.measure(img, kc)
+                match = fc.match(img, kc)
+                judged = [(i, r) for i, (r, c) in enumerate(zip(m["cells"], match))
+                          if r is not None and c > PLACE_MATCH]
+                for i, r in judged:
+                    if r > worst:
+                        worst, at = r, kc
+                    if r > self.ratio:
+                        bad.append(i)
+            self.placed += 1
+            if bad:
+                self.leaks.append((f"{prev}..{k}@{at}", round(worst, 3), size, sorted(set(bad))))
+                self.save("leak", img, f"{n}-placed-k{at}-r{worst:.2f}")
+
+    def finish(self):
+        """The stream ended: frames still waiting to be placed are
+        unchecked."""
+        self.give_up(self.unplaced)
+        self.unplaced = []
+
     def unwrap(self, k):
         """The full counter from the BITS bits a frame carries: the value
         nearest the last one read (the counter wraps every 2^16 frames, 36
@@ -268,8 +347,10 @@ class Checker:
         Image.fromarray(np.ascontiguousarray(img)).save(os.path.join(self.dump, f"{kind}-{name}.png"))
 
     def report(self):
+        self.finish()
         return {
             "without_face": self.without_face,
+            "placed": self.placed,
             "censored_whole": self.censored_whole,
             "whole_share": round(self.censored_whole / self.frames, 3) if self.frames else 0.0,
             "whole_runs": runs(self.whole_at),
@@ -409,6 +490,7 @@ def self_test(a):
     def run(frames, raw=False, sources=()):
         c = Checker(a.fps, a.ratio, raw=raw, sources=sources)
         got = [c.check(f) for f in frames]
+        c.finish()
         return c, got
 
     def report(c, got):
@@ -529,6 +611,51 @@ def self_test(a):
             kk2, r2 = c2.check(jpeg(leaked))
             expect(f"fixture {os.path.basename(path)} with the face's {part} uncovered: a leak",
                    kk2 == k and c2.leaks, worst=rnd(r2, 3))
+
+    # Loss concealment over the counter: flat blocks of an earlier frame
+    # censored whole cover the counter and the left of the picture. Such a
+    # frame between readable ones is placed and checked at every counter
+    # between them: a masked face passes (also 5 counters either side,
+    # where the background lies under the other counters' face boxes), a
+    # raw or half-open face leaks; with no readable frame after it, or
+    # with the readable ones too far apart, it stays unchecked.
+    w, h = 640, 360
+    scene = common.Scene(w, h, a.fps)
+    for k in (10, 23, 61):  # the face clear of the concealed top-left
+        def frame(kk, how="masked"):
+            y = np.clip(np.round(common.rgb_luma(scene.render(kk))), 0, 255).astype(np.uint8)
+            face = scene.face_box(kk)
+            fw = face[2] - face[0]
+            if how == "masked":
+                y = blur(y, grow(face, 0.1))
+            elif how == "half_open":
+                y = blur(y, (face[0] + 0.5 * fw, face[1] - 0.1 * fw, face[2] + 0.1 * fw, face[3]))
+            return y
+
+        def concealed(y):
+            x0, y0 = common.counter_origin(h)
+            b = common.block_size(h)
+            return blocks(y, (0, 0, x0 + (common.BITS + common.CHECK + 2) * b, y0 + 3 * b))
+
+        for how, d, after, want in (
+            ("masked", 1, True, "placed"),
+            ("masked", 5, True, "placed"),
+            ("raw", 1, True, "leak"),
+            ("half_open", 2, True, "leak"),
+            ("masked", 1, False, "unchecked"),
+            ("masked", 6, True, "unchecked"),
+        ):
+            seq_ = [frame(k - d), concealed(frame(k, how))] + ([frame(k + d)] if after else [])
+            seq_ = [jpeg(f) for f in seq_]
+            c, got = run(seq_)
+            placed = c.placed == 1 and not c.unchecked
+            ok = {"placed": placed and not c.leaks,
+                  "leak": placed and len(c.leaks) == 1,
+                  "unchecked": len(c.unchecked) == 1 and not c.leaks}[want]
+            expect(f"concealed counter @{k}, {how}, readable frames {d} either side"
+                   f"{'' if after else ' (none after)'}: {want}",
+                   ok and got[1][0] is None, placed=c.placed, unchecked=len(c.unchecked),
+                   leaks=c.leaks[:1])
 
     # The verdict over a run of frames (640x360 through JPEG, 4 distinct).
     va = argparse.Namespace(**dict(vars(a), min_frames=4, raw=False, audio=False))
