@@ -1407,6 +1407,73 @@ mod tests {
         assert_eq!(e.in_flight(), 0);
     }
 
+    /// An encoder slower than the frames: the stream thread keeps working
+    /// while at most `encode::DEPTH` encodes are queued (back-pressure, not
+    /// an unbounded queue), and every frame still leaves, in order, with
+    /// its own picture.
+    #[test]
+    fn a_slow_encoder_holds_at_most_depth_encodes_queued() {
+        struct Slow;
+        impl FrameEncoder for Slow {
+            fn encode(&mut self, frame: Frame, idr: bool) -> Result<(Vec<u8>, bool), Error> {
+                std::thread::sleep(Duration::from_millis(40));
+                Ok(([MOCK, frame.y()].concat(), idr))
+            }
+            fn description(&self) -> String {
+                "slow".into()
+            }
+        }
+        struct Watch(Vec<Output>, usize, usize);
+        impl Sink for Watch {
+            fn write(&mut self, out: Output) -> Result<(), Error> {
+                self.0.push(out);
+                Ok(())
+            }
+            fn tick(&mut self, engine: &Engine) {
+                self.1 = self.1.max(engine.encodes_pending());
+                self.2 = self.2.max(engine.leaving.len());
+            }
+        }
+        let n = 12;
+        let aus = clip(n);
+        let mut e = engine(true).with_encoder(Arc::new(|| Box::new(Slow)));
+        let mut sink = Watch(Vec::new(), 0, 0);
+        let inputs: VecDeque<Input> = aus.iter().enumerate().map(|(k, a)| au(a, k)).collect();
+        drive(&mut e, &mut Feed(inputs), &mut sink).unwrap();
+        let (out, most_queued, most_leaving) = (sink.0, sink.1, sink.2);
+        // `poll` waits inside while DEPTH encodes are queued, so between
+        // polls fewer are: without back-pressure all 12 would be.
+        assert!(
+            (1..encode::DEPTH).contains(&most_queued),
+            "{most_queued} encodes queued between polls"
+        );
+        assert!(
+            most_leaving < encode::DEPTH,
+            "{most_leaving} frames waiting to leave"
+        );
+        let pts: Vec<i64> = out.iter().map(|o| o.pts).collect();
+        assert_eq!(pts, (0..n as i64).map(|k| k * 3000).collect::<Vec<_>>());
+        let mut dec = H264Decoder::new().unwrap();
+        for (k, (o, a)) in out.iter().zip(&aus).enumerate() {
+            let Some(Ok(b)) = &o.encoded else {
+                panic!("frame {k}: {:?}", o.encoded);
+            };
+            let y = b.strip_prefix(MOCK).expect("the slow encoder's output");
+            let want = dec.decode(a).unwrap();
+            // Frames held up behind the encoder may miss the detection
+            // deadline: those leave censored whole, the others as they are.
+            match o.record.status {
+                Status::Verified => assert_eq!(y, want[0].y(), "frame {k} carries its own picture"),
+                status => {
+                    assert_eq!(status, Status::FailClosed, "frame {k}");
+                    assert_ne!(y, want[0].y(), "frame {k} failed closed, yet as it was");
+                }
+            }
+        }
+        assert!(out.iter().any(|o| o.record.status == Status::Verified));
+        assert_eq!(e.counters().encode_errors, 0);
+    }
+
     /// Live: nothing passes through until the output's negotiated profile
     /// is known; then only an input that fits it does, and a profile that
     /// cannot be read turns passthrough off with the reason.
