@@ -1209,25 +1209,19 @@ mod tests {
         let inputs = || -> Vec<Input> {
             aus.iter()
                 .enumerate()
-                .map(|(k, a)| match au(a, k) {
-                    Input::AccessUnit {
-                        data,
-                        pts,
-                        arrival,
-                        origin,
-                        contiguous,
-                        show,
-                        stale,
-                    } if k == 2 => Input::AccessUnit {
-                        data,
-                        pts,
-                        arrival: arrival - Duration::from_secs(5),
-                        origin: origin - Duration::from_secs(5),
-                        contiguous,
-                        show,
-                        stale,
-                    },
-                    i => i,
+                .map(|(k, a)| {
+                    let mut i = au(a, k);
+                    if let (
+                        2,
+                        Input::AccessUnit {
+                            arrival, origin, ..
+                        },
+                    ) = (k, &mut i)
+                    {
+                        *arrival -= Duration::from_secs(5);
+                        *origin -= Duration::from_secs(5);
+                    }
+                    i
                 })
                 .collect()
         };
